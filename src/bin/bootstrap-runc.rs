@@ -1,0 +1,33 @@
+use std::io::Write;
+use std::process::ExitCode;
+
+use bootstrap_runc::commands::Cli;
+use bootstrap_runc::logging;
+use bootstrap_runc::runtime::sealed_exe;
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log_to_file = cli.log.is_some();
+    if let Err(err) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
+        eprintln!("bootstrap-runc: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    let result = if cli.command.creates_processes() {
+        sealed_exe::ensure_sealed().and_then(|()| cli.execute())
+    } else {
+        cli.execute()
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(err) => {
+            let message = format!("{err:#}");
+            log::error!("{message}");
+            // As runc: the error goes to the log and, when that is a file, to stderr too.
+            if log_to_file {
+                let _ = writeln!(std::io::stderr(), "bootstrap-runc: {message}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The CLI: one file per subcommand, each only parsing its flags and delegating to the runtime.
+
+pub mod create;
+pub mod delete;
+pub mod exec;
+pub mod features;
+pub mod kill;
+pub mod list;
+pub mod pause;
+pub mod ps;
+pub mod resume;
+pub mod run;
+pub mod spec;
+pub mod start;
+pub mod state;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::logging::LogFormat;
+use crate::policy::file::Overrides;
+use crate::runtime::state_root::{StateRoot, DEFAULT_ROOT};
+use crate::runtime::Runtime;
+
+/// A runc-compatible OCI runtime that runs every container as a Bottlerocket bootstrap
+/// container: CAP_SYS_ADMIN, the host root read-only at /.bottlerocket/rootfs, the host's
+/// mount area rshared at /.bottlerocket/rootfs/mnt, a read-only root, and nothing more.
+#[derive(Debug, Parser)]
+#[command(name = "bootstrap-runc", version, max_term_width = 100)]
+pub struct Cli {
+    /// Directory for the containers' state (a tmpfs)
+    #[arg(long, global = true, default_value = DEFAULT_ROOT, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Write logs (and errors) to this file instead of stderr
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Log line format
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log debug output, libcontainer's included
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Manage cgroups through systemd
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
+    /// Host directory bound read-only at /.bottlerocket/rootfs [policy file, then /]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub host_root: Option<PathBuf>,
+    /// Host directory bound rshared at /.bottlerocket/rootfs/mnt [policy file, then /mnt]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub host_mount_area: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a container from a bundle, waiting for start
+    Create(create::Args),
+    /// Start a created container
+    Start(start::Args),
+    /// Print a container's state as JSON
+    State(state::Args),
+    /// Send a signal to a container's init (or to all its processes)
+    Kill(kill::Args),
+    /// Delete a container and everything it left
+    Delete(delete::Args),
+    /// Create, start and wait for a container; exit with its status
+    Run(run::Args),
+    /// List containers
+    List(list::Args),
+    /// List the processes of a container
+    Ps(ps::Args),
+    /// Run a new process in a running container
+    Exec(exec::Args),
+    /// Suspend all processes of a container
+    Pause(pause::Args),
+    /// Resume a paused container
+    Resume(resume::Args),
+    /// Print the runtime's features as JSON
+    Features(features::Args),
+    /// Write a starter config.json
+    Spec(spec::Args),
+}
+
+impl Command {
+    /// Commands that create container processes re-execute from a sealed copy first.
+    pub fn creates_processes(&self) -> bool {
+        matches!(
+            self,
+            Command::Create(_) | Command::Run(_) | Command::Exec(_)
+        )
+    }
+}
+
+impl Cli {
+    pub fn runtime(&self) -> Result<Runtime> {
+        Ok(Runtime {
+            root: StateRoot::open(&self.root)?,
+            systemd_cgroup: self.systemd_cgroup,
+            policy_overrides: Overrides {
+                host_root: self.host_root.clone(),
+                host_mount_area: self.host_mount_area.clone(),
+            },
+        })
+    }
+
+    /// Runs the command; returns the process exit code.
+    pub fn execute(self) -> Result<i32> {
+        match &self.command {
+            Command::Create(args) => create::run(args, &self.runtime()?),
+            Command::Start(args) => start::run(args, &self.runtime()?),
+            Command::State(args) => state::run(args, &self.runtime()?),
+            Command::Kill(args) => kill::run(args, &self.runtime()?),
+            Command::Delete(args) => delete::run(args, &self.runtime()?),
+            Command::Run(args) => run::run(args, &self.runtime()?),
+            Command::List(args) => list::run(args, &self.runtime()?),
+            Command::Ps(args) => ps::run(args, &self.runtime()?),
+            Command::Exec(args) => exec::run(args, &self.runtime()?),
+            Command::Pause(args) => pause::run(args, &self.runtime()?),
+            Command::Resume(args) => resume::run(args, &self.runtime()?),
+            Command::Features(args) => features::run(args),
+            Command::Spec(args) => spec::run(args),
+        }
+    }
+}
+
+/// Prints JSON on stdout (state and ps output is read whole by containerd).
+fn print_json(value: &impl serde::Serialize) -> Result<i32> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(0)
+}

@@ -1,0 +1,29 @@
+use anyhow::Result;
+
+use crate::runtime::foreground::SignalForwarder;
+use crate::runtime::Runtime;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub create: super::create::Args,
+    /// Return after starting the container instead of waiting for it
+    #[arg(short, long)]
+    pub detach: bool,
+}
+
+pub fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
+    let id = &args.create.container_id;
+    let forwarder = (!args.detach).then(SignalForwarder::install).transpose()?;
+    let pid = runtime.create(&args.create.request(args.detach))?;
+    let started = runtime.start(id);
+    let Some(forwarder) = forwarder else {
+        started?;
+        return Ok(0);
+    };
+    let code = started.and_then(|()| forwarder.wait(pid));
+    let deleted = runtime.delete(id, true);
+    let code = code?;
+    deleted?;
+    Ok(code)
+}

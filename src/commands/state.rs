@@ -1,0 +1,12 @@
+use anyhow::Result;
+
+use crate::runtime::Runtime;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    pub container_id: String,
+}
+
+pub fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
+    super::print_json(&runtime.state(&args.container_id)?)
+}

@@ -1,0 +1,8 @@
+//! bootstrap-runc: a runc-compatible OCI runtime that forces the bootstrap-container policy.
+
+pub mod atomic_file;
+pub mod commands;
+pub mod container_id;
+pub mod logging;
+pub mod policy;
+pub mod runtime;

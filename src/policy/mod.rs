@@ -1,0 +1,340 @@
+//! The bootstrap policy: one pure function from the bundle's spec to the spec we run.
+//!
+//! Whatever the config asks for, the result has CAP_SYS_ADMIN, a read-only root, the host root
+//! read-only at `/.bottlerocket/rootfs` and the host's mount area read-write and rshared at
+//! `/.bottlerocket/rootfs/mnt`; and nothing in it exceeds the policy (capabilities, mounts,
+//! namespaces, hooks).
+
+pub mod capabilities;
+pub mod file;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+
+use libcontainer::oci_spec::runtime::{
+    Capabilities, Capability, Linux, LinuxCapabilities, LinuxNamespace, LinuxNamespaceType, Mount,
+    Process, Spec,
+};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Where every policy-owned mount lives inside the container.
+pub const BOTTLEROCKET_DIR: &str = "/.bottlerocket";
+pub const HOST_ROOT_TARGET: &str = "/.bottlerocket/rootfs";
+pub const MOUNT_AREA_TARGET: &str = "/.bottlerocket/rootfs/mnt";
+
+/// runc's default masked paths; a config may add to them, never remove them.
+const MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// The operator's inputs to the policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Policy {
+    pub host_root: PathBuf,
+    pub host_mount_area: PathBuf,
+    pub extra_capabilities: Vec<Capability>,
+    pub writable_binds: Vec<PathBuf>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            host_root: PathBuf::from("/"),
+            host_mount_area: PathBuf::from("/mnt"),
+            extra_capabilities: Vec::new(),
+            writable_binds: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("the bootstrap policy refuses capabilities outside its ceiling: {}; an operator can allow them with extra-capabilities in the policy file", describe_refused(.0))]
+    Capabilities(BTreeMap<String, Vec<&'static str>>),
+    #[error("the bootstrap policy refuses the mount at {0}: {BOTTLEROCKET_DIR} itself and everything under {HOST_ROOT_TARGET} are the policy's own")]
+    ReservedMount(PathBuf),
+    #[error("the bootstrap policy requires a new mount namespace; the config has none")]
+    NoMountNamespace,
+    #[error("the bootstrap policy refuses to join the {ns} namespace at {path}: only the net, ipc, uts and pid namespaces may be joined by path")]
+    JoinedNamespace { ns: String, path: PathBuf },
+    #[error("the bootstrap policy refuses a user namespace: it would break mount propagation and change what the capabilities mean")]
+    UserNamespace,
+    #[error("the bootstrap policy refuses hooks: they would run on the host outside the policy")]
+    Hooks,
+    #[error("the config has no root filesystem (root.path)")]
+    NoRoot,
+}
+
+fn describe_refused(refused: &BTreeMap<String, Vec<&'static str>>) -> String {
+    refused
+        .iter()
+        .map(|(cap, sets)| format!("{cap} (in {})", sets.join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Applies the policy to the spec of a bundle at `bundle` (an absolute path). Relative paths in
+/// the spec are taken against the bundle; mount sources should already have symlinks resolved.
+pub fn apply(mut spec: Spec, policy: &Policy, bundle: &Path) -> Result<Spec, PolicyError> {
+    if spec
+        .hooks()
+        .as_ref()
+        .is_some_and(|hooks| hooks != &Default::default())
+    {
+        return Err(PolicyError::Hooks);
+    }
+
+    let mut root = spec.root().clone().ok_or(PolicyError::NoRoot)?;
+    root.set_path(clean(&bundle.join(root.path())));
+    root.set_readonly(Some(true));
+    spec.set_root(Some(root));
+
+    if let Some(process) = spec.process_mut() {
+        confine_process(process, policy)?;
+    }
+
+    let linux = spec.linux_mut().get_or_insert_with(Linux::default);
+    check_namespaces(linux.namespaces().as_deref().unwrap_or_default())?;
+    // `shared` would carry every mount of the container back to the host: only the mount area
+    // propagates, and our own code sets that up.
+    let propagation = match linux.rootfs_propagation().as_deref() {
+        Some("private" | "rprivate") => "private",
+        _ => "slave",
+    };
+    linux.set_rootfs_propagation(Some(propagation.to_string()));
+    let mut masked = linux.masked_paths().clone().unwrap_or_default();
+    for path in MASKED_PATHS {
+        if !masked.iter().any(|m| m == path) {
+            masked.push(path.to_string());
+        }
+    }
+    linux.set_masked_paths(Some(masked));
+
+    let mounts = confine_mounts(spec.mounts().clone().unwrap_or_default(), policy, bundle)?;
+    spec.set_mounts(Some(mounts));
+    Ok(spec)
+}
+
+/// The same rules for a process given to `exec`.
+pub fn apply_to_process(mut process: Process, policy: &Policy) -> Result<Process, PolicyError> {
+    confine_process(&mut process, policy)?;
+    Ok(process)
+}
+
+fn confine_process(process: &mut Process, policy: &Policy) -> Result<(), PolicyError> {
+    let ceiling = capabilities::ceiling(&policy.extra_capabilities);
+    let requested = process
+        .capabilities()
+        .clone()
+        .unwrap_or_else(empty_capabilities);
+    let sets = [
+        ("bounding", requested.bounding()),
+        ("effective", requested.effective()),
+        ("inheritable", requested.inheritable()),
+        ("permitted", requested.permitted()),
+        ("ambient", requested.ambient()),
+    ];
+    let mut refused: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
+    for (set_name, set) in sets {
+        for cap in set.iter().flatten().filter(|cap| !ceiling.contains(cap)) {
+            refused
+                .entry(capabilities::name(*cap))
+                .or_default()
+                .push(set_name);
+        }
+    }
+    if !refused.is_empty() {
+        return Err(PolicyError::Capabilities(refused));
+    }
+
+    let with_sys_admin = |set: &Option<Capabilities>| -> Option<Capabilities> {
+        let mut set = set.clone().unwrap_or_default();
+        set.insert(Capability::SysAdmin);
+        Some(set)
+    };
+    let mut granted = requested.clone();
+    granted
+        .set_bounding(with_sys_admin(requested.bounding()))
+        .set_effective(with_sys_admin(requested.effective()))
+        .set_permitted(with_sys_admin(requested.permitted()));
+    // A non-root user loses everything but ambient capabilities across exec.
+    if process.user().uid() != 0 {
+        granted
+            .set_inheritable(with_sys_admin(requested.inheritable()))
+            .set_ambient(with_sys_admin(requested.ambient()));
+    }
+    process.set_capabilities(Some(granted));
+    process.set_no_new_privileges(Some(true));
+    Ok(())
+}
+
+fn empty_capabilities() -> LinuxCapabilities {
+    let none = || Some(HashSet::new());
+    let mut caps = LinuxCapabilities::default();
+    caps.set_bounding(none())
+        .set_effective(none())
+        .set_inheritable(none())
+        .set_permitted(none())
+        .set_ambient(none());
+    caps
+}
+
+fn check_namespaces(namespaces: &[LinuxNamespace]) -> Result<(), PolicyError> {
+    let mut has_mount = false;
+    for ns in namespaces {
+        match (ns.typ(), ns.path()) {
+            (LinuxNamespaceType::User, _) => return Err(PolicyError::UserNamespace),
+            (LinuxNamespaceType::Mount, None) => has_mount = true,
+            (
+                LinuxNamespaceType::Network
+                | LinuxNamespaceType::Ipc
+                | LinuxNamespaceType::Uts
+                | LinuxNamespaceType::Pid,
+                _,
+            )
+            | (_, None) => {}
+            (other, Some(path)) => {
+                return Err(PolicyError::JoinedNamespace {
+                    ns: other.to_string(),
+                    path: path.clone(),
+                })
+            }
+        }
+    }
+    if has_mount {
+        Ok(())
+    } else {
+        Err(PolicyError::NoMountNamespace)
+    }
+}
+
+fn confine_mounts(
+    requested: Vec<Mount>,
+    policy: &Policy,
+    bundle: &Path,
+) -> Result<Vec<Mount>, PolicyError> {
+    let bottlerocket = Path::new(BOTTLEROCKET_DIR);
+    let host_root_target = Path::new(HOST_ROOT_TARGET);
+    let mut mounts = vec![tmpfs(
+        BOTTLEROCKET_DIR,
+        &["nosuid", "nodev", "noexec", "mode=755", "size=1m"],
+    )];
+    for mut mount in requested {
+        // runc takes a relative destination against the container's root.
+        let destination = clean(mount.destination());
+        if destination == bottlerocket || destination.starts_with(host_root_target) {
+            return Err(PolicyError::ReservedMount(destination));
+        }
+        mount.set_destination(destination);
+        if is_bind(&mount) {
+            let source = clean(&bundle.join(mount.source().clone().unwrap_or_default()));
+            if !may_write(&source, policy, bundle) {
+                make_read_only(&mut mount);
+            }
+            mount.set_source(Some(source));
+        }
+        mounts.push(mount);
+    }
+    if !mounts.iter().any(|m| m.destination() == Path::new("/tmp")) {
+        mounts.push(tmpfs(
+            "/tmp",
+            &["nosuid", "nodev", "mode=1777", "size=65536k"],
+        ));
+    }
+    mounts.push(bind(
+        &policy.host_root,
+        HOST_ROOT_TARGET,
+        &["rbind", "ro", "rro", "rslave"],
+    ));
+    mounts.push(bind(
+        &policy.host_mount_area,
+        MOUNT_AREA_TARGET,
+        &["rbind", "rw", "rshared"],
+    ));
+    Ok(mounts)
+}
+
+/// A bind mount, as runc and libcontainer recognise one.
+pub fn is_bind(mount: &Mount) -> bool {
+    mount.typ().as_deref() == Some("bind")
+        || mount
+            .options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind")
+}
+
+fn may_write(source: &Path, policy: &Policy, bundle: &Path) -> bool {
+    source.starts_with(&policy.host_mount_area)
+        || (bundle != Path::new("/") && source.starts_with(bundle))
+        || policy.writable_binds.iter().any(|w| source.starts_with(w))
+}
+
+fn make_read_only(mount: &mut Mount) {
+    let mut options: Vec<String> = mount
+        .options()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|o| o != "rw" && o != "rrw")
+        .collect();
+    let recursive = options.iter().any(|o| o == "rbind");
+    for wanted in ["ro", "rro"]
+        .into_iter()
+        .take(if recursive { 2 } else { 1 })
+    {
+        if !options.iter().any(|o| o == wanted) {
+            options.push(wanted.to_string());
+        }
+    }
+    mount.set_options(Some(options));
+}
+
+fn tmpfs(destination: &str, options: &[&str]) -> Mount {
+    let mut mount = Mount::default();
+    mount
+        .set_destination(PathBuf::from(destination))
+        .set_typ(Some("tmpfs".into()))
+        .set_source(Some(PathBuf::from("tmpfs")))
+        .set_options(Some(options.iter().map(|o| o.to_string()).collect()));
+    mount
+}
+
+fn bind(source: &Path, destination: &str, options: &[&str]) -> Mount {
+    let mut mount = tmpfs(destination, options);
+    mount
+        .set_typ(Some("bind".into()))
+        .set_source(Some(source.to_path_buf()));
+    mount
+}
+
+/// Lexically normalises an absolute path: `.`, `..` and repeated separators go away, and `..`
+/// never climbs above `/`.
+pub fn clean(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

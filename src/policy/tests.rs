@@ -1,0 +1,547 @@
+use super::*;
+use libcontainer::oci_spec::runtime::{LinuxNamespaceBuilder, Root, User};
+use serde_json::json;
+
+fn base_spec() -> Spec {
+    let mut spec = Spec::default();
+    let mut root = Root::default();
+    root.set_path(PathBuf::from("rootfs"));
+    spec.set_root(Some(root));
+    spec
+}
+
+fn spec_from(value: serde_json::Value) -> Spec {
+    serde_json::from_value(value).expect("test spec parses")
+}
+
+fn policy() -> Policy {
+    Policy {
+        host_root: PathBuf::from("/host"),
+        host_mount_area: PathBuf::from("/host/mnt"),
+        extra_capabilities: vec![],
+        writable_binds: vec![PathBuf::from("/var/lib/writable")],
+    }
+}
+
+fn bundle() -> &'static Path {
+    Path::new("/bundles/b1")
+}
+
+fn applied(spec: Spec) -> Spec {
+    apply(spec, &policy(), bundle()).expect("policy accepts")
+}
+
+fn caps(spec: &Spec) -> LinuxCapabilities {
+    spec.process()
+        .as_ref()
+        .unwrap()
+        .capabilities()
+        .clone()
+        .unwrap()
+}
+
+fn mount_at<'a>(spec: &'a Spec, destination: &str) -> &'a Mount {
+    spec.mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.destination() == Path::new(destination))
+        .unwrap_or_else(|| panic!("no mount at {destination}"))
+}
+
+fn options(mount: &Mount) -> Vec<&str> {
+    mount
+        .options()
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect()
+}
+
+fn with_namespaces(namespaces: &[(LinuxNamespaceType, Option<&str>)]) -> Spec {
+    let mut spec = base_spec();
+    let list = namespaces
+        .iter()
+        .map(|(typ, path)| {
+            let mut builder = LinuxNamespaceBuilder::default().typ(*typ);
+            if let Some(path) = path {
+                builder = builder.path(PathBuf::from(path));
+            }
+            builder.build().unwrap()
+        })
+        .collect::<Vec<_>>();
+    spec.linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_namespaces(Some(list));
+    spec
+}
+
+fn with_capabilities(set: &str, names: &[&str]) -> Spec {
+    let mut value = serde_json::to_value(base_spec()).unwrap();
+    value["process"]["capabilities"] = json!({ set: names });
+    spec_from(value)
+}
+
+#[test]
+fn adds_sys_admin_even_when_the_config_drops_every_capability() {
+    let mut spec = base_spec();
+    spec.process_mut()
+        .as_mut()
+        .unwrap()
+        .set_capabilities(Some(empty_capabilities()));
+    let caps = caps(&applied(spec));
+    for set in [caps.bounding(), caps.effective(), caps.permitted()] {
+        assert!(set.as_ref().unwrap().contains(&Capability::SysAdmin));
+    }
+    // root keeps its capabilities across exec without the inheritable and ambient sets
+    assert!(!caps
+        .ambient()
+        .as_ref()
+        .unwrap()
+        .contains(&Capability::SysAdmin));
+}
+
+#[test]
+fn adds_sys_admin_when_the_config_has_no_capabilities_at_all() {
+    let mut spec = base_spec();
+    spec.process_mut().as_mut().unwrap().set_capabilities(None);
+    let caps = caps(&applied(spec));
+    assert!(caps
+        .effective()
+        .as_ref()
+        .unwrap()
+        .contains(&Capability::SysAdmin));
+    assert_eq!(caps.bounding().as_ref().unwrap().len(), 1);
+}
+
+#[test]
+fn non_root_user_gets_sys_admin_in_inheritable_and_ambient_too() {
+    let mut spec = base_spec();
+    let mut user = User::default();
+    user.set_uid(1000);
+    spec.process_mut().as_mut().unwrap().set_user(user);
+    let caps = caps(&applied(spec));
+    for set in [
+        caps.bounding(),
+        caps.effective(),
+        caps.permitted(),
+        caps.inheritable(),
+        caps.ambient(),
+    ] {
+        assert!(set.as_ref().unwrap().contains(&Capability::SysAdmin));
+    }
+}
+
+#[test]
+fn keeps_requested_capabilities_inside_the_ceiling() {
+    let spec = with_capabilities(
+        "bounding",
+        &["CAP_NET_ADMIN", "CAP_SYS_MODULE", "CAP_CHOWN"],
+    );
+    let bounding = caps(&applied(spec)).bounding().clone().unwrap();
+    for cap in [
+        Capability::NetAdmin,
+        Capability::SysModule,
+        Capability::Chown,
+        Capability::SysAdmin,
+    ] {
+        assert!(bounding.contains(&cap), "{cap}");
+    }
+}
+
+#[test]
+fn refuses_a_capability_outside_the_ceiling_in_every_set() {
+    for set in [
+        "bounding",
+        "effective",
+        "inheritable",
+        "permitted",
+        "ambient",
+    ] {
+        let spec = with_capabilities(set, &["CAP_SYS_PTRACE"]);
+        let err = apply(spec, &policy(), bundle()).unwrap_err();
+        assert_eq!(
+            err,
+            PolicyError::Capabilities(BTreeMap::from([("CAP_SYS_PTRACE".to_string(), vec![set])])),
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("CAP_SYS_PTRACE") && message.contains(set),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn names_every_refused_capability() {
+    let spec = with_capabilities(
+        "effective",
+        &["CAP_SYS_RAWIO", "CAP_SYS_PTRACE", "CAP_KILL"],
+    );
+    let message = apply(spec, &policy(), bundle()).unwrap_err().to_string();
+    assert!(
+        message.contains("CAP_SYS_PTRACE (in effective), CAP_SYS_RAWIO (in effective)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn operator_extras_raise_the_ceiling() {
+    let spec = with_capabilities("bounding", &["CAP_SYS_PTRACE"]);
+    let mut policy = policy();
+    policy.extra_capabilities = vec![Capability::SysPtrace];
+    let bounding = caps(&apply(spec, &policy, bundle()).unwrap())
+        .bounding()
+        .clone()
+        .unwrap();
+    assert!(bounding.contains(&Capability::SysPtrace));
+}
+
+#[test]
+fn exec_process_gets_the_same_rules() {
+    let spec = with_capabilities("permitted", &["CAP_SYS_BOOT"]);
+    let process = spec.process().clone().unwrap();
+    let err = apply_to_process(process, &policy()).unwrap_err();
+    assert!(err.to_string().contains("CAP_SYS_BOOT (in permitted)"));
+
+    let mut process = base_spec().process().clone().unwrap();
+    process.set_no_new_privileges(Some(false));
+    let process = apply_to_process(process, &policy()).unwrap();
+    let caps = process.capabilities().clone().unwrap();
+    assert!(caps
+        .effective()
+        .as_ref()
+        .unwrap()
+        .contains(&Capability::SysAdmin));
+    assert_eq!(process.no_new_privileges(), &Some(true));
+}
+
+#[test]
+fn no_new_privileges_stays_on() {
+    let mut spec = base_spec();
+    spec.process_mut()
+        .as_mut()
+        .unwrap()
+        .set_no_new_privileges(Some(false));
+    assert_eq!(
+        applied(spec)
+            .process()
+            .as_ref()
+            .unwrap()
+            .no_new_privileges(),
+        &Some(true)
+    );
+}
+
+#[test]
+fn root_becomes_read_only_and_absolute() {
+    let spec = applied(base_spec());
+    let root = spec.root().as_ref().unwrap();
+    assert_eq!(root.readonly(), &Some(true));
+    assert_eq!(root.path(), Path::new("/bundles/b1/rootfs"));
+
+    let mut spec = base_spec();
+    spec.root_mut()
+        .as_mut()
+        .unwrap()
+        .set_path(PathBuf::from("/elsewhere/../rootfs"));
+    assert_eq!(
+        applied(spec).root().as_ref().unwrap().path(),
+        Path::new("/rootfs")
+    );
+}
+
+#[test]
+fn refuses_a_spec_without_root() {
+    let mut spec = base_spec();
+    spec.set_root(None);
+    assert_eq!(apply(spec, &policy(), bundle()), Err(PolicyError::NoRoot));
+}
+
+#[test]
+fn host_root_is_bound_read_only_recursively_and_never_shared() {
+    let spec = applied(base_spec());
+    let mount = mount_at(&spec, HOST_ROOT_TARGET);
+    assert_eq!(mount.source().as_deref(), Some(Path::new("/host")));
+    let options = options(mount);
+    for wanted in ["rbind", "ro", "rro", "rslave"] {
+        assert!(options.contains(&wanted), "{options:?}");
+    }
+    assert!(!options.iter().any(|o| o.contains("shared")));
+}
+
+#[test]
+fn mount_area_is_bound_read_write_rshared_after_the_host_root() {
+    let spec = applied(base_spec());
+    let mount = mount_at(&spec, MOUNT_AREA_TARGET);
+    assert_eq!(mount.source().as_deref(), Some(Path::new("/host/mnt")));
+    assert_eq!(options(mount), ["rbind", "rw", "rshared"]);
+    let mounts = spec.mounts().as_ref().unwrap();
+    let position = |d: &str| {
+        mounts
+            .iter()
+            .position(|m| m.destination() == Path::new(d))
+            .unwrap()
+    };
+    assert!(position(HOST_ROOT_TARGET) < position(MOUNT_AREA_TARGET));
+    assert_eq!(
+        position(BOTTLEROCKET_DIR),
+        0,
+        "the policy's tmpfs comes before any mount under it"
+    );
+}
+
+#[test]
+fn refuses_mounts_on_the_policy_paths() {
+    for destination in [
+        "/.bottlerocket",
+        "/.bottlerocket/",
+        "/.bottlerocket/rootfs",
+        "/.bottlerocket/rootfs/etc",
+        "/.bottlerocket/rootfs/mnt",
+        "/.bottlerocket/rootfs/mnt/disk",
+        "/x/../.bottlerocket/rootfs",
+        "//.bottlerocket/./rootfs/",
+        ".bottlerocket/rootfs",
+    ] {
+        let mut value = serde_json::to_value(base_spec()).unwrap();
+        value["mounts"] = json!([{"destination": destination, "type": "tmpfs", "source": "tmpfs"}]);
+        let err = apply(spec_from(value), &policy(), bundle()).unwrap_err();
+        assert!(
+            matches!(err, PolicyError::ReservedMount(_)),
+            "{destination}: {err}"
+        );
+    }
+}
+
+#[test]
+fn allows_mounts_elsewhere_under_bottlerocket() {
+    let mut value = serde_json::to_value(base_spec()).unwrap();
+    value["mounts"] = json!([{"destination": "/.bottlerocket/bootstrap-containers/x", "type": "bind",
+        "source": "/var/lib/bootstrap/x", "options": ["rbind", "rw"]}]);
+    let spec = apply(spec_from(value), &policy(), bundle()).unwrap();
+    mount_at(&spec, "/.bottlerocket/bootstrap-containers/x");
+}
+
+fn bind_options(source: &str, opts: &[&str]) -> Vec<String> {
+    let mut value = serde_json::to_value(base_spec()).unwrap();
+    value["mounts"] =
+        json!([{"destination": "/data", "type": "bind", "source": source, "options": opts}]);
+    let spec = applied(spec_from(value));
+    options(mount_at(&spec, "/data"))
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn host_binds_become_read_only() {
+    assert_eq!(
+        bind_options("/etc", &["rbind", "rw"]),
+        ["rbind", "ro", "rro"]
+    );
+    assert_eq!(bind_options("/etc", &["bind", "rrw"]), ["bind", "ro"]);
+    assert_eq!(
+        bind_options("/host/mnt/../etc", &["rbind"]),
+        ["rbind", "ro", "rro"]
+    );
+}
+
+#[test]
+fn binds_from_the_mount_area_the_bundle_or_the_allow_list_stay_writable() {
+    assert_eq!(bind_options("/host/mnt", &["rbind", "rw"]), ["rbind", "rw"]);
+    assert_eq!(
+        bind_options("/host/mnt/disk", &["rbind", "rw"]),
+        ["rbind", "rw"]
+    );
+    assert_eq!(
+        bind_options("/bundles/b1/data", &["rbind", "rw"]),
+        ["rbind", "rw"]
+    );
+    assert_eq!(bind_options("data", &["rbind", "rw"]), ["rbind", "rw"]);
+    assert_eq!(bind_options("/var/lib/writable/x", &["bind"]), ["bind"]);
+    // a prefix of a name is not the same directory
+    assert_eq!(
+        bind_options("/var/lib/writable2", &["bind"]),
+        ["bind", "ro"]
+    );
+}
+
+#[test]
+fn relative_bind_sources_resolve_against_the_bundle() {
+    let mut value = serde_json::to_value(base_spec()).unwrap();
+    value["mounts"] = json!([{"destination": "/data", "type": "none", "source": "../b2/data", "options": ["bind"]}]);
+    let spec = applied(spec_from(value));
+    let mount = mount_at(&spec, "/data");
+    assert_eq!(
+        mount.source().as_deref(),
+        Some(Path::new("/bundles/b2/data"))
+    );
+    assert_eq!(
+        options(mount),
+        ["bind", "ro"],
+        "outside the bundle after `..`"
+    );
+}
+
+#[test]
+fn adds_a_tmp_tmpfs_unless_the_bundle_mounts_tmp() {
+    let spec = applied(base_spec());
+    assert_eq!(mount_at(&spec, "/tmp").typ().as_deref(), Some("tmpfs"));
+
+    let mut value = serde_json::to_value(base_spec()).unwrap();
+    value["mounts"] = json!([{"destination": "/tmp/", "type": "bind", "source": "/bundles/b1/tmp", "options": ["bind"]}]);
+    let spec = applied(spec_from(value));
+    let tmps: Vec<_> = spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|m| m.destination() == Path::new("/tmp"))
+        .collect();
+    assert_eq!(tmps.len(), 1);
+    assert_eq!(tmps[0].typ().as_deref(), Some("bind"));
+}
+
+#[test]
+fn requires_an_own_mount_namespace() {
+    let spec = with_namespaces(&[(LinuxNamespaceType::Pid, None)]);
+    assert_eq!(
+        apply(spec, &policy(), bundle()),
+        Err(PolicyError::NoMountNamespace)
+    );
+
+    let spec = with_namespaces(&[(LinuxNamespaceType::Mount, Some("/proc/1/ns/mnt"))]);
+    assert!(matches!(
+        apply(spec, &policy(), bundle()),
+        Err(PolicyError::JoinedNamespace { .. })
+    ));
+}
+
+#[test]
+fn refuses_a_user_namespace() {
+    let spec = with_namespaces(&[
+        (LinuxNamespaceType::Mount, None),
+        (LinuxNamespaceType::User, None),
+    ]);
+    assert_eq!(
+        apply(spec, &policy(), bundle()),
+        Err(PolicyError::UserNamespace)
+    );
+    let spec = with_namespaces(&[
+        (LinuxNamespaceType::Mount, None),
+        (LinuxNamespaceType::User, Some("/proc/1/ns/user")),
+    ]);
+    assert_eq!(
+        apply(spec, &policy(), bundle()),
+        Err(PolicyError::UserNamespace)
+    );
+}
+
+#[test]
+fn net_ipc_uts_pid_may_be_joined_by_path_others_not() {
+    for typ in [
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Pid,
+    ] {
+        let spec = with_namespaces(&[
+            (LinuxNamespaceType::Mount, None),
+            (typ, Some("/proc/1/ns/x")),
+        ]);
+        assert!(apply(spec, &policy(), bundle()).is_ok(), "{typ}");
+    }
+    for typ in [LinuxNamespaceType::Cgroup, LinuxNamespaceType::Time] {
+        let spec = with_namespaces(&[
+            (LinuxNamespaceType::Mount, None),
+            (typ, Some("/proc/1/ns/x")),
+        ]);
+        let err = apply(spec, &policy(), bundle()).unwrap_err();
+        assert!(err.to_string().contains(&typ.to_string()), "{err}");
+    }
+}
+
+#[test]
+fn refuses_hooks() {
+    let mut value = serde_json::to_value(base_spec()).unwrap();
+    value["hooks"] = json!({"prestart": [{"path": "/bin/sh"}]});
+    assert_eq!(
+        apply(spec_from(value), &policy(), bundle()),
+        Err(PolicyError::Hooks)
+    );
+    let mut value = serde_json::to_value(base_spec()).unwrap();
+    value["hooks"] = json!({});
+    assert!(apply(spec_from(value), &policy(), bundle()).is_ok());
+}
+
+#[test]
+fn rootfs_propagation_is_never_shared() {
+    for (asked, expected) in [
+        (None, "slave"),
+        (Some("shared"), "slave"),
+        (Some("rshared"), "slave"),
+        (Some("slave"), "slave"),
+        (Some("private"), "private"),
+        (Some("rprivate"), "private"),
+    ] {
+        let mut spec = base_spec();
+        spec.linux_mut()
+            .as_mut()
+            .unwrap()
+            .set_rootfs_propagation(asked.map(String::from));
+        let spec = applied(spec);
+        assert_eq!(
+            spec.linux()
+                .as_ref()
+                .unwrap()
+                .rootfs_propagation()
+                .as_deref(),
+            Some(expected)
+        );
+    }
+}
+
+#[test]
+fn masked_paths_cannot_be_unmasked() {
+    let mut spec = base_spec();
+    spec.linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_masked_paths(Some(vec!["/proc/extra".into()]));
+    let spec = applied(spec);
+    let masked = spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .masked_paths()
+        .clone()
+        .unwrap();
+    for path in MASKED_PATHS.iter().chain(&["/proc/extra"]) {
+        assert!(masked.iter().any(|m| m == path), "{path}");
+    }
+}
+
+#[test]
+fn applying_twice_changes_nothing_more() {
+    let once = applied(base_spec());
+    let mut again_input = once.clone();
+    // the policy's own mounts would be refused as input: strip them as a bundle would not have them
+    again_input.set_mounts(Some(
+        once.mounts()
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter(|m| !m.destination().starts_with(BOTTLEROCKET_DIR))
+            .collect(),
+    ));
+    assert_eq!(applied(again_input), once);
+}
+
+#[test]
+fn clean_never_climbs_above_root() {
+    assert_eq!(clean(Path::new("/../../etc")), Path::new("/etc"));
+    assert_eq!(clean(Path::new("/a/./b//c/..")), Path::new("/a/b"));
+    assert_eq!(clean(Path::new("rel/x")), Path::new("/rel/x"));
+}

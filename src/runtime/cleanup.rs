@@ -1,0 +1,70 @@
+//! `delete`, and removal of whatever a container left behind, from its id alone: what a failed
+//! create, a SIGKILLed runtime or a corrupt state file leaves is removed the same way.
+
+use anyhow::{bail, Context, Result};
+use libcgroups::common::CgroupManager;
+use libcontainer::container::Container;
+use libcontainer::oci_spec::runtime::Spec;
+
+use super::{derived_bundle, status_error, Runtime};
+
+impl Runtime {
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let _lock = self.lock(id)?;
+        let container_dir = self.root.container_dir(id);
+        let derived_dir = self.root.derived_dir(id);
+        if !container_dir.exists() && !derived_dir.exists() {
+            if force {
+                self.root.remove_lock(id);
+                return Ok(());
+            }
+            bail!("container {id:?} does not exist");
+        }
+        match Container::load(container_dir) {
+            Ok(mut container) => container
+                .delete(force)
+                .map_err(|err| status_error(err, id, "delete"))?,
+            Err(err) if force => {
+                log::warn!("container {id:?} has no readable state ({err}); removing what it left")
+            }
+            Err(_) => bail!(
+                "container {id:?} was not completely created or its state is unreadable; delete --force removes it"
+            ),
+        }
+        self.remove_leftovers(id)?;
+        self.root.remove_lock(id);
+        Ok(())
+    }
+
+    /// Kills the container's processes and removes its cgroup, libcontainer's directory and
+    /// ours. Safe to call on a container that is partly or entirely gone.
+    pub(super) fn remove_leftovers(&self, id: &str) -> Result<()> {
+        let derived_dir = self.root.derived_dir(id);
+        let container_dir = self.root.container_dir(id);
+        // The init may not be in the cgroup yet when create was interrupted.
+        if let Ok(container) = Container::load(container_dir.clone()) {
+            if let Some(pid) = container.pid() {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        let cgroups_path = derived_bundle::read_spec(&derived_dir)
+            .ok()
+            .and_then(|spec: Spec| spec.linux().as_ref()?.cgroups_path().clone());
+        let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+            cgroup_path: libcontainer::utils::get_cgroup_path(&cgroups_path, id),
+            systemd_cgroup: self.systemd_cgroup,
+            container_name: id.to_string(),
+        })
+        .context("opening the container's cgroup")?;
+        manager
+            .remove()
+            .with_context(|| format!("removing the cgroup of container {id:?}"))?;
+        for dir in [container_dir, derived_dir] {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+        }
+        Ok(())
+    }
+}

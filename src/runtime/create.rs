@@ -1,0 +1,93 @@
+//! `create`: the policy applied to the bundle, libcontainer's container, then our host mounts.
+//! Any failure removes everything the attempt made.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::unistd::Pid;
+
+use super::{derived_bundle, host_mounts, Runtime};
+use crate::atomic_file;
+
+pub struct CreateRequest<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub pid_file: Option<&'a Path>,
+    pub console_socket: Option<&'a Path>,
+    pub no_pivot: bool,
+    pub preserve_fds: i32,
+    /// False for `run` in the foreground.
+    pub detach: bool,
+}
+
+impl Runtime {
+    /// Creates the container; returns the pid of its init, waiting for `start`.
+    pub fn create(&self, request: &CreateRequest) -> Result<Pid> {
+        let id = request.id;
+        let _lock = self.lock(id)?;
+        let container_dir = self.root.container_dir(id);
+        let derived_dir = self.root.derived_dir(id);
+        if container_dir.exists() || derived_dir.exists() {
+            bail!("container {id:?} already exists");
+        }
+        let bundle = request
+            .bundle
+            .canonicalize()
+            .with_context(|| format!("bundle {}", request.bundle.display()))?;
+        let policy = self.policy()?;
+        std::fs::create_dir(&derived_dir)
+            .with_context(|| format!("creating {}", derived_dir.display()))?;
+        let created = self.create_in(request, &bundle, &derived_dir, &policy);
+        if created.is_err() {
+            if let Err(cleanup) = self.remove_leftovers(id) {
+                log::warn!("cleaning up after the failed create of {id:?}: {cleanup:#}");
+            }
+        }
+        created
+    }
+
+    fn create_in(
+        &self,
+        request: &CreateRequest,
+        bundle: &Path,
+        derived_dir: &Path,
+        policy: &crate::policy::Policy,
+    ) -> Result<Pid> {
+        let host_mounts = derived_bundle::write(derived_dir, bundle, policy)?;
+        for mount in host_mounts.iter().filter(|m| m.shared) {
+            host_mounts::ensure_shared(&mount.source)?;
+        }
+        let container = ContainerBuilder::new(request.id.to_string(), SyscallType::default())
+            .with_root_path(self.root.path())?
+            .with_console_socket(request.console_socket)
+            .with_preserved_fds(request.preserve_fds)
+            .as_init(derived_dir)
+            .with_systemd(self.systemd_cgroup)
+            .with_detach(request.detach)
+            .with_no_pivot(request.no_pivot)
+            .build()
+            .map_err(anyhow::Error::new)
+            .context("creating the container")?;
+        let pid = container
+            .pid()
+            .context("libcontainer reported no pid for the new container")?;
+        host_mounts::attach(pid, &host_mounts)?;
+        if let Some(pid_file) = request.pid_file {
+            write_pid_file(pid_file, pid)?;
+        }
+        Ok(pid)
+    }
+}
+
+/// runc's pid file: the decimal pid, no newline, replaced atomically.
+pub(super) fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    atomic_file::write(&path, pid.to_string().as_bytes(), 0o644)
+        .with_context(|| format!("writing pid file {}", PathBuf::from(&path).display()))
+}

@@ -1,0 +1,87 @@
+//! The bundle libcontainer actually runs: the original config with the policy applied.
+//!
+//! libcontainer 0.7.0 only reads `<bundle>/config.json`, so the derived spec is written into our
+//! part of the state root, with every path made absolute against the original bundle.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use libcontainer::oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+use super::host_mounts::{self, HostMount};
+use crate::atomic_file;
+use crate::policy::{self, Policy};
+
+/// A config.json larger than this is refused before parsing.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+const META_FILE: &str = "bootstrap.json";
+
+/// What we remember about a container beside libcontainer's state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Meta {
+    /// The bundle the caller gave, reported by `state`.
+    pub bundle: PathBuf,
+    /// The container's root filesystem, absolute.
+    pub rootfs: PathBuf,
+    /// The effective policy the container was created under.
+    pub policy: Policy,
+}
+
+/// Reads and parses `<bundle>/config.json`, refusing oversized files.
+pub fn read_spec(bundle: &Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut text = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut text)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        bail!(
+            "{} is larger than the {} MiB limit",
+            path.display(),
+            MAX_CONFIG_BYTES >> 20
+        );
+    }
+    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Applies the policy to the bundle's spec and writes the result into `dir` (which exists and is
+/// empty). Returns the mounts our own code must attach after libcontainer created the container.
+pub fn write(dir: &Path, bundle: &Path, policy: &Policy) -> Result<Vec<HostMount>> {
+    let mut spec = read_spec(bundle)?;
+    resolve_bind_sources(&mut spec, bundle);
+    let spec = policy::apply(spec, policy, bundle)?;
+    let (spec, host_mounts) = host_mounts::split(spec);
+    let config = serde_json::to_vec(&spec).context("serialising the derived config")?;
+    atomic_file::write(&dir.join("config.json"), &config, 0o600)?;
+    let meta = Meta {
+        bundle: bundle.to_path_buf(),
+        rootfs: spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .unwrap_or_default(),
+        policy: policy.clone(),
+    };
+    atomic_file::write(&dir.join(META_FILE), &serde_json::to_vec(&meta)?, 0o600)?;
+    Ok(host_mounts)
+}
+
+pub fn read_meta(dir: &Path) -> Result<Meta> {
+    let path = dir.join(META_FILE);
+    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Resolves symlinks in existing bind sources, so the policy judges where a bind really points.
+fn resolve_bind_sources(spec: &mut Spec, bundle: &Path) {
+    for mount in spec.mounts_mut().iter_mut().flatten() {
+        if let (true, Some(source)) = (policy::is_bind(mount), mount.source().clone()) {
+            if let Ok(real) = bundle.join(source).canonicalize() {
+                mount.set_source(Some(real));
+            }
+        }
+    }
+}

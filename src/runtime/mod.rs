@@ -1,0 +1,125 @@
+//! The runtime: container lifecycle on top of libcontainer, with the policy applied on create.
+
+pub mod cleanup;
+pub mod create;
+pub mod derived_bundle;
+pub mod exec;
+pub mod foreground;
+pub mod host_mounts;
+pub mod oci_state;
+pub mod sealed_exe;
+pub mod state_root;
+
+use anyhow::{anyhow, bail, Context, Result};
+use libcgroups::common::CgroupManager;
+use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::error::LibcontainerError;
+use libcontainer::signal::Signal;
+
+use crate::container_id;
+use crate::policy::{self, file::Overrides, Policy};
+use state_root::{ContainerLock, StateRoot};
+
+/// What every command needs: where state lives and how cgroups and the policy are set up.
+pub struct Runtime {
+    pub root: StateRoot,
+    pub systemd_cgroup: bool,
+    pub policy_overrides: Overrides,
+}
+
+impl Runtime {
+    /// The effective policy: flags, then the policy file, then defaults; host paths resolved.
+    pub fn policy(&self) -> Result<Policy> {
+        let mut policy = policy::file::load(&policy::file::path(), &self.policy_overrides)?;
+        for (what, path) in [
+            ("host root", &mut policy.host_root),
+            ("host mount area", &mut policy.host_mount_area),
+        ] {
+            *path = path
+                .canonicalize()
+                .with_context(|| format!("{what} {}", path.display()))?;
+        }
+        Ok(policy)
+    }
+
+    /// Validates the id and takes the container's lock.
+    pub fn lock(&self, id: &str) -> Result<ContainerLock> {
+        container_id::validate(id)?;
+        self.root.lock(id)
+    }
+
+    /// Loads a container's state. The caller holds its lock.
+    pub fn load(&self, id: &str) -> Result<Container> {
+        let dir = self.root.container_dir(id);
+        if !dir.exists() {
+            bail!("container {id:?} does not exist");
+        }
+        Container::load(dir).with_context(|| {
+            format!("container {id:?} has unreadable state (delete --force removes it)")
+        })
+    }
+
+    pub fn start(&self, id: &str) -> Result<()> {
+        let _lock = self.lock(id)?;
+        let mut container = self.load(id)?;
+        container
+            .start()
+            .map_err(|err| status_error(err, id, "start"))
+    }
+
+    pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<()> {
+        let _lock = self.lock(id)?;
+        let mut container = self.load(id)?;
+        container
+            .kill(signal, all)
+            .map_err(|err| status_error(err, id, "kill"))
+    }
+
+    pub fn pause(&self, id: &str) -> Result<()> {
+        let _lock = self.lock(id)?;
+        self.load(id)?
+            .pause()
+            .map_err(|err| status_error(err, id, "pause"))
+    }
+
+    pub fn resume(&self, id: &str) -> Result<()> {
+        let _lock = self.lock(id)?;
+        self.load(id)?
+            .resume()
+            .map_err(|err| status_error(err, id, "resume"))
+    }
+
+    /// Host pids of every process in the container's cgroup.
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+        let _lock = self.lock(id)?;
+        let container = self.load(id)?;
+        let config = container.spec().context("reading the container's config")?;
+        let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+            cgroup_path: config.cgroup_path,
+            systemd_cgroup: container.systemd(),
+            container_name: id.to_string(),
+        })
+        .context("opening the container's cgroup")?;
+        let mut pids: Vec<i32> = manager
+            .get_all_pids()
+            .context("listing the container's processes")?
+            .into_iter()
+            .map(|p| p.as_raw())
+            .collect();
+        pids.sort_unstable();
+        Ok(pids)
+    }
+}
+
+/// runc's wording for lifecycle errors, which containerd matches on ("not running").
+fn status_error(err: LibcontainerError, id: &str, action: &str) -> anyhow::Error {
+    match err {
+        LibcontainerError::IncorrectStatus(ContainerStatus::Stopped) => {
+            anyhow!("cannot {action} container {id:?}: container not running")
+        }
+        LibcontainerError::IncorrectStatus(status) => {
+            anyhow!("cannot {action} container {id:?} in status {status}")
+        }
+        other => anyhow::Error::new(other).context(format!("{action} container {id:?}")),
+    }
+}

@@ -1,0 +1,99 @@
+//! Layout of the state root (`--root`).
+//!
+//! ```text
+//! <root>/<id>/               libcontainer's container directory (state.json, ...)
+//! <root>/.bootstrap/<id>/    ours: the derived config.json and bootstrap.json
+//! <root>/.locks/<id>         per-container lock, held by every command that reads or writes state
+//! ```
+//! Names starting with `.` can never be container ids, so ours never collide with libcontainer's.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+
+pub const DEFAULT_ROOT: &str = "/run/bootstrap-runc";
+
+#[derive(Clone, Debug)]
+pub struct StateRoot {
+    path: PathBuf,
+}
+
+/// Held for as long as a command works on one container.
+pub struct ContainerLock {
+    _flock: Flock<File>,
+}
+
+impl StateRoot {
+    /// Opens the state root, creating it (mode 0700) on first use as runc does.
+    pub fn open(path: &Path) -> Result<Self> {
+        let path = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .context("reading the working directory")?
+                .join(path)
+        };
+        for dir in [path.clone(), path.join(".bootstrap"), path.join(".locks")] {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .with_context(|| format!("creating state directory {}", dir.display()))?;
+        }
+        Ok(StateRoot { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// libcontainer's directory for the container.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.path.join(id)
+    }
+
+    /// Our directory for the container: the derived bundle and its metadata.
+    pub fn derived_dir(&self, id: &str) -> PathBuf {
+        self.path.join(".bootstrap").join(id)
+    }
+
+    /// Takes the container's lock, waiting for other commands on the same container.
+    pub fn lock(&self, id: &str) -> Result<ContainerLock> {
+        let path = self.path.join(".locks").join(id);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening lock {}", path.display()))?;
+        let flock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| errno)
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(ContainerLock { _flock: flock })
+    }
+
+    /// Removes the lock file of a deleted container (called while holding it).
+    pub fn remove_lock(&self, id: &str) {
+        let _ = std::fs::remove_file(self.path.join(".locks").join(id));
+    }
+
+    /// Ids of every container with state here, created or half-created.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for dir in [self.path.clone(), self.path.join(".bootstrap")] {
+            for entry in std::fs::read_dir(&dir)
+                .with_context(|| format!("reading state root {}", dir.display()))?
+            {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') && !ids.contains(&name) {
+                    ids.push(name);
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+}
