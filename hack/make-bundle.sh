@@ -24,6 +24,8 @@ args=
 for arg in "$@"; do
   arg=${arg//\\/\\\\}
   arg=${arg//\"/\\\"}
+  arg=${arg//$'\n'/\\n}
+  arg=${arg//$'\t'/\\t}
   args+="${args:+, }\"$arg\""
 done
 

@@ -214,7 +214,7 @@ fn exec_process_gets_the_same_rules() {
         .as_ref()
         .unwrap()
         .contains(&Capability::SysAdmin));
-    assert_eq!(process.no_new_privileges(), &Some(true));
+    assert_eq!(process.no_new_privileges(), Some(true));
 }
 
 #[test]
@@ -230,7 +230,7 @@ fn no_new_privileges_stays_on() {
             .as_ref()
             .unwrap()
             .no_new_privileges(),
-        &Some(true)
+        Some(true)
     );
 }
 
@@ -238,7 +238,7 @@ fn no_new_privileges_stays_on() {
 fn root_becomes_read_only_and_absolute() {
     let spec = applied(base_spec());
     let root = spec.root().as_ref().unwrap();
-    assert_eq!(root.readonly(), &Some(true));
+    assert_eq!(root.readonly(), Some(true));
     assert_eq!(root.path(), Path::new("/bundles/b1/rootfs"));
 
     let mut spec = base_spec();

@@ -1,0 +1,233 @@
+//! Test fixture: a private state root, a fake host root with its mount area, busybox bundles,
+//! and the real `bootstrap-runc` binary. Dropping the fixture removes every container and mount
+//! it made; `assert_clean` checks that the runtime itself left nothing behind.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bootstrap-runc");
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub host_root: PathBuf,
+    pub mount_area: PathBuf,
+    pub policy_file: PathBuf,
+    ids: std::sync::Mutex<Vec<String>>,
+    prefix: String,
+}
+
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Fixture {
+    pub fn new(name: &str) -> Fixture {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "integration tests run as root"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("brt-{name}-"))
+            .tempdir()
+            .unwrap();
+        let root = dir.path().join("state");
+        let host_root = dir.path().join("host");
+        let mount_area = host_root.join("mnt");
+        std::fs::create_dir_all(&mount_area).unwrap();
+        std::fs::create_dir_all(host_root.join("etc")).unwrap();
+        std::fs::write(host_root.join("etc/hostname"), "fake-host\n").unwrap();
+        Fixture {
+            policy_file: dir.path().join("policy.toml"),
+            prefix: format!(
+                "{name}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+            dir,
+            root,
+            host_root,
+            mount_area,
+            ids: Default::default(),
+        }
+    }
+
+    /// A fresh container id, remembered for cleanup.
+    pub fn id(&self, suffix: &str) -> String {
+        let id = format!("{}-{suffix}", self.prefix);
+        self.ids.lock().unwrap().push(id.clone());
+        id
+    }
+
+    /// A busybox bundle running `args`.
+    pub fn bundle(&self, name: &str, args: &[&str]) -> PathBuf {
+        let bundle = self.dir.path().join("bundles").join(name);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/make-bundle.sh");
+        let status = Command::new(script)
+            .arg(&bundle)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "make-bundle.sh failed");
+        bundle
+    }
+
+    /// Edits a bundle's config.json.
+    pub fn edit_config(&self, bundle: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+        let path = bundle.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut config);
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    }
+
+    /// The runtime with this fixture's root, fake host and policy file.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--host-root")
+            .arg(&self.host_root)
+            .arg("--host-mount-area")
+            .arg(&self.mount_area)
+            .env("BOOTSTRAP_RUNC_POLICY", &self.policy_file)
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    /// Runs the runtime to completion. Output goes through files, not pipes: after `create` the
+    /// container holds the runtime's stdio, and a pipe would not reach EOF until it exits.
+    pub fn rt(&self, args: &[&str]) -> Ran {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let out = self.dir.path().join(format!("stdout-{n}"));
+        let err = self.dir.path().join(format!("stderr-{n}"));
+        let status = self
+            .command()
+            .args(args)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .status()
+            .unwrap();
+        let read = |path: &Path| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let _ = std::fs::remove_file(path);
+            text
+        };
+        Ran {
+            code: status.code().unwrap_or(-1),
+            stdout: read(&out),
+            stderr: read(&err),
+        }
+    }
+
+    pub fn rt_ok(&self, args: &[&str]) -> Ran {
+        let ran = self.rt(args);
+        assert_eq!(
+            ran.code, 0,
+            "bootstrap-runc {args:?} failed: {}",
+            ran.stderr
+        );
+        ran
+    }
+
+    pub fn state(&self, id: &str) -> serde_json::Value {
+        serde_json::from_str(&self.rt_ok(&["state", id]).stdout).unwrap()
+    }
+
+    /// Asserts the runtime left no state, cgroup, process or mount for this fixture's ids.
+    pub fn assert_clean(&self) {
+        for id in self.ids.lock().unwrap().iter() {
+            for dir in [self.root.join(id), self.root.join(".bootstrap").join(id)] {
+                assert!(!dir.exists(), "state left behind: {}", dir.display());
+            }
+            let cgroups = cgroup_dirs(id);
+            assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+        }
+        let mounts = self.mounts_outside_mount_area();
+        assert!(mounts.is_empty(), "mounts left behind: {mounts:#?}");
+    }
+
+    /// Mounts under the fixture's directory other than the mount area itself (which the
+    /// runtime makes a shared mount point on purpose).
+    pub fn mounts_outside_mount_area(&self) -> Vec<String> {
+        host_mounts_under(self.dir.path())
+            .into_iter()
+            .filter(|(point, _)| point != &self.mount_area)
+            .map(|(point, line)| format!("{}: {line}", point.display()))
+            .collect()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for id in self.ids.lock().unwrap().iter() {
+            let _ = self.command().args(["delete", "--force", id]).output();
+        }
+        // Unmount everything under the fixture, deepest first.
+        let mut points: Vec<PathBuf> = host_mounts_under(self.dir.path())
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for point in points {
+            let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// (mount point, mountinfo line) of every host mount at or under `dir`.
+pub fn host_mounts_under(dir: &Path) -> Vec<(PathBuf, String)> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let point = PathBuf::from(line.split(' ').nth(4)?);
+            point.starts_with(dir).then(|| (point, line.to_string()))
+        })
+        .collect()
+}
+
+/// Every cgroup directory (any hierarchy) whose name mentions `id`.
+pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return found;
+    };
+    for hierarchy in hierarchies.flatten() {
+        let mut stack = vec![hierarchy.path()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    if entry.file_name().to_string_lossy().contains(id) {
+                        found.push(entry.path());
+                    }
+                    stack.push(entry.path());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Whether `pid` is alive (and not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
