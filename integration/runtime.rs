@@ -816,28 +816,30 @@ fn pause_and_resume() {
 }
 
 #[test]
-fn runtime_binary_in_the_container_is_a_sealed_copy() {
+fn runtime_binary_cannot_be_overwritten_through_proc_exe() {
     let f = Fixture::new("sealed");
     let bundle = f.bundle("s", &["true"]);
     let id = f.id("s");
     f.rt_ok(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
-    // Until start, the container's init is the runtime itself: it must not be the file on disk.
+    // Until start, the container's init is the runtime itself; the CVE-2019-5736 attack keeps a
+    // handle on its exe and reopens it for writing once the process is gone.
     let pid = f.state(&id)["pid"].as_i64().unwrap();
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
-    assert!(
-        exe.to_string_lossy().starts_with("/memfd:bootstrap-runc"),
-        "{}",
-        exe.display()
-    );
-    let write = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(format!("/proc/{pid}/exe"));
-    assert!(
-        write.is_err(),
-        "the runtime copy the container sees is writable"
-    );
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(format!("/proc/{pid}/exe"))
+        .unwrap();
     f.rt_ok(&["delete", "--force", &id]);
+    wait_until(|| !alive(pid as i32));
+    let reopened = std::fs::OpenOptions::new().write(true).open(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&handle)
+    ));
+    let err = reopened.expect_err("the runtime binary the container saw is writable");
+    assert!(
+        matches!(err.raw_os_error(), Some(libc::EROFS) | Some(libc::EPERM)),
+        "unexpected error {err}"
+    );
     f.assert_clean();
 }
 

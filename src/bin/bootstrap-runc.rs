@@ -3,7 +3,6 @@ use std::process::ExitCode;
 
 use bootstrap_runc::commands::Cli;
 use bootstrap_runc::logging;
-use bootstrap_runc::runtime::sealed_exe;
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -13,11 +12,7 @@ fn main() -> ExitCode {
         eprintln!("bootstrap-runc: {err:#}");
         return ExitCode::FAILURE;
     }
-    let result = if cli.command.creates_processes() {
-        sealed_exe::ensure_sealed().and_then(|()| cli.execute())
-    } else {
-        cli.execute()
-    };
+    let result = cli.execute();
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(err) => {

@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 
 use crate::logging::LogFormat;
 use crate::policy::file::Overrides;
+use crate::runtime::sealed_exe;
 use crate::runtime::state_root::{StateRoot, DEFAULT_ROOT};
 use crate::runtime::Runtime;
 
@@ -85,20 +86,18 @@ pub enum Command {
     Spec(spec::Args),
 }
 
-impl Command {
-    /// Commands that create container processes re-execute from a sealed copy first.
-    pub fn creates_processes(&self) -> bool {
-        matches!(
-            self,
-            Command::Create(_) | Command::Run(_) | Command::Exec(_)
-        )
-    }
-}
-
 impl Cli {
     pub fn runtime(&self) -> Result<Runtime> {
+        let root = StateRoot::open(&self.root)?;
+        // Commands that put runtime processes into a container run from a protected binary.
+        if matches!(
+            self.command,
+            Command::Create(_) | Command::Run(_) | Command::Exec(_)
+        ) {
+            sealed_exe::ensure_sealed(&root.empty_dir())?;
+        }
         Ok(Runtime {
-            root: StateRoot::open(&self.root)?,
+            root,
             systemd_cgroup: self.systemd_cgroup,
             policy_overrides: Overrides {
                 host_root: self.host_root.clone(),

@@ -21,17 +21,23 @@ impl Runtime {
             bail!("container {id:?} does not exist");
         }
         match Container::load(container_dir) {
-            Ok(mut container) => container
-                .delete(force)
-                .map_err(|err| status_error(err, id, "delete"))?,
+            Ok(mut container) => {
+                container
+                    .delete(force)
+                    .map_err(|err| status_error(err, id, "delete"))?;
+                if derived_dir.exists() {
+                    std::fs::remove_dir_all(&derived_dir)
+                        .with_context(|| format!("removing {}", derived_dir.display()))?;
+                }
+            }
             Err(err) if force => {
-                log::warn!("container {id:?} has no readable state ({err}); removing what it left")
+                log::warn!("container {id:?} has no readable state ({err}); removing what it left");
+                self.remove_leftovers(id)?;
             }
             Err(_) => bail!(
                 "container {id:?} was not completely created or its state is unreadable; delete --force removes it"
             ),
         }
-        self.remove_leftovers(id)?;
         self.root.remove_lock(id);
         Ok(())
     }

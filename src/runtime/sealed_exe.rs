@@ -1,16 +1,19 @@
 //! Protection of the runtime binary against being overwritten from inside a container
-//! (CVE-2019-5736): before a command creates container processes, the runtime re-executes
-//! itself from a sealed in-memory copy, so `/proc/<pid>/exe` of every runtime process that
-//! enters a container is an immutable memfd, never the binary on disk.
+//! (CVE-2019-5736: a container makes the runtime execute `/proc/self/exe` inside it, then writes
+//! to that file through `/proc/<pid>/exe`).
 //!
-//! We chose the sealed copy over runc 1.2's read-only overlayfs because it also rules out
-//! page-cache poisoning of the on-disk binary (runc issue #5272); its cost is one in-kernel copy
-//! of the binary (`sendfile`), which a small stripped binary keeps low (see README).
+//! Before a command creates container processes, the runtime re-executes itself through a
+//! private, detached, read-only overlayfs whose lower layer is the binary's directory (runc
+//! 1.2's approach): every runtime process that enters a container then has an `exe` on which
+//! any write fails with EROFS, and no path leads to that mount. Where overlayfs is missing, it
+//! falls back to a sealed memfd copy of the binary. The overlay costs a mount and an exec; the
+//! copy costs ~6 ms more with our binary size (README, "Binary protection").
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
@@ -22,15 +25,134 @@ const SEALS: SealFlag = SealFlag::F_SEAL_SEAL
     .union(SealFlag::F_SEAL_WRITE);
 /// `MFD_EXEC`: needed where `vm.memfd_noexec` is set; older kernels reject it.
 const MFD_EXEC: libc::c_uint = 0x10;
+const OVERLAYFS_SUPER_MAGIC: libc::c_long = 0x794c_7630;
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
+const MOUNT_ATTR_NOSUID: libc::c_uint = 2;
+const MOUNT_ATTR_NODEV: libc::c_uint = 4;
 
-/// Returns if this process already runs from a sealed copy; otherwise re-executes from one
-/// and does not return.
-pub fn ensure_sealed() -> Result<()> {
+/// Returns if this process already runs from a protected binary; otherwise re-executes from
+/// one and does not return. `empty_dir` is an empty directory owned by the runtime (overlayfs
+/// without an upper layer needs two lower layers).
+pub fn ensure_sealed(empty_dir: &Path) -> Result<()> {
     let exe = File::open("/proc/self/exe").context("opening /proc/self/exe")?;
-    if is_sealed(&exe) {
+    if is_protected(&exe) {
         return Ok(());
     }
-    let copy = memfd()?;
+    let protected = match read_only_overlay_copy(empty_dir) {
+        Ok(fd) => fd,
+        Err(err) => {
+            log::debug!(
+                "no overlayfs for the runtime binary ({err:#}); copying it into a sealed memfd"
+            );
+            sealed_memfd_copy(&exe)?
+        }
+    };
+    let err = nix::unistd::fexecve(protected.as_raw_fd(), &c_args()?, &c_env()?).unwrap_err();
+    Err(err).context("re-executing the runtime from its protected copy")
+}
+
+/// Our exe cannot be written: a sealed memfd, or a file on a read-only overlayfs.
+fn is_protected(exe: &File) -> bool {
+    if fcntl(exe.as_raw_fd(), FcntlArg::F_GET_SEALS)
+        .is_ok_and(|seals| SealFlag::from_bits_truncate(seals).contains(SEALS))
+    {
+        return true;
+    }
+    match nix::sys::statfs::fstatfs(exe) {
+        Ok(fs) => {
+            fs.filesystem_type().0 as libc::c_long == OVERLAYFS_SUPER_MAGIC
+                && nix::sys::statvfs::fstatvfs(exe)
+                    .is_ok_and(|vfs| vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+        }
+        Err(_) => false,
+    }
+}
+
+/// An `O_PATH` fd of our binary, seen through a new detached read-only overlay mount.
+fn read_only_overlay_copy(empty_dir: &Path) -> Result<OwnedFd> {
+    let exe_path = std::fs::read_link("/proc/self/exe").context("reading /proc/self/exe")?;
+    let dir = exe_path.parent().context("binary has no directory")?;
+    let name = exe_path.file_name().context("binary has no name")?;
+    // SAFETY: fsopen with a static NUL-terminated name.
+    let fs =
+        raw_fd(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })
+            .context("fsopen overlay")?;
+    let lower = CString::new(
+        [
+            dir.as_os_str().as_bytes(),
+            b":",
+            empty_dir.as_os_str().as_bytes(),
+        ]
+        .concat(),
+    )?;
+    fsconfig(&fs, FSCONFIG_SET_STRING, Some(c"lowerdir"), Some(&lower))
+        .context("overlay lowerdir")?;
+    fsconfig(&fs, FSCONFIG_CMD_CREATE, None, None).context("creating the overlay")?;
+    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    // SAFETY: valid fs context fd.
+    let mount =
+        raw_fd(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
+            .context("fsmount overlay")?;
+    let name = CString::new(name.as_bytes())?;
+    // SAFETY: valid dir fd and NUL-terminated name.
+    raw_fd(unsafe {
+        libc::openat(
+            mount.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        ) as libc::c_long
+    })
+    .context("opening the binary in the overlay")
+}
+
+fn fsconfig(
+    fs: &OwnedFd,
+    cmd: libc::c_uint,
+    key: Option<&CStr>,
+    value: Option<&CStr>,
+) -> Result<()> {
+    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+    // SAFETY: valid fd; key and value are NUL-terminated or null as the command requires.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            cmd,
+            ptr(key),
+            ptr(value),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+fn raw_fd(rc: libc::c_long) -> Result<OwnedFd> {
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: the kernel just returned this fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
+}
+
+fn sealed_memfd_copy(exe: &File) -> Result<OwnedFd> {
+    let flags = MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING;
+    // SAFETY: valid name; the kernel returns a new fd or -1.
+    let copy =
+        raw_fd(
+            unsafe { libc::memfd_create(c"bootstrap-runc".as_ptr(), flags.bits() | MFD_EXEC) }
+                as libc::c_long,
+        )
+        .or_else(|_| {
+            nix::sys::memfd::memfd_create(c"bootstrap-runc", flags).map_err(anyhow::Error::from)
+        })
+        .context("creating a memfd for the runtime copy")?;
     let size = exe.metadata().context("reading /proc/self/exe")?.len() as usize;
     let mut copied = 0;
     while copied < size {
@@ -42,37 +164,19 @@ pub fn ensure_sealed() -> Result<()> {
         copied += n;
     }
     fcntl(copy.as_raw_fd(), FcntlArg::F_ADD_SEALS(SEALS)).context("sealing the runtime copy")?;
-    let args: Vec<CString> = std::env::args_os()
+    Ok(copy)
+}
+
+fn c_args() -> Result<Vec<CString>> {
+    std::env::args_os()
         .map(|a| CString::new(a.into_vec()))
         .collect::<Result<_, _>>()
-        .context("argument with a NUL byte")?;
-    let env: Vec<CString> = std::env::vars_os()
-        .map(|(k, v)| {
-            let mut pair = k.into_vec();
-            pair.push(b'=');
-            pair.extend(v.into_vec());
-            CString::new(pair)
-        })
+        .context("argument with a NUL byte")
+}
+
+fn c_env() -> Result<Vec<CString>> {
+    std::env::vars_os()
+        .map(|(k, v)| CString::new([k.as_bytes(), b"=", v.as_bytes()].concat()))
         .collect::<Result<_, _>>()
-        .context("environment with a NUL byte")?;
-    let err = nix::unistd::fexecve(copy.as_raw_fd(), &args, &env).unwrap_err();
-    Err(err).context("re-executing the runtime from its sealed copy")
-}
-
-fn is_sealed(exe: &File) -> bool {
-    fcntl(exe.as_raw_fd(), FcntlArg::F_GET_SEALS)
-        .map(|seals| SealFlag::from_bits_truncate(seals).contains(SEALS))
-        .unwrap_or(false)
-}
-
-fn memfd() -> Result<OwnedFd> {
-    let name = c"bootstrap-runc";
-    let flags = MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING;
-    // SAFETY: valid name; the kernel returns a new fd or -1.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags.bits() | MFD_EXEC) };
-    if fd >= 0 {
-        // SAFETY: fresh fd from the kernel.
-        return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-    }
-    nix::sys::memfd::memfd_create(name, flags).context("creating a memfd for the runtime copy")
+        .context("environment with a NUL byte")
 }

@@ -4,6 +4,7 @@
 //! <root>/<id>/               libcontainer's container directory (state.json, ...)
 //! <root>/.bootstrap/<id>/    ours: the derived config.json and bootstrap.json
 //! <root>/.locks/<id>         per-container lock, held by every command that reads or writes state
+//! <root>/.empty/             always empty (see sealed_exe)
 //! ```
 //! Names starting with `.` can never be container ids, so ours never collide with libcontainer's.
 
@@ -36,7 +37,12 @@ impl StateRoot {
                 .context("reading the working directory")?
                 .join(path)
         };
-        for dir in [path.clone(), path.join(".bootstrap"), path.join(".locks")] {
+        for dir in [
+            path.clone(),
+            path.join(".bootstrap"),
+            path.join(".locks"),
+            path.join(".empty"),
+        ] {
             DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -48,6 +54,11 @@ impl StateRoot {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// An empty directory that stays empty (the binary protection's second overlay layer).
+    pub fn empty_dir(&self) -> PathBuf {
+        self.path.join(".empty")
     }
 
     /// libcontainer's directory for the container.
