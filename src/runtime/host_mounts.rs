@@ -104,6 +104,7 @@ pub fn ensure_shared(path: &Path) -> Result<bool> {
 fn mount_point_propagation(mountinfo: &str, path: &Path) -> Option<bool> {
     mountinfo
         .lines()
+        .rev()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
             let mount_point = unescape_mountinfo(fields.get(4)?);
@@ -113,7 +114,7 @@ fn mount_point_propagation(mountinfo: &str, path: &Path) -> Option<bool> {
                 .any(|f| f.starts_with("shared:"));
             (Path::new(&mount_point) == path).then_some(shared)
         })
-        .last()
+        .next()
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
@@ -223,7 +224,7 @@ fn clone_tree(mount: &HostMount) -> Result<OwnedFd> {
         tree.as_raw_fd(),
         libc::AT_RECURSIVE as libc::c_uint,
         read_only,
-        propagation.bits() as u64,
+        propagation.bits(),
     )
     .with_context(|| {
         format!(

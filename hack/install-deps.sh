@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build, the demo, the tests and the benchmark need.
+# Usage: hack/install-deps.sh   (as root; does nothing when everything is present)
+set -euo pipefail
+
+packages=(
+  libseccomp-dev pkg-config   # libcontainer links libseccomp
+  busybox-static              # rootfs of demo and test bundles
+  runc                        # the benchmark's baseline
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "install-deps: cargo (Rust toolchain) is required" >&2; exit 1; }

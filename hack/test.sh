@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests and the integration tests that drive the real binary
+# (real namespaces, mounts and cgroups: run as root). Usage: hack/test.sh [cargo test args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "test.sh: the tests create namespaces and mounts; run as root" >&2; exit 1; }
+hack/install-deps.sh
+# One profile for tests, demo and benchmark: a single warm target/ is built once.
+exec timeout 1800 cargo test --release "$@"
