@@ -1,0 +1,1 @@
+//! bootstrap-runc as containerd's runtime: a private containerd, images imported locally.
