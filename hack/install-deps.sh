@@ -7,6 +7,7 @@ packages=(
   libseccomp-dev pkg-config   # libcontainer links libseccomp
   busybox-static              # rootfs of demo and test bundles
   runc                        # the benchmark's baseline
+  containerd umoci            # containerd integration tests: a private containerd, local images
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -6,3 +6,4 @@ pub mod container_id;
 pub mod logging;
 pub mod policy;
 pub mod runtime;
+pub mod supervisor;

@@ -1,0 +1,186 @@
+//! What a boot runs, decided from the settings alone: which containers, in which order, and,
+//! as results come in, which may start and which never will.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use super::settings::{self, Mode, PullPolicy, Settings, Source, UserData};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// For containers without their own `timeout`; `None` means no limit.
+    pub default_timeout: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The containers that run (mode `once` or `always`), sorted by name.
+    pub steps: Vec<Step>,
+    /// The containers that do not run because their mode is `off`, sorted.
+    pub off: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub name: String,
+    /// The runc container id, `boot.<name>`.
+    pub id: String,
+    pub source: Source,
+    pub mode: Mode,
+    pub essential: bool,
+    pub user_data: Option<UserData>,
+    pub command: Option<Vec<String>>,
+    pub timeout: Option<Duration>,
+    pub pull_policy: PullPolicy,
+    /// Only dependencies that run: one that is `off` counts as satisfied.
+    pub depends_on: Vec<String>,
+}
+
+/// How a step ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    /// Never started because a dependency failed or was skipped.
+    Skipped,
+}
+
+/// The answer to "what now?" given the outcomes so far.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Next<'a> {
+    /// Not started yet, and every dependency succeeded.
+    pub ready: Vec<&'a Step>,
+    /// Not started yet, and will never start: a dependency failed or is skipped (transitively).
+    pub skip: Vec<&'a Step>,
+}
+
+pub fn plan(settings: &Settings, options: &PlanOptions) -> Plan {
+    let runs = |name: &String| settings.containers.get(name).map(|c| c.mode) != Some(Mode::Off);
+    let mut steps = Vec::new();
+    let mut off = Vec::new();
+    // BTreeMap iteration is sorted by name, which makes the plan deterministic.
+    for (name, container) in &settings.containers {
+        if container.mode == Mode::Off {
+            off.push(name.clone());
+            continue;
+        }
+        steps.push(Step {
+            name: name.clone(),
+            id: settings::container_id(name),
+            source: container.source.clone(),
+            mode: container.mode,
+            essential: container.essential,
+            user_data: container.user_data.clone(),
+            command: container.command.clone(),
+            timeout: container.timeout.or(options.default_timeout),
+            pull_policy: container.pull_policy,
+            depends_on: container
+                .depends_on
+                .iter()
+                .filter(|d| runs(d))
+                .cloned()
+                .collect(),
+        });
+    }
+    Plan { steps, off }
+}
+
+impl Plan {
+    /// The steps not in `outcomes` that can start now, and those that never will. Skipping
+    /// cascades within one call, so the caller records every `skip` as [`Outcome::Skipped`]
+    /// and only waits on running steps.
+    pub fn next(&self, outcomes: &BTreeMap<String, Outcome>) -> Next<'_> {
+        let pending: Vec<&Step> = self
+            .steps
+            .iter()
+            .filter(|step| !outcomes.contains_key(&step.name))
+            .collect();
+        let mut skipped: BTreeSet<&str> = BTreeSet::new();
+        loop {
+            let before = skipped.len();
+            for step in &pending {
+                let doomed = step.depends_on.iter().any(|dep| {
+                    skipped.contains(dep.as_str())
+                        || matches!(outcomes.get(dep), Some(Outcome::Failed | Outcome::Skipped))
+                });
+                if doomed {
+                    skipped.insert(&step.name);
+                }
+            }
+            if skipped.len() == before {
+                break;
+            }
+        }
+        let (skip, waiting): (Vec<&Step>, Vec<&Step>) = pending
+            .into_iter()
+            .partition(|step| skipped.contains(step.name.as_str()));
+        let ready = waiting
+            .into_iter()
+            .filter(|step| {
+                step.depends_on
+                    .iter()
+                    .all(|dep| outcomes.get(dep) == Some(&Outcome::Succeeded))
+            })
+            .collect();
+        Next { ready, skip }
+    }
+}
+
+/// The table `bootstrap-supervisor plan` prints.
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.steps.is_empty() {
+            writeln!(f, "no bootstrap containers to run")?;
+        } else {
+            let header = [
+                "NAME",
+                "MODE",
+                "ESSENTIAL",
+                "SOURCE",
+                "DEPENDS-ON",
+                "TIMEOUT",
+            ];
+            let rows: Vec<[String; 6]> = self.steps.iter().map(row).collect();
+            let mut widths = header.map(str::len);
+            for row in &rows {
+                for (width, cell) in widths.iter_mut().zip(row) {
+                    *width = (*width).max(cell.chars().count());
+                }
+            }
+            write_row(f, &header.map(String::from), &widths)?;
+            for row in &rows {
+                write_row(f, row, &widths)?;
+            }
+        }
+        if !self.off.is_empty() {
+            writeln!(f, "off: {}", self.off.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+fn row(step: &Step) -> [String; 6] {
+    let or_dash = |text: String| if text.is_empty() { "-".into() } else { text };
+    [
+        step.name.clone(),
+        step.mode.to_string(),
+        if step.essential { "yes" } else { "no" }.into(),
+        step.source.to_string(),
+        or_dash(step.depends_on.join(",")),
+        or_dash(
+            step.timeout
+                .map(settings::format_duration)
+                .unwrap_or_default(),
+        ),
+    ]
+}
+
+fn write_row(f: &mut fmt::Formatter<'_>, cells: &[String; 6], widths: &[usize; 6]) -> fmt::Result {
+    let line: Vec<String> = cells
+        .iter()
+        .zip(widths)
+        .map(|(cell, &width)| format!("{cell:<width$}"))
+        .collect();
+    writeln!(f, "{}", line.join("  ").trim_end())
+}

@@ -1,0 +1,607 @@
+//! The operator's settings file: `settings.bootstrap-containers` in TOML or JSON, parsed and
+//! validated as a whole, so one run reports every problem at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+use crate::container_id;
+
+pub const DEFAULT_PATH: &str = "/etc/bootstrap-containers/settings.toml";
+/// Bottlerocket's limit on a bootstrap container's name.
+pub const MAX_NAME_LEN: usize = 76;
+/// Prefix of every key in messages and in `get`/`set`, as Bottlerocket's apiclient spells it.
+pub const TABLE: &str = "bootstrap-containers";
+
+/// How a settings file is written; write-back keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Toml,
+    Json,
+}
+
+impl Format {
+    /// JSON for `*.json` (what `apiclient get settings.bootstrap-containers` prints), else TOML.
+    pub fn of(path: &Path) -> Format {
+        match path.extension() {
+            Some(ext) if ext == "json" => Format::Json,
+            _ => Format::Toml,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub containers: BTreeMap<String, Container>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    pub source: Source,
+    pub mode: Mode,
+    pub essential: bool,
+    pub user_data: Option<UserData>,
+    pub command: Option<Vec<String>>,
+    pub timeout: Option<Duration>,
+    pub depends_on: Vec<String>,
+    pub pull_policy: PullPolicy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// An OCI runtime bundle directory.
+    Bundle(PathBuf),
+    /// An image in an OCI image layout directory, by tag.
+    OciLayout { path: PathBuf, tag: String },
+    /// An image reference, for a registry pull.
+    Image(String),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Off,
+    Once,
+    Always,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    #[default]
+    Always,
+    IfNotPresent,
+}
+
+/// Decoded `user-data`. It may hold secrets, so Debug shows only its length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserData(Vec<u8>);
+
+/// The fields of a container; the single list that validation, `get` and `set` agree on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Source,
+    Mode,
+    Essential,
+    UserData,
+    Command,
+    Timeout,
+    DependsOn,
+    PullPolicy,
+}
+
+/// The type a field's value has in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Flag,
+    List,
+}
+
+/// One invalid value: where (`bootstrap-containers.NAME.FIELD`) and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub reason: String,
+}
+
+/// Every problem found in a settings file, one per line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidSettings {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for InvalidSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}", problem.key, problem.reason)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for InvalidSettings {}
+
+/// Reads and validates the settings file at `path`.
+pub fn load(path: &Path) -> Result<Settings> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading settings file {}", path.display()))?;
+    parse(&text, Format::of(path)).with_context(|| format!("settings file {}", path.display()))
+}
+
+/// Parses and validates settings text. Validation failures are an [`InvalidSettings`].
+pub fn parse(text: &str, format: Format) -> Result<Settings> {
+    Ok(validate(&document(text, format)?)?)
+}
+
+/// The file's whole tree, unvalidated, as JSON values (TOML datetimes become tables).
+pub fn document(text: &str, format: Format) -> Result<Value> {
+    match format {
+        Format::Toml => toml::from_str(text).context("invalid TOML"),
+        Format::Json => serde_json::from_str(text).context("invalid JSON"),
+    }
+}
+
+/// Validates a whole settings tree; no `settings.bootstrap-containers` means no containers.
+pub fn validate(root: &Value) -> Result<Settings, InvalidSettings> {
+    let mut problems = Problems::default();
+    let table = containers_table(root, &mut problems);
+    let mut containers = BTreeMap::new();
+    for (name, value) in table.into_iter().flatten() {
+        if let Err(reason) = check_name(name) {
+            problems.push(key(name, None), reason);
+        }
+        let Some(fields) = as_table(value, &key(name, None), &mut problems) else {
+            continue;
+        };
+        if let Some(container) = parse_container(name, fields, &mut problems) {
+            containers.insert(name.clone(), container);
+        }
+    }
+    if let Some(table) = table {
+        check_dependencies(table, &mut problems);
+    }
+    if problems.0.is_empty() {
+        Ok(Settings { containers })
+    } else {
+        Err(InvalidSettings {
+            problems: problems.0,
+        })
+    }
+}
+
+/// The runc id of a container: `boot.<name>`.
+pub fn container_id(name: &str) -> String {
+    format!("boot.{name}")
+}
+
+/// Checks a container name: 1 to 76 ASCII letters, digits and `-`, and a valid runc id.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-';
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(allowed) {
+        return Err(format!(
+            "name must be 1 to {MAX_NAME_LEN} ASCII letters, digits and '-'"
+        ));
+    }
+    container_id::validate(&container_id(name)).map_err(|err| err.to_string())
+}
+
+/// Parses a humane duration: a positive integer followed by `s`, `m` or `h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || {
+        format!("{text:?} is not a duration: expected a positive integer followed by s, m or h (e.g. \"90s\", \"5m\", \"1h\")")
+    };
+    let (digits, scale) = [("s", 1), ("m", 60), ("h", 3600)]
+        .into_iter()
+        .find_map(|(unit, scale)| text.strip_suffix(unit).map(|digits| (digits, scale)))
+        .ok_or_else(invalid)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let seconds = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{text:?} is too long a duration"))?;
+    if seconds == 0 {
+        return Err(format!("{text:?} is not a positive duration"));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+/// Formats a duration the way [`parse_duration`] reads it, in the largest exact unit.
+pub fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+impl Source {
+    /// An absolute path is a bundle, `oci-layout:/path:tag` a layout, anything else an image.
+    pub fn parse(text: &str) -> Result<Source, String> {
+        if text.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if let Some(rest) = text.strip_prefix("oci-layout:") {
+            // Split at the last ':' so the path may contain colons; tags cannot.
+            let (path, tag) = rest
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{text:?} has no tag: expected oci-layout:/path:tag"))?;
+            if tag.is_empty() {
+                return Err(format!("{text:?} has an empty tag"));
+            }
+            if !Path::new(path).is_absolute() {
+                return Err(format!(
+                    "{text:?}: the layout path {path:?} is not absolute"
+                ));
+            }
+            return Ok(Source::OciLayout {
+                path: PathBuf::from(path),
+                tag: tag.to_owned(),
+            });
+        }
+        if text.starts_with('/') {
+            return Ok(Source::Bundle(PathBuf::from(text)));
+        }
+        if text.contains(char::is_whitespace) {
+            return Err(format!("image reference {text:?} contains whitespace"));
+        }
+        Ok(Source::Image(text.to_owned()))
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Bundle(path) => write!(f, "{}", path.display()),
+            Source::OciLayout { path, tag } => write!(f, "oci-layout:{}:{tag}", path.display()),
+            Source::Image(reference) => f.write_str(reference),
+        }
+    }
+}
+
+/// The one of `all` whose name is `text`, or a message listing the names.
+fn choose<T: Copy>(text: &str, all: &[T], name: fn(T) -> &'static str) -> Result<T, String> {
+    all.iter()
+        .copied()
+        .find(|&value| name(value) == text)
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|&value| name(value)).collect();
+            format!("{text:?} is not one of {}", names.join(", "))
+        })
+}
+
+impl Mode {
+    pub fn parse(text: &str) -> Result<Mode, String> {
+        choose(text, &[Mode::Off, Mode::Once, Mode::Always], Mode::name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Once => "once",
+            Mode::Always => "always",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl PullPolicy {
+    pub fn parse(text: &str) -> Result<PullPolicy, String> {
+        let all = [PullPolicy::Always, PullPolicy::IfNotPresent];
+        choose(text, &all, PullPolicy::name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::IfNotPresent => "if-not-present",
+        }
+    }
+}
+
+impl fmt::Display for PullPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl UserData {
+    /// Decodes standard, padded base64. The message never repeats the (secret) text.
+    pub fn decode(text: &str) -> Result<UserData, String> {
+        BASE64
+            .decode(text)
+            .map(UserData)
+            .map_err(|err| format!("not valid base64 (standard alphabet, padded): {err}"))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for UserData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserData({} bytes)", self.0.len())
+    }
+}
+
+impl Field {
+    pub const ALL: [Field; 8] = [
+        Field::Source,
+        Field::Mode,
+        Field::Essential,
+        Field::UserData,
+        Field::Command,
+        Field::Timeout,
+        Field::DependsOn,
+        Field::PullPolicy,
+    ];
+
+    /// The field's key in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Source => "source",
+            Field::Mode => "mode",
+            Field::Essential => "essential",
+            Field::UserData => "user-data",
+            Field::Command => "command",
+            Field::Timeout => "timeout",
+            Field::DependsOn => "depends-on",
+            Field::PullPolicy => "pull-policy",
+        }
+    }
+
+    pub fn kind(self) -> Kind {
+        match self {
+            Field::Essential => Kind::Flag,
+            Field::Command | Field::DependsOn => Kind::List,
+            _ => Kind::Text,
+        }
+    }
+
+    /// The field named `name`, or a message listing the known ones.
+    pub fn from_name(name: &str) -> Result<Field, String> {
+        choose(name, &Field::ALL, Field::name).map_err(|_| {
+            let names: Vec<&str> = Field::ALL.iter().map(|field| field.name()).collect();
+            format!("unknown field {name:?} (known: {})", names.join(", "))
+        })
+    }
+}
+
+/// `bootstrap-containers.NAME[.FIELD]`; a name that is not valid is quoted, so the key stays
+/// unambiguous whatever it holds.
+pub fn key(name: &str, field: Option<&str>) -> String {
+    let name = match check_name(name) {
+        Ok(()) => name.to_owned(),
+        Err(_) => format!("{name:?}"),
+    };
+    match field {
+        Some(field) => format!("{TABLE}.{name}.{field}"),
+        None => format!("{TABLE}.{name}"),
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, key: String, reason: String) {
+        self.0.push(Problem { key, reason });
+    }
+}
+
+/// `settings.bootstrap-containers`, if the file has one and it is a table.
+fn containers_table<'a>(
+    root: &'a Value,
+    problems: &mut Problems,
+) -> Option<&'a Map<String, Value>> {
+    let settings = as_table(root, "the top level", problems)?.get("settings")?;
+    let table = as_table(settings, "settings", problems)?.get(TABLE)?;
+    as_table(table, TABLE, problems)
+}
+
+fn as_table<'a>(
+    value: &'a Value,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<&'a Map<String, Value>> {
+    let table = value.as_object();
+    if table.is_none() {
+        problems.push(
+            key.into(),
+            format!("must be a table, not {}", kind_of(value)),
+        );
+    }
+    table
+}
+
+fn parse_container(
+    name: &str,
+    fields: &Map<String, Value>,
+    problems: &mut Problems,
+) -> Option<Container> {
+    let mut source = None;
+    let mut mode = Mode::default();
+    let mut essential = false;
+    let mut user_data = None;
+    let mut command = None;
+    let mut timeout = None;
+    let mut depends_on = Vec::new();
+    let mut pull_policy = PullPolicy::default();
+    for (field_name, value) in fields {
+        let result = Field::from_name(field_name).and_then(|field| match field {
+            Field::Source => text(value)
+                .and_then(Source::parse)
+                .map(|s| source = Some(s)),
+            Field::Mode => text(value).and_then(Mode::parse).map(|m| mode = m),
+            Field::Essential => flag(value).map(|e| essential = e),
+            Field::UserData => text(value)
+                .and_then(UserData::decode)
+                .map(|u| user_data = Some(u)),
+            Field::Command => list(value)
+                .and_then(check_command)
+                .map(|c| command = Some(c)),
+            Field::Timeout => text(value)
+                .and_then(parse_duration)
+                .map(|t| timeout = Some(t)),
+            // References and cycles are checked across containers, in check_dependencies.
+            Field::DependsOn => list(value).map(|d| depends_on = d),
+            Field::PullPolicy => text(value)
+                .and_then(PullPolicy::parse)
+                .map(|p| pull_policy = p),
+        });
+        if let Err(reason) = result {
+            problems.push(key(name, Some(field_name)), reason);
+        }
+    }
+    if !fields.contains_key(Field::Source.name()) {
+        problems.push(
+            key(name, Some(Field::Source.name())),
+            "is required (a bundle path, oci-layout:/path:tag or an image reference)".into(),
+        );
+    }
+    depends_on.sort();
+    depends_on.dedup();
+    Some(Container {
+        source: source?,
+        mode,
+        essential,
+        user_data,
+        command,
+        timeout,
+        depends_on,
+        pull_policy,
+    })
+}
+
+fn check_command(argv: Vec<String>) -> Result<Vec<String>, String> {
+    if argv.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if argv[0].is_empty() {
+        return Err("the program (first element) must not be empty".into());
+    }
+    // exec takes C strings, which end at the first NUL.
+    if let Some(i) = argv.iter().position(|arg| arg.contains('\0')) {
+        return Err(format!("element {i} contains a NUL character"));
+    }
+    Ok(argv)
+}
+
+/// Unknown names, self-dependencies and cycles in `depends-on`. Reads the raw lists leniently:
+/// their types are reported by `parse_container`.
+fn check_dependencies(table: &Map<String, Value>, problems: &mut Problems) {
+    let mut graph: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (name, value) in table {
+        let field = Field::DependsOn.name();
+        let targets = value
+            .get(field)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        let edges = graph.entry(name).or_default();
+        for target in targets.filter_map(Value::as_str) {
+            if target == name {
+                problems.push(
+                    key(name, Some(field)),
+                    "a container cannot depend on itself".into(),
+                );
+            } else if !table.contains_key(target) {
+                problems.push(
+                    key(name, Some(field)),
+                    format!("unknown container {target:?}"),
+                );
+            } else {
+                edges.insert(target);
+            }
+        }
+    }
+    let mut done = BTreeSet::new();
+    for &start in graph.keys() {
+        find_cycles(start, &graph, &mut Vec::new(), &mut done, problems);
+    }
+}
+
+/// Depth-first search; a dependency already on `path` closes a cycle, reported once, at the
+/// container where the cycle starts.
+fn find_cycles<'a>(
+    node: &'a str,
+    graph: &BTreeMap<&'a str, BTreeSet<&'a str>>,
+    path: &mut Vec<&'a str>,
+    done: &mut BTreeSet<&'a str>,
+    problems: &mut Problems,
+) {
+    if done.contains(node) {
+        return;
+    }
+    if let Some(at) = path.iter().position(|&n| n == node) {
+        let mut cycle = path[at..].to_vec();
+        cycle.push(node);
+        problems.push(
+            key(node, Some(Field::DependsOn.name())),
+            format!("dependency cycle {}", cycle.join(" -> ")),
+        );
+        return;
+    }
+    path.push(node);
+    for &next in graph.get(node).into_iter().flatten() {
+        find_cycles(next, graph, path, done, problems);
+    }
+    path.pop();
+    done.insert(node);
+}
+
+fn text(value: &Value) -> Result<&str, String> {
+    value
+        .as_str()
+        .ok_or_else(|| format!("must be a string, not {}", kind_of(value)))
+}
+
+fn flag(value: &Value) -> Result<bool, String> {
+    value
+        .as_bool()
+        .ok_or_else(|| format!("must be true or false, not {}", kind_of(value)))
+}
+
+fn list(value: &Value) -> Result<Vec<String>, String> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| format!("must be a list of strings, not {}", kind_of(value)))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let not_string = || format!("element {i} must be a string, not {}", kind_of(item));
+            item.as_str().map(str::to_owned).ok_or_else(not_string)
+        })
+        .collect()
+}
+
+/// A value's type, for messages; never the value itself, which may be a secret.
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a table",
+    }
+}

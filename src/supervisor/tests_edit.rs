@@ -1,0 +1,359 @@
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::edit::*;
+use super::settings::{load, Format, InvalidSettings, Mode};
+
+const TOML: &str = r#"# Operator's notes: keep me.
+[settings.motd]
+text = "hello"
+
+[settings.bootstrap-containers.disk-setup]
+source = "/opt/bundles/disk"  # the bundle
+mode = "once"     # off | once | always
+essential = true
+
+# The second one.
+[settings.bootstrap-containers.motd]
+source = "busybox:1.36"
+mode = "always"
+
+[other]
+keep = [1, 2, 3]
+"#;
+
+const JSON: &str = r#"{
+  "settings": {
+    "motd": "hello",
+    "bootstrap-containers": {
+      "disk-setup": {
+        "source": "/opt/bundles/disk",
+        "mode": "once",
+        "essential": true
+      },
+      "motd": {
+        "source": "busybox:1.36",
+        "mode": "always"
+      }
+    },
+    "host-containers": {}
+  }
+}
+"#;
+
+/// A settings file with `text`, in a temporary directory kept alive by the caller.
+fn file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn once_to_off_keeps_everything_else_in_toml() {
+    let (_dir, path) = file("settings.toml", TOML);
+    set_mode_off(&path, "disk-setup").unwrap();
+    assert_eq!(
+        read(&path),
+        TOML.replace("mode = \"once\"", "mode = \"off\"")
+    );
+    assert_eq!(
+        load(&path).unwrap().containers["disk-setup"].mode,
+        Mode::Off
+    );
+}
+
+#[test]
+fn once_to_off_keeps_everything_else_in_json() {
+    let (_dir, path) = file("settings.json", JSON);
+    set_mode_off(&path, "disk-setup").unwrap();
+    assert_eq!(
+        read(&path),
+        JSON.replace("\"mode\": \"once\"", "\"mode\": \"off\"")
+    );
+}
+
+#[test]
+fn set_every_kind_of_field() {
+    let (_dir, path) = file("settings.toml", TOML);
+    set(&path, "bootstrap-containers.motd.essential", "true").unwrap();
+    set(
+        &path,
+        "bootstrap-containers.motd.command",
+        r#"["sh","-c","echo hi"]"#,
+    )
+    .unwrap();
+    set(&path, "settings.bootstrap-containers.motd.timeout", "5m").unwrap();
+    set(&path, "bootstrap-containers.motd.user-data", "aGk=").unwrap();
+    set(
+        &path,
+        "bootstrap-containers.motd.depends-on",
+        r#"["disk-setup"]"#,
+    )
+    .unwrap();
+    set(
+        &path,
+        "bootstrap-containers.motd.pull-policy",
+        "if-not-present",
+    )
+    .unwrap();
+    let text = read(&path);
+    assert!(text.starts_with("# Operator's notes: keep me."), "{text}");
+    assert!(text.contains("# The second one.\n[settings.bootstrap-containers.motd]\n"));
+    assert!(
+        text.contains("command = [\"sh\", \"-c\", \"echo hi\"]\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("[other]\nkeep = [1, 2, 3]\n"), "{text}");
+    let motd = &load(&path).unwrap().containers["motd"];
+    assert!(motd.essential);
+    assert_eq!(motd.depends_on, ["disk-setup"]);
+    assert_eq!(motd.user_data.as_ref().unwrap().as_bytes(), b"hi");
+}
+
+#[test]
+fn set_creates_a_container_that_validates() {
+    let (_dir, path) = file("settings.toml", TOML);
+    let before = read(&path);
+    let err = set(&path, "bootstrap-containers.new.mode", "once").unwrap_err();
+    let shown = format!("{err:#}");
+    assert!(
+        shown.contains("refusing to set bootstrap-containers.new.mode"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("bootstrap-containers.new.source: is required"),
+        "{shown}"
+    );
+    assert_eq!(read(&path), before);
+
+    set(&path, "bootstrap-containers.new.source", "/opt/new").unwrap();
+    set(&path, "bootstrap-containers.new.mode", "once").unwrap();
+    let text = read(&path);
+    assert!(
+        text.contains(
+            "[settings.bootstrap-containers.new]\nsource = \"/opt/new\"\nmode = \"once\"\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("[settings]\n"),
+        "no empty parent headers: {text}"
+    );
+    assert_eq!(load(&path).unwrap().containers.len(), 3);
+}
+
+#[test]
+fn set_creates_the_table_in_a_file_without_one() {
+    let (_dir, path) = file("settings.toml", "# empty\n");
+    set(&path, "bootstrap-containers.a.source", "/a").unwrap();
+    assert_eq!(
+        read(&path),
+        "# empty\n[settings.bootstrap-containers.a]\nsource = \"/a\"\n"
+    );
+    let (_dir, path) = file("settings.json", "{\"other\": 1}");
+    set(&path, "bootstrap-containers.a.source", "/a").unwrap();
+    let value: serde_json::Value = serde_json::from_str(&read(&path)).unwrap();
+    assert_eq!(
+        value,
+        json!({"other": 1, "settings": {"bootstrap-containers": {"a": {"source": "/a"}}}})
+    );
+}
+
+#[test]
+fn set_works_in_inline_tables() {
+    let text = "[settings.bootstrap-containers]\na = { source = \"/a\" } # inline\n";
+    let (_dir, path) = file("settings.toml", text);
+    set(&path, "bootstrap-containers.a.mode", "always").unwrap();
+    assert_eq!(
+        read(&path),
+        "[settings.bootstrap-containers]\na = { source = \"/a\" , mode = \"always\" } # inline\n"
+    );
+}
+
+#[test]
+fn invalid_edits_leave_the_file_byte_identical() {
+    for (name, text) in [("settings.toml", TOML), ("settings.json", JSON)] {
+        let (_dir, path) = file(name, text);
+        let cases = [
+            (
+                "bootstrap-containers.disk-setup.mode",
+                "sometimes",
+                "is not one of off, once, always",
+            ),
+            (
+                "bootstrap-containers.disk-setup.user-data",
+                "not base64!",
+                "not valid base64",
+            ),
+            (
+                "bootstrap-containers.disk-setup.timeout",
+                "soon",
+                "is not a duration",
+            ),
+            (
+                "bootstrap-containers.disk-setup.source",
+                "",
+                "must not be empty",
+            ),
+            (
+                "bootstrap-containers.disk-setup.depends-on",
+                r#"["disk-setup"]"#,
+                "cannot depend on itself",
+            ),
+            (
+                "bootstrap-containers.disk-setup.essential",
+                "yes",
+                "is not true or false",
+            ),
+            (
+                "bootstrap-containers.disk-setup.command",
+                "sh -c x",
+                "is not a JSON list of strings",
+            ),
+            (
+                "bootstrap-containers.disk-setup.command",
+                "[]",
+                "must not be empty",
+            ),
+            (
+                "bootstrap-containers.disk-setup.nope",
+                "x",
+                "unknown field \"nope\"",
+            ),
+            ("bootstrap-containers.bad_name.mode", "off", "name must be"),
+            (
+                "bootstrap-containers.disk-setup",
+                "x",
+                "expected bootstrap-containers.NAME.FIELD",
+            ),
+            ("host-containers.x.mode", "off", "invalid key"),
+        ];
+        for (key, value, reason) in cases {
+            let err = format!("{:#}", set(&path, key, value).unwrap_err());
+            assert!(err.contains(reason), "{name} {key}={value}: {err}");
+            assert_eq!(read(&path), text, "{name} {key}={value}");
+        }
+    }
+}
+
+#[test]
+fn an_edit_closing_a_cycle_is_refused() {
+    let text = TOML.replace(
+        "mode = \"always\"",
+        "mode = \"always\"\ndepends-on = [\"disk-setup\"]",
+    );
+    let (_dir, path) = file("settings.toml", &text);
+    let err = set(
+        &path,
+        "bootstrap-containers.disk-setup.depends-on",
+        r#"["motd"]"#,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("dependency cycle disk-setup -> motd -> disk-setup"),
+        "{err:#}"
+    );
+    assert_eq!(read(&path), text);
+}
+
+#[test]
+fn refusal_carries_the_problems() {
+    let (_dir, path) = file("settings.toml", TOML);
+    let err = set(&path, "bootstrap-containers.motd.mode", "sometimes").unwrap_err();
+    let invalid = err.downcast_ref::<InvalidSettings>().unwrap();
+    assert_eq!(invalid.problems[0].key, "bootstrap-containers.motd.mode");
+}
+
+#[test]
+fn an_already_invalid_file_is_not_edited() {
+    let text = "[settings.bootstrap-containers.a]\nsource = \"/a\"\nmode = \"once\"\n\
+                [settings.bootstrap-containers.b]\nmode = \"once\"\n";
+    let (_dir, path) = file("settings.toml", text);
+    let err = format!("{:#}", set_mode_off(&path, "a").unwrap_err());
+    assert!(
+        err.contains("bootstrap-containers.b.source: is required"),
+        "{err}"
+    );
+    assert_eq!(read(&path), text);
+}
+
+#[test]
+fn mode_is_kept_and_a_lock_file_is_used() {
+    for mode in [0o600, 0o640, 0o666] {
+        let (dir, path) = file("settings.toml", TOML);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        set_mode_off(&path, "motd").unwrap();
+        let now = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(now, mode, "{mode:o}");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["settings.toml", "settings.toml.lock"]);
+    }
+}
+
+#[test]
+fn missing_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let err = format!("{:#}", set_mode_off(&path, "a").unwrap_err());
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(!path.exists());
+    let err = format!("{:#}", get(&path, "bootstrap-containers").unwrap_err());
+    assert!(err.contains(&path.display().to_string()), "{err}");
+}
+
+#[test]
+fn get_returns_what_is_stored() {
+    let with_user_data = TOML.replace("essential = true", "essential = true\nuser-data = \"aGk=\"");
+    for (text, format) in [
+        (with_user_data.as_str(), Format::Toml),
+        (JSON, Format::Json),
+    ] {
+        let get = |key| get_in(text, format, key).unwrap();
+        assert_eq!(get("bootstrap-containers.disk-setup.mode"), json!("once"));
+        assert_eq!(
+            get("settings.bootstrap-containers.disk-setup.essential"),
+            json!(true)
+        );
+        assert_eq!(
+            get("bootstrap-containers.motd"),
+            json!({"source": "busybox:1.36", "mode": "always"})
+        );
+        assert_eq!(get("bootstrap-containers.motd.timeout"), json!(null));
+        let all = get("bootstrap-containers");
+        let names: Vec<&String> = all.as_object().unwrap().keys().collect();
+        assert_eq!(names, ["disk-setup", "motd"]);
+        let missing = get_in(text, format, "bootstrap-containers.nope").unwrap_err();
+        assert!(missing.to_string().contains("no container \"nope\""));
+        assert!(get_in(text, format, "bootstrap-containers.motd.bogus").is_err());
+    }
+    assert_eq!(
+        get_in(
+            &with_user_data,
+            Format::Toml,
+            "bootstrap-containers.disk-setup.user-data"
+        )
+        .unwrap(),
+        json!("aGk=")
+    );
+    assert_eq!(
+        get_in("", Format::Toml, "bootstrap-containers").unwrap(),
+        json!({})
+    );
+
+    let (_dir, path) = file("settings.json", JSON);
+    assert_eq!(
+        get(&path, "bootstrap-containers.motd.mode").unwrap(),
+        json!("always")
+    );
+}
