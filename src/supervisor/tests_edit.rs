@@ -151,11 +151,11 @@ fn set_creates_a_container_that_validates() {
 
 #[test]
 fn set_creates_the_table_in_a_file_without_one() {
-    let (_dir, path) = file("settings.toml", "# empty\n");
+    let (_dir, path) = file("settings.toml", "# notes\n[settings]\nmotd = \"hi\"\n");
     set(&path, "bootstrap-containers.a.source", "/a").unwrap();
     assert_eq!(
         read(&path),
-        "# empty\n[settings.bootstrap-containers.a]\nsource = \"/a\"\n"
+        "# notes\n[settings]\nmotd = \"hi\"\n[settings.bootstrap-containers.a]\nsource = \"/a\"\n"
     );
     let (_dir, path) = file("settings.json", "{\"other\": 1}");
     set(&path, "bootstrap-containers.a.source", "/a").unwrap();

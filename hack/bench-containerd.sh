@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Median wall time of `ctr run --rm` of a trivial container through a private containerd, with
+# bootstrap-runc and with runc as the runc shim's binary: same image, same run, alternating.
+# Usage: hack/bench-containerd.sh [RUNS]   (as root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "bench-containerd.sh: run as root" >&2; exit 1; }
+runs=${1:-30}
+hack/install-deps.sh
+cargo build --release --quiet
+ours=$PWD/target/release/bootstrap-runc
+
+work=$(mktemp -d /tmp/bootstrap-runc-bench-ctd.XXXXXX)
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  for d in /sys/fs/cgroup/*/benchctd; do find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null; done || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/host/mnt"
+printf 'host-root = "%s"\nhost-mount-area = "%s"\n' "$work/host" "$work/host/mnt" > "$work/policy.toml"
+containerd config default |
+  sed -e "s#root = \"/var/lib/containerd\"#root = \"$work/root\"#" \
+      -e "s#state = \"/run/containerd\"#state = \"$work/state\"#" \
+      -e "s#address = \"/run/containerd/containerd.sock\"#address = \"$work/containerd.sock\"#" \
+      -e "s#path = \"/opt/containerd\"#path = \"$work/opt\"#" \
+      -e 's#disabled_plugins = \[\]#disabled_plugins = ["io.containerd.grpc.v1.cri"]#' > "$work/config.toml"
+BOOTSTRAP_RUNC_POLICY=$work/policy.toml unshare --mount --propagation private \
+  sh -c "mount -t tmpfs tmpfs /run && exec containerd --config $work/config.toml" >"$work/containerd.log" 2>&1 &
+pid=$!
+ctr() { nsenter --mount="/proc/$pid/ns/mnt" ctr --address "$work/containerd.sock" -n benchctd "$@"; }
+for _ in $(seq 100); do ctr version >/dev/null 2>&1 && break; sleep 0.1; done
+
+hack/make-bundle.sh "$work/bb" true
+(cd "$work" && umoci init --layout img && umoci new --image img:latest &&
+  umoci unpack --image img:latest ub >/dev/null && cp -a bb/rootfs/. ub/rootfs/ &&
+  umoci repack --image img:latest ub && umoci config --image img:latest --os linux --architecture amd64 &&
+  tar -C img -cf busybox.tar .)
+ctr images import --base-name local/busybox "$work/busybox.tar" >/dev/null
+
+time_us() {
+  local start end
+  start=$(date +%s%N)
+  "$@" >/dev/null 2>&1 || { echo "bench-containerd.sh: failed: $*" >&2; exit 1; }
+  end=$(date +%s%N)
+  echo $(( (end - start) / 1000 ))
+}
+run_with() { time_us ctr run --rm --runc-binary "$1" local/busybox:latest bench true; }
+for _ in 1 2 3; do run_with "$ours" >/dev/null; run_with "$(command -v runc)" >/dev/null; done
+: > "$work/ours"; : > "$work/runc"
+for ((i = 0; i < runs; i++)); do
+  run_with "$ours" >> "$work/ours"
+  run_with "$(command -v runc)" >> "$work/runc"
+done
+median() { sort -n "$1" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+awk -v o="$(median "$work/ours")" -v r="$(median "$work/runc")" -v n="$runs" 'BEGIN {
+  printf "ctr run --rm of true through containerd, %d runs each (median wall time)\n", n
+  printf "  bootstrap-runc  %7.2f ms\n", o / 1000
+  printf "  runc            %7.2f ms\n", r / 1000
+  printf "  ratio           %7.2fx  (bootstrap-runc / runc)\n", o / r
+}'
