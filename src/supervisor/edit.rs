@@ -47,10 +47,7 @@ pub fn set(path: &Path, key: &str, value: &str) -> Result<()> {
         .permissions()
         .mode()
         & 0o7777;
-    crate::atomic_file::write(path, edited.as_bytes(), mode)?;
-    // The new file was created under the umask; give it back exactly the old mode.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting the mode of {}", path.display()))
+    crate::atomic_file::write(path, edited.as_bytes(), mode)
 }
 
 /// The value at `bootstrap-containers[.NAME[.FIELD]]` as stored in the file (`null` for a field

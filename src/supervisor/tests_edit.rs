@@ -155,7 +155,7 @@ fn set_creates_the_table_in_a_file_without_one() {
     set(&path, "bootstrap-containers.a.source", "/a").unwrap();
     assert_eq!(
         read(&path),
-        "# notes\n[settings]\nmotd = \"hi\"\n[settings.bootstrap-containers.a]\nsource = \"/a\"\n"
+        "# notes\n[settings]\nmotd = \"hi\"\n\n[settings.bootstrap-containers.a]\nsource = \"/a\"\n"
     );
     let (_dir, path) = file("settings.json", "{\"other\": 1}");
     set(&path, "bootstrap-containers.a.source", "/a").unwrap();

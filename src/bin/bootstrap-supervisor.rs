@@ -1,0 +1,20 @@
+use std::process::ExitCode;
+
+use bootstrap_runc::logging::{self, LogFormat};
+use bootstrap_runc::supervisor::commands::{Cli, INVALID};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(err) = logging::init(None, LogFormat::Text, cli.debug) {
+        eprintln!("bootstrap-supervisor: {err:#}");
+        return ExitCode::from(INVALID as u8);
+    }
+    match cli.execute() {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(err) => {
+            log::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

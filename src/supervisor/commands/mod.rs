@@ -1,0 +1,74 @@
+//! bootstrap-supervisor's CLI: one file per subcommand, each parsing and delegating.
+
+pub mod get;
+pub mod plan;
+pub mod run;
+pub mod set;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use super::settings::{self, InvalidSettings, Settings};
+
+/// Exit code for invalid settings or usage (clap uses it for usage errors too).
+pub const INVALID: i32 = 2;
+
+/// Runs Bottlerocket-style bootstrap containers at boot through bootstrap-runc, and decides
+/// whether the boot goes on: exit 0 if every essential container succeeded, 1 if one did not,
+/// 2 for invalid settings or usage (the boot halts on both).
+#[derive(Debug, Parser)]
+#[command(name = "bootstrap-supervisor", version, max_term_width = 100)]
+pub struct Cli {
+    /// Log debug output
+    #[arg(long, global = true)]
+    pub debug: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every enabled bootstrap container (the boot-time job)
+    Run(run::Args),
+    /// Validate the settings and show what would run (no root needed)
+    Plan(plan::Args),
+    /// Print settings as JSON: bootstrap-containers[.NAME[.FIELD]]
+    Get(get::Args),
+    /// Change one setting: bootstrap-containers.NAME.FIELD=VALUE
+    Set(set::Args),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SettingsArg {
+    /// Settings file: TOML, or JSON when it ends in .json
+    #[arg(long, default_value = settings::DEFAULT_PATH)]
+    pub settings: PathBuf,
+}
+
+impl Cli {
+    pub fn execute(self) -> Result<i32> {
+        match &self.command {
+            Command::Run(args) => run::run(args),
+            Command::Plan(args) => plan::run(args),
+            Command::Get(args) => get::run(args),
+            Command::Set(args) => set::run(args),
+        }
+    }
+}
+
+/// Loads the settings; invalid ones are reported whole and mean exit code 2.
+fn load(path: &std::path::Path) -> Result<std::result::Result<Settings, i32>> {
+    match settings::load(path) {
+        Ok(settings) => Ok(Ok(settings)),
+        Err(err)
+            if err.downcast_ref::<InvalidSettings>().is_some()
+                || err.downcast_ref::<std::io::Error>().is_some() =>
+        {
+            eprintln!("bootstrap-supervisor: {err:#}");
+            Ok(Err(INVALID))
+        }
+        Err(err) => Err(err),
+    }
+}

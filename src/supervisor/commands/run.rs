@@ -1,0 +1,92 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::SettingsArg;
+use crate::logging::now_rfc3339;
+use crate::supervisor::execute::{verdict, Executor};
+use crate::supervisor::plan::{plan, PlanOptions};
+use crate::supervisor::report::Report;
+use crate::supervisor::settings;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub settings: SettingsArg,
+    /// The bootstrap-runc binary [default: beside this binary, else on PATH]
+    #[arg(long)]
+    pub runtime: Option<PathBuf>,
+    /// Persistent state: generated bundles, unpacked images, per-container data and logs
+    #[arg(long, default_value = "/var/lib/bootstrap-containers")]
+    pub state_dir: PathBuf,
+    /// This boot's markers, runtime state and report (a tmpfs)
+    #[arg(long, default_value = "/run/bootstrap-containers")]
+    pub run_dir: PathBuf,
+    /// JSON report [default: RUN_DIR/report.json]
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Passed to bootstrap-runc
+    #[arg(long)]
+    pub host_root: Option<PathBuf>,
+    /// Passed to bootstrap-runc
+    #[arg(long)]
+    pub host_mount_area: Option<PathBuf>,
+    /// Timeout for containers that set none (none by default, as on Bottlerocket)
+    #[arg(long, value_parser = settings::parse_duration)]
+    pub default_timeout: Option<Duration>,
+}
+
+fn default_runtime() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("bootstrap-runc")))
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from("bootstrap-runc"))
+}
+
+pub fn run(args: &Args) -> Result<i32> {
+    let started_at = now_rfc3339();
+    let settings = match super::load(&args.settings.settings)? {
+        Ok(settings) => settings,
+        Err(code) => return Ok(code),
+    };
+    let plan = plan(
+        &settings,
+        &PlanOptions {
+            default_timeout: args.default_timeout,
+        },
+    );
+    let executor = Executor {
+        settings: args.settings.settings.clone(),
+        runtime: args.runtime.clone().unwrap_or_else(default_runtime),
+        state_dir: args.state_dir.clone(),
+        run_dir: args.run_dir.clone(),
+        host_root: args.host_root.clone(),
+        host_mount_area: args.host_mount_area.clone(),
+    };
+    let containers = executor.execute(&plan)?;
+    let exit_code = verdict(&containers);
+    let report = Report {
+        version: crate::supervisor::report::REPORT_VERSION,
+        settings: args.settings.settings.display().to_string(),
+        started_at,
+        finished_at: now_rfc3339(),
+        exit_code,
+        containers,
+    };
+    let path = args
+        .report
+        .clone()
+        .unwrap_or_else(|| args.run_dir.join("report.json"));
+    report.write(&path)?;
+    print!("{}", report.table());
+    for failed in Report::essential_failures(&report.containers) {
+        log::error!(
+            "essential bootstrap container {} did not succeed ({}): the boot must not go on",
+            failed.name,
+            failed.status.name()
+        );
+    }
+    Ok(exit_code)
+}

@@ -1,0 +1,377 @@
+//! Running a plan: every ready container at once, each through `bootstrap-runc run` (so the
+//! policy lives in one place), with dependencies, timeouts, same-boot markers, the once → off
+//! write-back and the report.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::bundle;
+use super::edit;
+use super::markers::{Marker, Markers};
+use super::plan::{self, Plan, Step};
+use super::report::{Outcome, Report, Status};
+use super::settings::Mode;
+use crate::logging::now_rfc3339;
+
+/// After SIGTERM on timeout, how long a container has before everything in it is SIGKILLed.
+const GRACE: Duration = Duration::from_secs(10);
+
+pub struct Executor {
+    pub settings: PathBuf,
+    pub runtime: PathBuf,
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub host_root: Option<PathBuf>,
+    pub host_mount_area: Option<PathBuf>,
+}
+
+impl Executor {
+    fn runtime_root(&self) -> PathBuf {
+        self.run_dir.join("runtime")
+    }
+
+    fn runtime_command(&self, name: &str) -> Command {
+        let mut cmd = Command::new(&self.runtime);
+        cmd.arg("--root").arg(self.runtime_root());
+        cmd.arg("--log")
+            .arg(self.runtime_log(name))
+            .args(["--log-format", "json"]);
+        if let Some(root) = &self.host_root {
+            cmd.arg("--host-root").arg(root);
+        }
+        if let Some(area) = &self.host_mount_area {
+            cmd.arg("--host-mount-area").arg(area);
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    fn runtime_log(&self, name: &str) -> PathBuf {
+        self.run_dir
+            .join("logs")
+            .join(format!("{name}.runtime.json"))
+    }
+
+    /// Runs the plan; returns every container's outcome, in plan order.
+    pub fn execute(&self, plan: &Plan) -> Result<Vec<Outcome>> {
+        for dir in [self.run_dir.join("logs"), self.state_dir.join("logs")] {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let markers = Markers::open(&self.run_dir)?;
+        let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
+        for step in &plan.steps {
+            match markers.get(&step.name) {
+                Some(Marker::Finished { outcome }) => {
+                    log::info!(
+                        "{}: already ran this boot ({}); not running it again",
+                        step.name,
+                        outcome.status.name()
+                    );
+                    outcomes.insert(step.name.clone(), outcome);
+                }
+                Some(Marker::Started) => {
+                    log::warn!("{}: an earlier run was interrupted; removing what it left and running it again", step.name);
+                    let _ = self
+                        .runtime_command(&step.name)
+                        .args(["delete", "--force", &step.id])
+                        .status();
+                }
+                None => {}
+            }
+        }
+
+        let (done_tx, done_rx) = mpsc::channel::<Outcome>();
+        let mut started: BTreeSet<String> = outcomes.keys().cloned().collect();
+        let mut running = 0usize;
+        loop {
+            let progress: BTreeMap<String, plan::Outcome> = outcomes
+                .iter()
+                .map(|(name, o)| (name.clone(), plan_outcome(o.status)))
+                .collect();
+            let next = plan.next(&progress);
+            for step in next.skip {
+                let failed: Vec<&str> = step
+                    .depends_on
+                    .iter()
+                    .filter(|d| {
+                        progress
+                            .get(*d)
+                            .is_some_and(|o| *o != plan::Outcome::Succeeded)
+                    })
+                    .map(String::as_str)
+                    .collect();
+                let mut outcome = blank_outcome(step, Status::Skipped);
+                outcome.error = Some(format!("dependency did not succeed: {}", failed.join(", ")));
+                self.finish(&markers, outcome, &mut outcomes);
+            }
+            for step in next.ready {
+                if started.insert(step.name.clone()) {
+                    markers.set(&step.name, &Marker::Started)?;
+                    running += 1;
+                    let tx = done_tx.clone();
+                    let step = step.clone();
+                    let executor = self.clone_paths();
+                    std::thread::spawn(move || {
+                        let _ = tx.send(executor.run_step(&step));
+                    });
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let outcome = done_rx.recv().context("a container thread vanished")?;
+            running -= 1;
+            self.finish(&markers, outcome, &mut outcomes);
+        }
+        Ok(plan
+            .steps
+            .iter()
+            .filter_map(|s| outcomes.remove(&s.name))
+            .collect())
+    }
+
+    fn clone_paths(&self) -> Executor {
+        Executor {
+            settings: self.settings.clone(),
+            runtime: self.runtime.clone(),
+            state_dir: self.state_dir.clone(),
+            run_dir: self.run_dir.clone(),
+            host_root: self.host_root.clone(),
+            host_mount_area: self.host_mount_area.clone(),
+        }
+    }
+
+    /// Records an outcome: marker, and once → off after a success.
+    fn finish(
+        &self,
+        markers: &Markers,
+        mut outcome: Outcome,
+        outcomes: &mut BTreeMap<String, Outcome>,
+    ) {
+        if outcome.status == Status::Succeeded && outcome.mode == Mode::Once.name() {
+            if let Err(err) = edit::set_mode_off(&self.settings, &outcome.name) {
+                log::error!(
+                    "{}: succeeded, but setting its mode to off failed: {err:#}",
+                    outcome.name
+                );
+                outcome.error = Some(format!("mode once could not be turned off: {err:#}"));
+            }
+        }
+        if let Err(err) = markers.set(
+            &outcome.name,
+            &Marker::Finished {
+                outcome: outcome.clone(),
+            },
+        ) {
+            log::error!("{err:#}");
+        }
+        log::info!("{}: {}", outcome.name, describe(&outcome));
+        outcomes.insert(outcome.name.clone(), outcome);
+    }
+
+    fn run_step(&self, step: &Step) -> Outcome {
+        let mut outcome = blank_outcome(step, Status::RuntimeError);
+        outcome.started_at = Some(now_rfc3339());
+        let preparing = Instant::now();
+        let host_root = self.host_root.clone().unwrap_or_else(|| PathBuf::from("/"));
+        let bundle = match bundle::prepare(step, &self.state_dir, &host_root) {
+            Ok(bundle) => bundle,
+            Err(err) => {
+                outcome.error = Some(format!("{err:#}"));
+                outcome.finished_at = Some(now_rfc3339());
+                return outcome;
+            }
+        };
+        outcome.prepare_ms = preparing.elapsed().as_millis() as u64;
+        let running = Instant::now();
+        let result = self.run_container(step, &bundle);
+        outcome.run_ms = running.elapsed().as_millis() as u64;
+        outcome.finished_at = Some(now_rfc3339());
+        match result {
+            Ok((status, timed_out)) => self.classify(step, status, timed_out, &mut outcome),
+            Err(err) => outcome.error = Some(format!("{err:#}")),
+        }
+        outcome
+    }
+
+    /// Runs the container to its end (or its timeout); returns the runtime's exit status.
+    fn run_container(&self, step: &Step, bundle: &Path) -> Result<(ExitStatus, bool)> {
+        let _ = std::fs::remove_file(self.runtime_log(&step.name));
+        let log_path = self
+            .state_dir
+            .join("logs")
+            .join(format!("{}.log", step.name));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let mut child = self
+            .runtime_command(&step.name)
+            .arg("run")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg(&step.id)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", self.runtime.display()))?;
+        let streams = [
+            stream(child.stdout.take(), &step.name, log.try_clone()?),
+            stream(child.stderr.take(), &step.name, log),
+        ];
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let mut timed_out = false;
+        let status = match step.timeout {
+            None => rx.recv()?,
+            Some(timeout) => match rx.recv_timeout(timeout) {
+                Ok(status) => status,
+                Err(_) => {
+                    timed_out = true;
+                    log::warn!(
+                        "{}: timed out after {timeout:?}; sending SIGTERM",
+                        step.name
+                    );
+                    let _ = self
+                        .runtime_command(&step.name)
+                        .args(["kill", &step.id, "TERM"])
+                        .status();
+                    match rx.recv_timeout(GRACE) {
+                        Ok(status) => status,
+                        Err(_) => {
+                            log::warn!(
+                                "{}: still running after {GRACE:?}; killing all its processes",
+                                step.name
+                            );
+                            let _ = self
+                                .runtime_command(&step.name)
+                                .args(["kill", "--all", &step.id, "KILL"])
+                                .status();
+                            rx.recv()?
+                        }
+                    }
+                }
+            },
+        }
+        .context("waiting for the runtime")?;
+        for stream in streams {
+            let _ = stream.join();
+        }
+        Ok((status, timed_out))
+    }
+
+    /// Tells a container that failed from a runtime that did: the runtime writes every error
+    /// of its own to its JSON log; a container's exit code never does.
+    fn classify(&self, step: &Step, status: ExitStatus, timed_out: bool, outcome: &mut Outcome) {
+        use std::os::unix::process::ExitStatusExt;
+        let code = status.code();
+        let runtime_error = last_error(&self.runtime_log(&step.name));
+        outcome.status = match (code, &runtime_error) {
+            _ if timed_out => Status::TimedOut,
+            (Some(0), _) => Status::Succeeded,
+            (Some(_), Some(_)) | (None, _) => Status::RuntimeError,
+            (Some(_), None) => Status::Failed,
+        };
+        match (code, status.signal()) {
+            (Some(code), _) if code > 128 && outcome.status != Status::RuntimeError => {
+                outcome.signal = Some(code - 128)
+            }
+            (Some(code), _) => outcome.exit_code = Some(code),
+            (None, Some(signal)) => {
+                outcome.error = Some(format!("the runtime was killed by signal {signal}"));
+            }
+            (None, None) => {}
+        }
+        if outcome.status == Status::RuntimeError && outcome.error.is_none() {
+            outcome.error = runtime_error;
+        }
+        if timed_out {
+            outcome.error = Some(format!(
+                "timed out after {}",
+                super::settings::format_duration(step.timeout.unwrap_or_default())
+            ));
+        }
+    }
+}
+
+/// Copies a child's output to our stdout, each line prefixed with the container's name, and to
+/// the container's log file.
+fn stream<R: Read + Send + 'static>(
+    source: Option<R>,
+    name: &str,
+    mut log: std::fs::File,
+) -> std::thread::JoinHandle<()> {
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        let Some(source) = source else { return };
+        for line in BufReader::new(source).split(b'\n').map_while(Result::ok) {
+            let text = String::from_utf8_lossy(&line);
+            let _ = writeln!(log, "{text}");
+            let _ = writeln!(std::io::stdout().lock(), "{name}: {text}");
+        }
+    })
+}
+
+/// The last `"level":"error"` message of a runtime JSON log.
+fn last_error(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["level"] == "error")
+        .find_map(|v| v["msg"].as_str().map(String::from))
+}
+
+fn plan_outcome(status: Status) -> plan::Outcome {
+    match status {
+        Status::Succeeded => plan::Outcome::Succeeded,
+        Status::Skipped => plan::Outcome::Skipped,
+        _ => plan::Outcome::Failed,
+    }
+}
+
+fn blank_outcome(step: &Step, status: Status) -> Outcome {
+    Outcome {
+        name: step.name.clone(),
+        mode: step.mode.name().to_string(),
+        essential: step.essential,
+        source: step.source.to_string(),
+        status,
+        exit_code: None,
+        signal: None,
+        started_at: None,
+        finished_at: None,
+        prepare_ms: 0,
+        run_ms: 0,
+        error: None,
+    }
+}
+
+fn describe(outcome: &Outcome) -> String {
+    let mut text = outcome.status.name().to_string();
+    if let Some(code) = outcome.exit_code {
+        text.push_str(&format!(" (exit code {code})"));
+    }
+    if let Some(signal) = outcome.signal {
+        text.push_str(&format!(" (signal {signal})"));
+    }
+    if let Some(error) = &outcome.error {
+        text.push_str(&format!(": {error}"));
+    }
+    text
+}
+
+/// The supervisor's verdict: 0 lets the boot go on, 1 halts it.
+pub fn verdict(outcomes: &[Outcome]) -> i32 {
+    if Report::essential_failures(outcomes).is_empty() {
+        0
+    } else {
+        1
+    }
+}

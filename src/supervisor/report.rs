@@ -1,0 +1,116 @@
+//! What happened at boot: one outcome per container, the versioned JSON report, a short table.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_file;
+
+pub const REPORT_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Succeeded,
+    /// The container ran and exited non-zero or was killed.
+    Failed,
+    /// The container never ran: bad source, refused by the policy, runtime failure.
+    RuntimeError,
+    TimedOut,
+    /// A dependency did not succeed.
+    Skipped,
+    /// The supervisor was stopped while the container ran.
+    Interrupted,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::RuntimeError => "runtime-error",
+            Status::TimedOut => "timed-out",
+            Status::Skipped => "skipped",
+            Status::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One container's outcome. Never holds user-data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub name: String,
+    pub mode: String,
+    pub essential: bool,
+    pub source: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    pub prepare_ms: u64,
+    pub run_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub version: u32,
+    pub settings: String,
+    pub started_at: String,
+    pub finished_at: String,
+    /// The supervisor's exit code: 0 boot goes on, 1 an essential container did not succeed.
+    pub exit_code: i32,
+    pub containers: Vec<Outcome>,
+}
+
+impl Report {
+    pub fn write(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        atomic_file::write(path, &serde_json::to_vec_pretty(self)?, 0o644)
+    }
+
+    /// Essential containers that did not succeed: any of them halts the boot.
+    pub fn essential_failures(containers: &[Outcome]) -> Vec<&Outcome> {
+        containers
+            .iter()
+            .filter(|o| o.essential && o.status != Status::Succeeded)
+            .collect()
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<24} {:<9} {:<14} {:>6} {:>9}  ERROR",
+            "NAME", "ESSENTIAL", "STATUS", "EXIT", "RUN"
+        );
+        for o in &self.containers {
+            let exit = match (o.exit_code, o.signal) {
+                (_, Some(signal)) => format!("sig{signal}"),
+                (Some(code), None) => code.to_string(),
+                (None, None) => "-".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<24} {:<9} {:<14} {:>6} {:>7}ms  {}",
+                o.name,
+                if o.essential { "yes" } else { "no" },
+                o.status.name(),
+                exit,
+                o.run_ms,
+                o.error.as_deref().unwrap_or("")
+            );
+        }
+        out
+    }
+}
