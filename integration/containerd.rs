@@ -41,7 +41,7 @@ impl Containerd {
         let prefix = d.join("prefix");
         let status = Command::new(Path::new(REPO).join("hack/install.sh"))
             .arg(&prefix)
-            .env("BIN", common::BIN)
+            .env("BIN_DIR", Path::new(common::BIN).parent().unwrap())
             .stdout(Stdio::null())
             .status()
             .unwrap();
@@ -143,21 +143,11 @@ impl Containerd {
     /// Builds a busybox OCI image with umoci and imports it (no registry).
     fn import_busybox(&self) {
         let d = self.dir.path();
-        let layout = d.join("image");
-        let unpacked = d.join("unpacked");
-        let layout_ref = format!("{}:latest", layout.display());
+        let layout = common::busybox_layout(d, &["sh"]);
         sh(&format!(
-            "umoci init --layout {layout} && umoci new --image {r} && umoci unpack --image {r} {u} >/dev/null \
-             && {repo}/hack/make-bundle.sh {d}/busybox-bundle true \
-             && cp -a {d}/busybox-bundle/rootfs/. {u}/rootfs/ \
-             && umoci repack --image {r} {u} \
-             && umoci config --image {r} --config.cmd sh --os linux --architecture amd64 \
-             && tar -C {layout} -cf {d}/busybox.tar .",
-            layout = layout.display(),
-            r = layout_ref,
-            u = unpacked.display(),
-            repo = REPO,
-            d = d.display(),
+            "tar -C {} -cf {}/busybox.tar .",
+            layout.display(),
+            d.display()
         ));
         let tar = d.join("busybox.tar");
         self.ctr_ok(&[

@@ -231,3 +231,80 @@ pub fn alive(pid: i32) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Builds a busybox OCI image layout (tag `latest`) at `dir/image` with umoci, running `args`
+/// by default; returns the layout's path.
+pub fn busybox_layout(dir: &Path, args: &[&str]) -> PathBuf {
+    let layout = dir.join("image");
+    let unpacked = dir.join("image-unpacked");
+    let bundle = dir.join("image-bundle");
+    let r = format!("{}:latest", layout.display());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/make-bundle.sh");
+    let status = Command::new(script)
+        .arg(&bundle)
+        .arg("true")
+        .status()
+        .unwrap();
+    assert!(status.success(), "make-bundle.sh failed");
+    let mut config = vec![
+        "config".to_string(),
+        "--image".into(),
+        r.clone(),
+        "--os".into(),
+        "linux".into(),
+        "--architecture".into(),
+        "amd64".into(),
+    ];
+    for arg in args {
+        config.push("--config.cmd".into());
+        config.push(arg.to_string());
+    }
+    let steps: Vec<Vec<String>> = vec![
+        vec![
+            "init".into(),
+            "--layout".into(),
+            layout.display().to_string(),
+        ],
+        vec!["new".into(), "--image".into(), r.clone()],
+        vec![
+            "unpack".into(),
+            "--image".into(),
+            r.clone(),
+            unpacked.display().to_string(),
+        ],
+    ];
+    for step in steps {
+        let out = Command::new("umoci").args(&step).output().unwrap();
+        assert!(
+            out.status.success(),
+            "umoci {step:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let copy = Command::new("cp")
+        .arg("-a")
+        .arg(bundle.join("rootfs/."))
+        .arg(unpacked.join("rootfs/"))
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    for step in [
+        vec![
+            "repack".to_string(),
+            "--image".into(),
+            r.clone(),
+            unpacked.display().to_string(),
+        ],
+        config,
+    ] {
+        let out = Command::new("umoci").args(&step).output().unwrap();
+        assert!(
+            out.status.success(),
+            "umoci {step:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&unpacked);
+    let _ = std::fs::remove_dir_all(&bundle);
+    layout
+}

@@ -13,7 +13,9 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use nix::fcntl::{Flock, FlockArg};
+use std::os::fd::AsRawFd;
+
+use nix::fcntl::{fcntl, FcntlArg};
 
 pub const DEFAULT_ROOT: &str = "/run/bootstrap-runc";
 
@@ -22,9 +24,12 @@ pub struct StateRoot {
     path: PathBuf,
 }
 
-/// Held for as long as a command works on one container.
+/// Held for as long as a command works on one container. A POSIX record lock, not flock(2):
+/// libcontainer clones the container's processes from ours without exec, and they would
+/// inherit an flock (it belongs to the open file) and hold it for the container's lifetime;
+/// record locks belong to the process.
 pub struct ContainerLock {
-    _flock: Flock<File>,
+    _file: File,
 }
 
 impl StateRoot {
@@ -80,10 +85,16 @@ impl StateRoot {
             .write(true)
             .open(&path)
             .with_context(|| format!("opening lock {}", path.display()))?;
-        let flock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| errno)
+        let whole_file = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        fcntl(file.as_raw_fd(), FcntlArg::F_SETLKW(&whole_file))
             .with_context(|| format!("locking {}", path.display()))?;
-        Ok(ContainerLock { _flock: flock })
+        Ok(ContainerLock { _file: file })
     }
 
     /// Removes the lock file of a deleted container (called while holding it).

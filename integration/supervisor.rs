@@ -1,0 +1,667 @@
+//! bootstrap-supervisor driving real containers through the real bootstrap-runc, as root:
+//! concurrency, exit codes, once → off, same-boot markers, interrupted runs, timeouts,
+//! depends-on, settings errors, user-data secrecy, image-layout sources and the systemd units.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Fixture, Ran};
+
+const SUPERVISOR: &str = env!("CARGO_BIN_EXE_bootstrap-supervisor");
+
+/// A fake host (from the runtime fixture) plus the supervisor's settings, state and run dirs.
+struct Boot {
+    f: Fixture,
+    tag: String,
+    settings: PathBuf,
+    state_dir: PathBuf,
+    run_dir: PathBuf,
+}
+
+impl Boot {
+    fn new(name: &str) -> Boot {
+        let f = Fixture::new(name);
+        let d = f.dir.path().to_path_buf();
+        Boot {
+            // Container ids (boot.<name>) share the host's cgroup namespace across parallel tests.
+            tag: format!("{name}{}", std::process::id()),
+            settings: d.join("settings.toml"),
+            state_dir: d.join("state-dir"),
+            run_dir: d.join("run-dir"),
+            f,
+        }
+    }
+
+    /// A container name unique to this test.
+    fn name(&self, short: &str) -> String {
+        format!("{}-{short}", self.tag)
+    }
+
+    fn bundle(&self, short: &str, script: &str) -> String {
+        self.f
+            .bundle(short, &["sh", "-c", script])
+            .display()
+            .to_string()
+    }
+
+    fn write_settings(&self, text: &str) {
+        std::fs::write(&self.settings, text).unwrap();
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(SUPERVISOR);
+        cmd.arg("run")
+            .arg("--settings")
+            .arg(&self.settings)
+            .arg("--runtime")
+            .arg(common::BIN)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .arg("--host-root")
+            .arg(&self.f.host_root)
+            .arg("--host-mount-area")
+            .arg(&self.f.mount_area)
+            .env("BOOTSTRAP_RUNC_POLICY", &self.f.policy_file)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self) -> Ran {
+        let out = self.command().output().unwrap();
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn report(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.run_dir.join("report.json")).unwrap()).unwrap()
+    }
+
+    fn outcome(&self, short: &str) -> serde_json::Value {
+        let name = self.name(short);
+        self.report()["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} not in the report"))
+            .clone()
+    }
+
+    /// Nothing of the containers is left: runtime state, cgroups, mounts.
+    fn assert_clean(&self) {
+        let runtime_root = self.run_dir.join("runtime");
+        if let Ok(entries) = std::fs::read_dir(&runtime_root) {
+            let names: Vec<_> = entries
+                .flatten()
+                .map(|e| e.file_name())
+                .filter(|n| !n.to_string_lossy().starts_with('.'))
+                .collect();
+            assert!(names.is_empty(), "runtime state left: {names:?}");
+        }
+        let cgroups = common::cgroup_dirs(&format!("boot.{}", self.tag));
+        assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+        let mounts = self.f.mounts_outside_mount_area();
+        assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+    }
+}
+
+/// SIGKILL to a process group, as systemd stops a unit.
+fn kill_group(mut child: std::process::Child) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGKILL,
+    );
+    child.wait().unwrap();
+}
+
+fn container(name: &str, source: &str, extra: &str) -> String {
+    format!("[settings.bootstrap-containers.{name}]\nsource = {source:?}\n{extra}\n")
+}
+
+#[test]
+fn three_containers_run_concurrently() {
+    let b = Boot::new("conc");
+    let sleeper = b.bundle("sleep", "sleep 1");
+    let text: String = ["a", "b", "c"]
+        .iter()
+        .map(|n| container(&b.name(n), &sleeper, "mode = \"always\""))
+        .collect();
+    b.write_settings(&text);
+    let started = Instant::now();
+    let ran = b.run();
+    let elapsed = started.elapsed();
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "three sleep 1 took {elapsed:?}"
+    );
+    for n in ["a", "b", "c"] {
+        assert_eq!(b.outcome(n)["status"], "succeeded");
+    }
+    assert_eq!(b.report()["version"], 1);
+    b.assert_clean();
+}
+
+#[test]
+fn essential_failure_halts_the_boot_and_a_non_essential_one_does_not() {
+    let b = Boot::new("ess");
+    let failing = b.bundle("fail", "echo failing; exit 3");
+    b.write_settings(&container(
+        &b.name("x"),
+        &failing,
+        "mode = \"always\"\nessential = false",
+    ));
+    let ran = b.run();
+    assert_eq!(
+        ran.code, 0,
+        "non-essential failure must not halt: {}",
+        ran.stderr
+    );
+    assert_eq!(b.outcome("x")["status"], "failed");
+    assert_eq!(b.outcome("x")["exit_code"], 3);
+    assert!(
+        ran.stdout.contains(&format!("{}: failing", b.name("x"))),
+        "output is prefixed: {}",
+        ran.stdout
+    );
+
+    let b = Boot::new("ess2");
+    let failing = b.bundle("fail", "exit 3");
+    b.write_settings(&container(
+        &b.name("x"),
+        &failing,
+        "mode = \"always\"\nessential = true",
+    ));
+    let ran = b.run();
+    assert_eq!(ran.code, 1);
+    assert!(
+        ran.stderr.contains(&format!(
+            "essential bootstrap container {} did not succeed",
+            b.name("x")
+        )),
+        "{}",
+        ran.stderr
+    );
+    let log = std::fs::read_to_string(
+        b.state_dir
+            .join("logs")
+            .join(format!("{}.log", b.name("x"))),
+    )
+    .unwrap();
+    assert_eq!(log, "", "a per-container log exists");
+    b.assert_clean();
+}
+
+#[test]
+fn a_runtime_error_is_not_a_container_failure() {
+    let b = Boot::new("rterr");
+    let refused = b.f.bundle("refused", &["true"]);
+    b.f.edit_config(&refused, |c| {
+        c["process"]["capabilities"]["bounding"] = serde_json::json!(["CAP_SYS_BOOT"])
+    });
+    let exits_one = b.bundle("one", "exit 1");
+    b.write_settings(&format!(
+        "{}{}{}",
+        container(
+            &b.name("refused"),
+            refused.to_str().unwrap(),
+            "mode = \"always\""
+        ),
+        container(&b.name("one"), &exits_one, "mode = \"always\""),
+        container(
+            &b.name("missing"),
+            "/nonexistent/bundle",
+            "mode = \"always\""
+        ),
+    ));
+    assert_eq!(b.run().code, 0);
+    let refused = b.outcome("refused");
+    assert_eq!(refused["status"], "runtime-error");
+    assert!(
+        refused["error"].as_str().unwrap().contains("CAP_SYS_BOOT"),
+        "{refused}"
+    );
+    assert_eq!(b.outcome("one")["status"], "failed");
+    assert_eq!(b.outcome("one")["exit_code"], 1);
+    assert_eq!(b.outcome("missing")["status"], "runtime-error");
+    b.assert_clean();
+}
+
+#[test]
+fn once_becomes_off_only_after_success_keeping_the_file() {
+    let b = Boot::new("once");
+    let ok = b.bundle("ok", "true");
+    let bad = b.bundle("bad", "exit 1");
+    let text = format!(
+        "# operator's comment\n[settings.other]\nkeep = \"me\"\n\n{}{}",
+        container(&b.name("good"), &ok, "mode = \"once\" # runs once"),
+        container(&b.name("bad"), &bad, "mode = \"once\""),
+    );
+    b.write_settings(&text);
+    assert_eq!(b.run().code, 0);
+    let after = std::fs::read_to_string(&b.settings).unwrap();
+    let expected = text.replacen(
+        "mode = \"once\" # runs once",
+        "mode = \"off\" # runs once",
+        1,
+    );
+    assert_eq!(
+        after, expected,
+        "only the succeeded container's mode changes"
+    );
+
+    // JSON settings are written back as JSON.
+    let mut b = Boot::new("oncejson");
+    let ok = b.bundle("ok", "true");
+    b.settings = b.f.dir.path().join("settings.json");
+    let json = serde_json::json!({"settings": {"bootstrap-containers": {b.name("j"): {"source": ok, "mode": "once"}}, "motd": "hi"}});
+    b.write_settings(&serde_json::to_string_pretty(&json).unwrap());
+    let ran = b.run();
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let settings = &b.settings;
+    let after: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&settings).unwrap()).unwrap();
+    assert_eq!(
+        after["settings"]["bootstrap-containers"][b.name("j")]["mode"],
+        "off"
+    );
+    assert_eq!(after["settings"]["motd"], "hi");
+    b.assert_clean();
+}
+
+#[test]
+fn a_container_never_runs_twice_in_one_boot() {
+    let b = Boot::new("twice");
+    let counter = b.f.mount_area.join("runs");
+    let counting = b.bundle(
+        "count",
+        "echo run >> /.bottlerocket/rootfs/mnt/runs; exit 3",
+    );
+    b.write_settings(&container(
+        &b.name("c"),
+        &counting,
+        "mode = \"always\"\nessential = true",
+    ));
+    assert_eq!(b.run().code, 1);
+    let second = b.run();
+    assert_eq!(second.code, 1, "the recorded outcome still counts");
+    assert_eq!(std::fs::read_to_string(&counter).unwrap(), "run\n");
+    assert_eq!(b.outcome("c")["status"], "failed");
+    b.assert_clean();
+}
+
+#[test]
+fn an_interrupted_run_is_recovered_by_the_next_one() {
+    let b = Boot::new("intr");
+    let slow = b.bundle(
+        "slow",
+        "echo started >> /.bottlerocket/rootfs/mnt/log; sleep 30",
+    );
+    b.write_settings(&container(&b.name("s"), &slow, "mode = \"once\""));
+    let child = b
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let log = b.f.mount_area.join("log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "container did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // As when the unit is killed: the supervisor and its runtime processes die; the container
+    // (its own session and cgroup) lives on.
+    kill_group(child);
+
+    let fast = b.bundle("fast", "echo again >> /.bottlerocket/rootfs/mnt/log");
+    b.write_settings(&container(&b.name("s"), &fast, "mode = \"once\""));
+    let ran = b.run();
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(ran.stderr.contains("interrupted"), "{}", ran.stderr);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "started\nagain\n");
+    assert_eq!(b.outcome("s")["status"], "succeeded");
+    assert!(std::fs::read_to_string(&b.settings)
+        .unwrap()
+        .contains("mode = \"off\""));
+    b.assert_clean();
+}
+
+#[test]
+fn settings_file_is_whole_whenever_the_supervisor_dies() {
+    let b = Boot::new("torn");
+    let ok = b.bundle("ok", "true");
+    let old = (0..20)
+        .map(|i| container(&b.name(&format!("c{i}")), &ok, "mode = \"once\""))
+        .collect::<String>();
+    for attempt in 0..8u64 {
+        b.write_settings(&old);
+        let _ = std::fs::remove_dir_all(&b.run_dir);
+        let child = b
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(30 + attempt * 30));
+        kill_group(child);
+        let text = std::fs::read_to_string(&b.settings).unwrap();
+        let parsed: toml::Value =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("torn settings: {e}\n{text}"));
+        let containers = parsed["settings"]["bootstrap-containers"]
+            .as_table()
+            .unwrap();
+        assert_eq!(
+            containers.len(),
+            20,
+            "a container vanished from the settings"
+        );
+        // Clean up what the killed run left before the next attempt.
+        let runtime_root = b.run_dir.join("runtime");
+        for i in 0..20 {
+            let _ = Command::new(common::BIN)
+                .args([
+                    "--root",
+                    runtime_root.to_str().unwrap(),
+                    "delete",
+                    "--force",
+                    &format!("boot.{}", b.name(&format!("c{i}"))),
+                ])
+                .output();
+        }
+    }
+    b.assert_clean();
+}
+
+#[test]
+fn timeout_stops_the_container_and_counts_as_failure() {
+    let b = Boot::new("tmo");
+    // Handles SIGTERM: ends within the grace period.
+    let polite = b.bundle("polite", "trap 'exit 0' TERM; sleep 100 & wait");
+    // PID 1 of its namespace ignores SIGTERM: needs the SIGKILL after the grace period.
+    let stubborn = b.bundle("stubborn", "exec sleep 100");
+    b.write_settings(&format!(
+        "{}{}",
+        container(
+            &b.name("polite"),
+            &polite,
+            "mode = \"always\"\nessential = true\ntimeout = \"1s\""
+        ),
+        container(&b.name("stubborn"), &stubborn, "mode = \"always\""),
+    ));
+    let started = Instant::now();
+    let ran = b
+        .command()
+        .args(["--default-timeout", "1s"])
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        ran.status.code(),
+        Some(1),
+        "an essential timeout halts the boot"
+    );
+    assert_eq!(b.outcome("polite")["status"], "timed-out");
+    assert_eq!(b.outcome("stubborn")["status"], "timed-out");
+    assert!(b.outcome("polite")["run_ms"].as_u64().unwrap() < 5000);
+    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+    b.assert_clean();
+}
+
+#[test]
+fn depends_on_orders_and_skips() {
+    let b = Boot::new("deps");
+    let ok = b.bundle("ok", "sleep 0.3");
+    let bad = b.bundle("bad", "exit 1");
+    let off = b.bundle("off", "true");
+    b.write_settings(&format!(
+        "{}{}{}{}{}",
+        container(&b.name("first"), &ok, "mode = \"always\""),
+        container(
+            &b.name("second"),
+            &ok,
+            &format!(
+                "mode = \"always\"\ndepends-on = [{:?}, {:?}]",
+                b.name("first"),
+                b.name("disabled")
+            )
+        ),
+        container(&b.name("disabled"), &off, "mode = \"off\""),
+        container(&b.name("broken"), &bad, "mode = \"always\""),
+        container(
+            &b.name("after-broken"),
+            &ok,
+            &format!("mode = \"always\"\ndepends-on = [{:?}]", b.name("broken"))
+        ),
+    ));
+    assert_eq!(b.run().code, 0);
+    let first = b.outcome("first");
+    let second = b.outcome("second");
+    assert_eq!(
+        second["status"], "succeeded",
+        "an off dependency counts as satisfied"
+    );
+    assert!(
+        second["started_at"].as_str().unwrap() >= first["finished_at"].as_str().unwrap(),
+        "{first} {second}"
+    );
+    assert_eq!(b.outcome("after-broken")["status"], "skipped");
+    b.assert_clean();
+}
+
+#[test]
+fn every_settings_error_is_reported_before_anything_runs() {
+    let b = Boot::new("bad");
+    let ok = b.bundle("ok", "echo ran > /.bottlerocket/rootfs/mnt/ran");
+    b.write_settings(&format!(
+        "{}{}{}{}{}",
+        container(&b.name("good"), &ok, "mode = \"always\""),
+        container("bad_name", &ok, "mode = \"always\""),
+        container(&b.name("mode"), &ok, "mode = \"sometimes\""),
+        container(&b.name("b64"), &ok, "user-data = \"not base64!\""),
+        container(
+            &b.name("cycle"),
+            &ok,
+            &format!("depends-on = [{:?}]", b.name("cycle"))
+        ),
+    ));
+    let ran = b.run();
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    for wanted in ["bad_name", "sometimes", "user-data", "cycle"] {
+        assert!(
+            ran.stderr.contains(wanted),
+            "{wanted} not reported: {}",
+            ran.stderr
+        );
+    }
+    assert!(
+        !b.f.mount_area.join("ran").exists(),
+        "a container ran despite invalid settings"
+    );
+    assert!(!b.run_dir.join("markers").exists());
+    let plan = Command::new(SUPERVISOR)
+        .args(["plan", "--settings", b.settings.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(plan.status.code(), Some(2));
+}
+
+#[test]
+fn user_data_reaches_the_container_and_nothing_else() {
+    let b = Boot::new("ud");
+    let secret = "s3cr3t-token-value";
+    let encoded = base64_encode(secret.as_bytes());
+    let reader = b.bundle(
+        "reader",
+        "d=/.bottlerocket/bootstrap-containers/current; stat -c %a $d/user-data; \
+         cmp -s $d/user-data /.bottlerocket/bootstrap-containers/$NAME/user-data && echo SAME; \
+         grep -q s3cr3t $d/user-data && echo HAS-SECRET",
+    );
+    b.f.edit_config(Path::new(&reader), |c| {
+        c["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!(format!("NAME={}", b.name("u"))));
+    });
+    b.write_settings(&container(
+        &b.name("u"),
+        &reader,
+        &format!("mode = \"always\"\nuser-data = {encoded:?}"),
+    ));
+    let ran = b.run();
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stdout.contains("600\n") || ran.stdout.contains(": 600"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout.contains("SAME") && ran.stdout.contains("HAS-SECRET"),
+        "{}",
+        ran.stdout
+    );
+    let report = std::fs::read_to_string(b.run_dir.join("report.json")).unwrap();
+    for (what, text) in [
+        ("stdout", ran.stdout.as_str()),
+        ("stderr", ran.stderr.as_str()),
+        ("report", report.as_str()),
+    ] {
+        assert!(
+            !text.contains(secret) && !text.contains(&encoded),
+            "user-data in the {what}"
+        );
+    }
+    let plan = Command::new(SUPERVISOR)
+        .args(["plan", "--settings", b.settings.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&plan.stdout).contains(&encoded));
+    b.assert_clean();
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn oci_layout_sources_run_as_bootstrap_containers() {
+    let b = Boot::new("layout");
+    let layout = common::busybox_layout(
+        b.f.dir.path(),
+        &[
+            "sh",
+            "-c",
+            "grep CapEff /proc/self/status; echo image > /.bottlerocket/rootfs/mnt/from-image",
+        ],
+    );
+    b.write_settings(&format!(
+        "{}{}",
+        container(
+            &b.name("img"),
+            &format!("oci-layout:{}:latest", layout.display()),
+            "mode = \"always\""
+        ),
+        container(
+            &b.name("cmd"),
+            &format!("oci-layout:{}:latest", layout.display()),
+            "mode = \"always\"\ncommand = [\"sh\", \"-c\", \"exit 7\"]"
+        ),
+    ));
+    let ran = b.run();
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    assert_eq!(b.outcome("img")["status"], "succeeded", "{}", ran.stderr);
+    assert_eq!(
+        std::fs::read_to_string(b.f.mount_area.join("from-image")).unwrap(),
+        "image\n"
+    );
+    assert_eq!(
+        b.outcome("cmd")["exit_code"],
+        7,
+        "command overrides the image's cmd"
+    );
+    let missing = format!("oci-layout:{}:nope", layout.display());
+    b.write_settings(&container(
+        &b.name("missing"),
+        &missing,
+        "mode = \"always\"",
+    ));
+    b.run();
+    let outcome = b.outcome("missing");
+    assert_eq!(outcome["status"], "runtime-error");
+    assert!(
+        outcome["error"]
+            .as_str()
+            .unwrap()
+            .contains("no image tagged \"nope\""),
+        "{outcome}"
+    );
+    b.assert_clean();
+}
+
+#[test]
+fn systemd_units_verify_and_order_the_orchestrator_after_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("prefix");
+    let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/install.sh"))
+        .arg(&prefix)
+        .env("BIN_DIR", Path::new(common::BIN).parent().unwrap())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let units = prefix.join("lib/systemd/system");
+    // A stand-in orchestrator, as kubelet would be installed.
+    std::fs::write(
+        units.join("kubelet.service"),
+        "[Unit]\nDescription=kubelet\n[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(
+            [
+                "bootstrap-containers.service",
+                "bootstrap-containers.target",
+                "kubelet.service",
+            ]
+            .map(|u| units.join(u)),
+        )
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", units.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+    let dropin =
+        std::fs::read_to_string(units.join("kubelet.service.d/10-bootstrap-containers.conf"))
+            .unwrap();
+    assert!(
+        dropin.contains("Requires=bootstrap-containers.target")
+            && dropin.contains("After=bootstrap-containers.target")
+    );
+    let service = std::fs::read_to_string(units.join("bootstrap-containers.service")).unwrap();
+    for line in [
+        "Type=oneshot",
+        "RemainAfterExit=yes",
+        "After=network-online.target",
+        "Delegate=yes",
+        "RequiredBy=bootstrap-containers.target",
+    ] {
+        assert!(service.lines().any(|l| l == line), "{line} missing");
+    }
+    assert!(service.contains(&format!(
+        "ExecStart={}/bin/bootstrap-supervisor run",
+        prefix.display()
+    )));
+}
