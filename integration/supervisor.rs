@@ -269,7 +269,7 @@ fn once_becomes_off_only_after_success_keeping_the_file() {
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let settings = &b.settings;
     let after: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&settings).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(settings).unwrap()).unwrap();
     assert_eq!(
         after["settings"]["bootstrap-containers"][b.name("j")]["mode"],
         "off"
