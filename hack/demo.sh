@@ -1,38 +1,67 @@
 #!/usr/bin/env bash
-# Builds bootstrap-runc and runs a bootstrap container from a busybox bundle, then shows from
-# the host what it did. The host's real / is the (read-only) host root; a scratch directory
-# stands in for the mount area so the demo leaves the real /mnt alone.
+# Builds bootstrap-runc and bootstrap-supervisor and boots a demo: a settings file with two
+# busybox bootstrap containers, run by the supervisor through bootstrap-runc, then shows what
+# they did on the host. The host's real / is the (read-only) host root; a scratch directory
+# stands in for the mount area, so the demo leaves the real /mnt alone.
 # Usage: hack/demo.sh   (as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "demo.sh: run as root" >&2; exit 1; }
 hack/install-deps.sh
 cargo build --release --quiet
-bin=$PWD/target/release/bootstrap-runc
+bin=$PWD/target/release
 
-demo=$(mktemp -d /tmp/bootstrap-runc-demo.XXXXXX)
+demo=$(mktemp -d /tmp/bootstrap-containers-demo.XXXXXX)
 cleanup() {
-  "$bin" --root "$demo/state" delete --force demo >/dev/null 2>&1 || true
   grep -o " $demo[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf "$demo"
 }
 trap cleanup EXIT
 mkdir -p "$demo/mnt"
 
-hack/make-bundle.sh "$demo/bundle" sh -c '
-  echo "== inside the bootstrap container"
+# Like the Bottlerocket workshop: one container prepares the "ephemeral disk" area...
+hack/make-bundle.sh "$demo/disk-setup" sh -c '
   grep CapEff /proc/self/status
-  echo "host os: $(head -n1 /.bottlerocket/rootfs/etc/os-release)"
-  touch /.bottlerocket/rootfs/etc/demo 2>&1 | sed "s/^/host root write refused: /"
-  echo "written by a bootstrap container" > /.bottlerocket/rootfs/mnt/hello.txt
+  touch /.bottlerocket/rootfs/etc/demo 2>&1 | sed "s/^/host root stays read-only: /"
   mkdir -p /.bottlerocket/rootfs/mnt/scratch
   mount -t tmpfs -o size=1m scratch /.bottlerocket/rootfs/mnt/scratch
+  echo "written by a bootstrap container" > /.bottlerocket/rootfs/mnt/scratch/hello.txt
   echo "mounted a tmpfs at /.bottlerocket/rootfs/mnt/scratch"
-'
+' >/dev/null
+# ...and an essential one checks its user-data before the orchestrator may start.
+hack/make-bundle.sh "$demo/check" sh -c '
+  echo "user-data is $(wc -c < /.bottlerocket/bootstrap-containers/current/user-data) bytes"
+  grep -q "cluster=demo" /.bottlerocket/bootstrap-containers/current/user-data
+' >/dev/null
 
-echo "== bootstrap-runc run (host mount area: $demo/mnt)"
-"$bin" --root "$demo/state" --host-mount-area "$demo/mnt" run --bundle "$demo/bundle" demo
-echo "exit code: $?"
+cat > "$demo/settings.toml" <<TOML
+# Bottlerocket's settings shape; see README.md
+[settings.bootstrap-containers.disk-setup]
+source = "$demo/disk-setup"
+mode = "once"
+essential = false
+
+[settings.bootstrap-containers.check]
+source = "$demo/check"
+mode = "always"
+essential = true
+user-data = "$(printf 'cluster=demo\n' | base64)"
+depends-on = ["disk-setup"]
+TOML
+
+echo "== bootstrap-supervisor plan"
+"$bin/bootstrap-supervisor" plan --settings "$demo/settings.toml"
+echo
+echo "== bootstrap-supervisor run"
+set +e
+"$bin/bootstrap-supervisor" run --settings "$demo/settings.toml" --runtime "$bin/bootstrap-runc" \
+  --state-dir "$demo/state" --run-dir "$demo/run" --host-mount-area "$demo/mnt"
+code=$?
+set -e
+echo "exit code: $code ($( [ $code = 0 ] && echo 'boot goes on' || echo 'boot halts'))"
+echo
 echo "== on the host"
-echo "$demo/mnt/hello.txt: $(cat "$demo/mnt/hello.txt")"
-grep " $demo/mnt/scratch " /proc/self/mountinfo | awk '{print "mount left on the host by the container: " $5 " (" $9 ")"}'
+echo "$demo/mnt/scratch/hello.txt: $(cat "$demo/mnt/scratch/hello.txt")"
+grep " $demo/mnt/scratch " /proc/self/mountinfo | awk '{print "mount left by the container: " $5 " (" $9 ")"}'
+echo "disk-setup mode after the run: $(grep -A2 'disk-setup\]' "$demo/settings.toml" | grep mode)"
+echo "report: $(wc -c < "$demo/run/report.json") bytes of JSON in the run directory"
