@@ -156,26 +156,11 @@ fn lifecycle_matches_runc() {
     assert_eq!(f.state(&id)["pid"], 0);
     // kill --all of a stopped container succeeds (containerd sends it); a plain kill says why not
     f.rt_ok(&["kill", "--all", &id, "9"]);
-    let refused = f.rt(&["kill", &id, "9"]);
-    assert!(
-        refused.code == 1 && refused.stderr.contains("not running"),
-        "{}",
-        refused.stderr
-    );
+    f.rt_err(&["kill", &id, "9"], "not running");
 
     f.rt_ok(&["delete", &id]);
-    let gone = f.rt(&["state", &id]);
-    assert!(
-        gone.code == 1 && gone.stderr.contains("does not exist"),
-        "{}",
-        gone.stderr
-    );
-    let gone = f.rt(&["delete", &id]);
-    assert!(
-        gone.code == 1 && gone.stderr.contains("does not exist"),
-        "{}",
-        gone.stderr
-    );
+    f.rt_err(&["state", &id], "does not exist");
+    f.rt_err(&["delete", &id], "does not exist");
     f.rt_ok(&["delete", "--force", &id]);
     f.assert_clean();
 }
@@ -493,11 +478,9 @@ fn invalid_or_unreadable_policy_file_is_an_error() {
         ran.stderr
     );
     std::fs::write(&f.policy_file, "host-root = [").unwrap();
-    let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
-    assert!(
-        ran.code == 1 && ran.stderr.contains("invalid TOML"),
-        "{}",
-        ran.stderr
+    f.rt_err(
+        &["run", "--bundle", bundle.to_str().unwrap(), &id],
+        "invalid TOML",
     );
     // The file's host root is used when no flag overrides it.
     std::fs::write(
@@ -580,12 +563,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ("-flag-like", "invalid container id"),
         (long.as_str(), "256 bytes long"),
     ] {
-        let ran = f.rt(&["create", "--bundle", b, "--", id]);
-        assert!(
-            ran.code == 1 && ran.stderr.contains(wanted),
-            "{id}: {}",
-            ran.stderr
-        );
+        f.rt_err(&["create", "--bundle", b, "--", id], wanted);
     }
     // No entry but ours in the state root.
     let names: Vec<_> = std::fs::read_dir(&f.root)
@@ -600,12 +578,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let id = f.id("dup");
     f.rt_ok(&["create", "--bundle", b, &id]);
     let pid = f.state(&id)["pid"].clone();
-    let dup = f.rt(&["create", "--bundle", b, &id]);
-    assert!(
-        dup.code == 1 && dup.stderr.contains("already exists"),
-        "{}",
-        dup.stderr
-    );
+    f.rt_err(&["create", "--bundle", b, &id], "already exists");
     assert_eq!(
         f.state(&id)["pid"],
         pid,
@@ -615,11 +588,9 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     f.rt_ok(&["delete", "--force", &id]);
 
     let id = f.id("nobundle");
-    let ran = f.rt(&["create", "--bundle", "/nonexistent/bundle", &id]);
-    assert!(
-        ran.code == 1 && ran.stderr.contains("/nonexistent/bundle"),
-        "{}",
-        ran.stderr
+    f.rt_err(
+        &["create", "--bundle", "/nonexistent/bundle", &id],
+        "/nonexistent/bundle",
     );
 
     let broken = f.bundle("broken", &["true"]);
@@ -632,30 +603,21 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     ] {
         std::fs::write(broken.join("config.json"), &contents).unwrap();
         let id = f.id(name);
-        let ran = f.rt(&["create", "--bundle", broken.to_str().unwrap(), &id]);
-        assert!(
-            ran.code == 1 && ran.stderr.contains("parsing"),
-            "{name}: {}",
-            ran.stderr
+        f.rt_err(
+            &["create", "--bundle", broken.to_str().unwrap(), &id],
+            "parsing",
         );
     }
     // A huge config is refused before it is parsed.
     let huge = std::fs::File::create(broken.join("config.json")).unwrap();
     huge.set_len(17 << 20).unwrap();
     let id = f.id("huge");
-    let ran = f.rt(&["create", "--bundle", broken.to_str().unwrap(), &id]);
-    assert!(
-        ran.code == 1 && ran.stderr.contains("MiB limit"),
-        "{}",
-        ran.stderr
+    f.rt_err(
+        &["create", "--bundle", broken.to_str().unwrap(), &id],
+        "MiB limit",
     );
 
-    let ran = f.rt(&["kill", "some-id", "NOTASIGNAL"]);
-    assert!(
-        ran.code == 1 && ran.stderr.contains("unknown signal"),
-        "{}",
-        ran.stderr
-    );
+    f.rt_err(&["kill", "some-id", "NOTASIGNAL"], "unknown signal");
     f.assert_clean();
 }
 
@@ -712,18 +674,8 @@ fn corrupt_state_is_never_trusted_and_force_delete_cleans_up() {
     let state_file = f.root.join(&id).join("state.json");
     let text = std::fs::read(&state_file).unwrap();
     std::fs::write(&state_file, &text[..text.len() / 2]).unwrap();
-    let ran = f.rt(&["state", &id]);
-    assert!(
-        ran.code == 1 && ran.stderr.contains("unreadable state"),
-        "{}",
-        ran.stderr
-    );
-    let ran = f.rt(&["delete", &id]);
-    assert!(
-        ran.code == 1 && ran.stderr.contains("delete --force"),
-        "{}",
-        ran.stderr
-    );
+    f.rt_err(&["state", &id], "unreadable state");
+    f.rt_err(&["delete", &id], "delete --force");
     f.rt_ok(&["delete", "--force", &id]);
     wait_until(|| !alive(pid));
     f.assert_clean();
@@ -759,11 +711,9 @@ fn exec_runs_inside_under_the_same_policy() {
     assert!(ran.stdout.contains("fake-host"));
     assert_eq!(f.rt(&["exec", &id, "sh", "-c", "exit 4"]).code, 4);
 
-    let ran = f.rt(&["exec", "--cap", "CAP_SYS_PTRACE", &id, "true"]);
-    assert!(
-        ran.code == 1 && ran.stderr.contains("CAP_SYS_PTRACE"),
-        "{}",
-        ran.stderr
+    f.rt_err(
+        &["exec", "--cap", "CAP_SYS_PTRACE", &id, "true"],
+        "CAP_SYS_PTRACE",
     );
     let process = f.dir.path().join("process.json");
     std::fs::write(
@@ -773,11 +723,9 @@ fn exec_runs_inside_under_the_same_policy() {
         .to_string(),
     )
     .unwrap();
-    let ran = f.rt(&["exec", "--process", process.to_str().unwrap(), &id]);
-    assert!(
-        ran.code == 1 && ran.stderr.contains("CAP_BPF (in bounding)"),
-        "{}",
-        ran.stderr
+    f.rt_err(
+        &["exec", "--process", process.to_str().unwrap(), &id],
+        "CAP_BPF (in bounding)",
     );
 
     let pid_file = f.dir.path().join("exec.pid");

@@ -136,6 +136,18 @@ impl Fixture {
         ran
     }
 
+    /// Runs the runtime, expecting exit code 1 with `wanted` in its error output.
+    pub fn rt_err(&self, args: &[&str], wanted: &str) -> Ran {
+        let ran = self.rt(args);
+        assert!(
+            ran.code == 1 && ran.stderr.contains(wanted),
+            "bootstrap-runc {args:?}: wanted exit 1 and {wanted:?}, got {}: {}",
+            ran.code,
+            ran.stderr
+        );
+        ran
+    }
+
     pub fn state(&self, id: &str) -> serde_json::Value {
         serde_json::from_str(&self.rt_ok(&["state", id]).stdout).unwrap()
     }

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Wall time and peak memory (VmHWM) of the supervisor running N containers of /bin/true and N
+# of `sleep 1` through bootstrap-runc, and its overhead over the longest container.
+# Usage: hack/bench-supervisor.sh [N]   (as root; default 32)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "bench-supervisor.sh: run as root" >&2; exit 1; }
+n=${1:-32}
+hack/install-deps.sh
+cargo build --release --quiet
+bin=$PWD/target/release
+
+work=$(mktemp -d /tmp/bootstrap-supervisor-bench.XXXXXX)
+cleanup() {
+  grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/mnt" "$work/run"
+mount -t tmpfs tmpfs "$work/run"   # the run dir is a tmpfs on a real host
+hack/make-bundle.sh "$work/true" /bin/true >/dev/null
+hack/make-bundle.sh "$work/sleep" sleep 1 >/dev/null
+
+bench() { # name bundle
+  local settings=$work/$1.toml pid hwm=0 start end
+  for ((i = 0; i < n; i++)); do
+    printf '[settings.bootstrap-containers.bench-%s-%d]\nsource = "%s"\nmode = "always"\n' "$1" "$i" "$2"
+  done > "$settings"
+  rm -rf "$work/run/"*
+  start=$(date +%s%N)
+  "$bin/bootstrap-supervisor" run --settings "$settings" --runtime "$bin/bootstrap-runc" \
+    --state-dir "$work/state" --run-dir "$work/run" --host-mount-area "$work/mnt" >/dev/null 2>&1 &
+  pid=$!
+  while [ -e "/proc/$pid/status" ]; do
+    hwm=$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo "$hwm")
+    sleep 0.01
+  done
+  wait "$pid" || { echo "bench-supervisor.sh: the supervisor failed on $1" >&2; exit 1; }
+  end=$(date +%s%N)
+  awk -v ms="$(( (end - start) / 1000000 ))" -v kb="$hwm" -v name="$1" -v n="$n" -v longest="$3" 'BEGIN {
+    printf "%2d x %-6s wall %6d ms  overhead over the longest container %5d ms  supervisor peak RSS %5.1f MiB\n",
+      n, name, ms, ms - longest, kb / 1024 }'
+}
+bench true "$work/true" 0
+bench sleep "$work/sleep" 1000
