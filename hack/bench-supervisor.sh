@@ -22,7 +22,7 @@ hack/make-bundle.sh "$work/true" /bin/true >/dev/null
 hack/make-bundle.sh "$work/sleep" sleep 1 >/dev/null
 
 bench() { # name bundle
-  local settings=$work/$1.toml pid hwm=0 start end
+  local settings=$work/$1.toml pid hwm=0 sample start end
   for ((i = 0; i < n; i++)); do
     printf '[settings.bootstrap-containers.bench-%s-%d]\nsource = "%s"\nmode = "always"\n' "$1" "$i" "$2"
   done > "$settings"
@@ -32,7 +32,8 @@ bench() { # name bundle
     --state-dir "$work/state" --run-dir "$work/run" --host-mount-area "$work/mnt" >/dev/null 2>&1 &
   pid=$!
   while [ -e "/proc/$pid/status" ]; do
-    hwm=$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo "$hwm")
+    sample=$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+    hwm=${sample:-$hwm}
     sleep 0.01
   done
   wait "$pid" || { echo "bench-supervisor.sh: the supervisor failed on $1" >&2; exit 1; }

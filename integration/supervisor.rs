@@ -338,6 +338,59 @@ fn an_interrupted_run_is_recovered_by_the_next_one() {
 }
 
 #[test]
+fn a_stopped_supervisor_kills_its_containers_and_reports_them_interrupted() {
+    let b = Boot::new("stop");
+    let slow = b.bundle(
+        "slow",
+        "echo up > /.bottlerocket/rootfs/mnt/up; exec sleep 30",
+    );
+    let later = b.bundle("later", "true");
+    b.write_settings(&format!(
+        "{}{}",
+        container(&b.name("slow"), &slow, "mode = \"once\"\nessential = true"),
+        container(
+            &b.name("later"),
+            &later,
+            &format!("mode = \"always\"\ndepends-on = [{:?}]", b.name("slow"))
+        ),
+    ));
+    let child = b
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.f.mount_area.join("up").exists() {
+        assert!(Instant::now() < deadline, "container did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "stopping took {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an essential container did not succeed"
+    );
+    assert_eq!(b.outcome("slow")["status"], "interrupted");
+    assert_eq!(b.outcome("later")["status"], "interrupted");
+    assert!(std::fs::read_to_string(&b.settings)
+        .unwrap()
+        .contains("mode = \"once\""));
+    b.assert_clean();
+}
+
+#[test]
 fn settings_file_is_whole_whenever_the_supervisor_dies() {
     let b = Boot::new("torn");
     let ok = b.bundle("ok", "true");

@@ -1,4 +1,6 @@
-//! Crash-safe file replacement: a reader sees the old file or the new one, never a torn one.
+//! File replacement by rename: a reader sees the old file or the new one, never a torn one.
+//! `write` also survives a crash (fsync); `replace` is for files regenerated at every boot, on
+//! the hot path, where the fsyncs would cost boot time for nothing.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -10,6 +12,15 @@ use anyhow::{Context, Result};
 /// Writes `contents` to a temporary file beside `path`, syncs it, renames it over `path` and
 /// syncs the directory, so the rename itself survives a crash.
 pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    swap_in(path, contents, mode, true)
+}
+
+/// As `write`, without the fsyncs: atomic for readers, not durable across a crash.
+pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    swap_in(path, contents, mode, false)
+}
+
+fn swap_in(path: &Path, contents: &[u8], mode: u32, durable: bool) -> Result<()> {
     let dir = path
         .parent()
         .with_context(|| format!("{} has no parent directory", path.display()))?;
@@ -32,10 +43,13 @@ pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         // The mode exactly, whatever the umask.
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .and_then(|()| file.write_all(contents))
-            .and_then(|()| file.sync_all())
+            .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
             .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path)
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        if !durable {
+            return Ok(());
+        }
         File::open(dir)
             .and_then(|d| d.sync_all())
             .with_context(|| format!("syncing directory {}", dir.display()))

@@ -88,6 +88,6 @@ pub(super) fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
     } else {
         std::env::current_dir()?.join(path)
     };
-    atomic_file::write(&path, pid.to_string().as_bytes(), 0o644)
+    atomic_file::replace(&path, pid.to_string().as_bytes(), 0o644)
         .with_context(|| format!("writing pid file {}", PathBuf::from(&path).display()))
 }

@@ -55,7 +55,7 @@ pub fn write(dir: &Path, bundle: &Path, policy: &Policy) -> Result<Vec<HostMount
     let spec = policy::apply(spec, policy, bundle)?;
     let (spec, host_mounts) = host_mounts::split(spec);
     let config = serde_json::to_vec(&spec).context("serialising the derived config")?;
-    atomic_file::write(&dir.join("config.json"), &config, 0o600)?;
+    atomic_file::replace(&dir.join("config.json"), &config, 0o600)?;
     let meta = Meta {
         bundle: bundle.to_path_buf(),
         rootfs: spec
@@ -65,7 +65,7 @@ pub fn write(dir: &Path, bundle: &Path, policy: &Policy) -> Result<Vec<HostMount
             .unwrap_or_default(),
         policy: policy.clone(),
     };
-    atomic_file::write(&dir.join(META_FILE), &serde_json::to_vec(&meta)?, 0o600)?;
+    atomic_file::replace(&dir.join(META_FILE), &serde_json::to_vec(&meta)?, 0o600)?;
     Ok(host_mounts)
 }
 

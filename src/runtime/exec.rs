@@ -60,7 +60,7 @@ impl Runtime {
         };
         let process = policy::apply_to_process(process, &meta.policy)?;
         let process_file = derived_dir.join(format!("exec-{}.json", std::process::id()));
-        atomic_file::write(&process_file, &serde_json::to_vec(&process)?, 0o600)?;
+        atomic_file::replace(&process_file, &serde_json::to_vec(&process)?, 0o600)?;
         drop(lock);
         let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_root_path(self.root.path())

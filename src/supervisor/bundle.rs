@@ -47,7 +47,7 @@ pub fn prepare(step: &Step, state_dir: &Path, host_root: &Path) -> Result<PathBu
         .with_context(|| format!("creating {}", data.display()))?;
     let user_data = data.join("user-data");
     match &step.user_data {
-        Some(bytes) => atomic_file::write(&user_data, bytes.as_bytes(), 0o600)?,
+        Some(bytes) => atomic_file::replace(&user_data, bytes.as_bytes(), 0o600)?,
         None => {
             let _ = std::fs::remove_file(&user_data);
         }
@@ -81,7 +81,7 @@ pub fn prepare(step: &Step, state_dir: &Path, host_root: &Path) -> Result<PathBu
             &["rbind", "rw"],
         ));
     }
-    atomic_file::write(
+    atomic_file::replace(
         &dir.join("config.json"),
         &serde_json::to_vec_pretty(&spec)?,
         0o600,

@@ -9,7 +9,10 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use super::bundle;
 use super::edit;
@@ -21,6 +24,37 @@ use crate::logging::now_rfc3339;
 
 /// After SIGTERM on timeout, how long a container has before everything in it is SIGKILLed.
 const GRACE: Duration = Duration::from_secs(10);
+/// How often the scheduler looks for a stop request while containers run.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP_REQUESTED.store(true, Ordering::Relaxed);
+}
+
+/// SIGTERM or SIGINT ask the supervisor to stop; the scheduler polls for it.
+struct StopRequest;
+
+impl StopRequest {
+    fn install() -> Result<StopRequest> {
+        let action = SigAction::new(
+            SigHandler::Handler(request_stop),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        for sig in [Signal::SIGTERM, Signal::SIGINT] {
+            // SAFETY: the handler only stores to an atomic.
+            unsafe { signal::sigaction(sig, &action) }
+                .with_context(|| format!("handling {sig}"))?;
+        }
+        Ok(StopRequest)
+    }
+
+    fn requested(&self) -> bool {
+        STOP_REQUESTED.load(Ordering::Relaxed)
+    }
+}
 
 pub struct Executor {
     pub settings: PathBuf,
@@ -88,8 +122,12 @@ impl Executor {
 
         let (done_tx, done_rx) = mpsc::channel::<Outcome>();
         let mut started: BTreeSet<String> = outcomes.keys().cloned().collect();
-        let mut running = 0usize;
+        let mut running: BTreeSet<String> = BTreeSet::new();
+        let stop = StopRequest::install()?;
         loop {
+            if stop.requested() {
+                break;
+            }
             let progress: BTreeMap<String, plan::Outcome> = outcomes
                 .iter()
                 .map(|(name, o)| (name.clone(), plan_outcome(o.status)))
@@ -113,7 +151,7 @@ impl Executor {
             for step in next.ready {
                 if started.insert(step.name.clone()) {
                     markers.set(&step.name, &Marker::Started)?;
-                    running += 1;
+                    running.insert(step.name.clone());
                     let tx = done_tx.clone();
                     let step = step.clone();
                     let executor = self.clone_paths();
@@ -122,18 +160,61 @@ impl Executor {
                     });
                 }
             }
-            if running == 0 {
+            if running.is_empty() {
                 break;
             }
-            let outcome = done_rx.recv().context("a container thread vanished")?;
-            running -= 1;
-            self.finish(&markers, outcome, &mut outcomes);
+            match done_rx.recv_timeout(STOP_POLL) {
+                Ok(outcome) => {
+                    running.remove(&outcome.name);
+                    self.finish(&markers, outcome, &mut outcomes);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("a container thread vanished"),
+            }
+        }
+        if stop.requested() {
+            self.interrupt(plan, &running, &done_rx, &mut outcomes);
         }
         Ok(plan
             .steps
             .iter()
             .filter_map(|s| outcomes.remove(&s.name))
             .collect())
+    }
+
+    /// The supervisor was asked to stop (the unit is being stopped): kill what runs, start
+    /// nothing more, and leave no `finished` marker, so a later run this boot runs them again.
+    fn interrupt(
+        &self,
+        plan: &Plan,
+        running: &BTreeSet<String>,
+        done_rx: &mpsc::Receiver<Outcome>,
+        outcomes: &mut BTreeMap<String, Outcome>,
+    ) {
+        log::warn!(
+            "stopping: killing {} running bootstrap container(s)",
+            running.len()
+        );
+        for step in plan.steps.iter().filter(|s| running.contains(&s.name)) {
+            let _ = self
+                .runtime_command(&step.name)
+                .args(["kill", "--all", &step.id, "KILL"])
+                .status();
+        }
+        for _ in running {
+            if let Ok(mut outcome) = done_rx.recv() {
+                outcome.status = Status::Interrupted;
+                outcome.error = Some("the supervisor was stopped".to_string());
+                outcomes.insert(outcome.name.clone(), outcome);
+            }
+        }
+        for step in &plan.steps {
+            outcomes.entry(step.name.clone()).or_insert_with(|| {
+                let mut outcome = blank_outcome(step, Status::Interrupted);
+                outcome.error = Some("not started: the supervisor was stopped".to_string());
+                outcome
+            });
+        }
     }
 
     fn clone_paths(&self) -> Executor {

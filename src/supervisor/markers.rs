@@ -36,7 +36,7 @@ impl Markers {
     }
 
     pub fn set(&self, name: &str, marker: &Marker) -> Result<()> {
-        atomic_file::write(&self.dir.join(name), &serde_json::to_vec(marker)?, 0o600)
+        atomic_file::replace(&self.dir.join(name), &serde_json::to_vec(marker)?, 0o600)
             .with_context(|| format!("writing the marker of {name}"))
     }
 }
