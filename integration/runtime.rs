@@ -178,6 +178,21 @@ fn wait_until(mut done: impl FnMut() -> bool) {
 }
 
 #[test]
+fn run_detach_returns_with_the_container_running() {
+    let f = Fixture::new("detach");
+    let bundle = f.bundle("d", &["sleep", "100"]);
+    let id = f.id("d");
+    f.rt_ok(&["run", "--detach", "--bundle", bundle.to_str().unwrap(), &id]);
+    let state = f.state(&id);
+    assert_eq!(state["status"], "running");
+    let pid = state["pid"].as_i64().unwrap() as i32;
+    assert!(alive(pid));
+    f.rt_ok(&["delete", "--force", &id]);
+    wait_until(|| !alive(pid));
+    f.assert_clean();
+}
+
+#[test]
 fn delete_of_a_created_or_running_container() {
     let f = Fixture::new("delete");
     let bundle = f.bundle("d", &["sleep", "100"]);
