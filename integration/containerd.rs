@@ -29,14 +29,7 @@ struct Containerd {
 impl Containerd {
     /// Starts a private containerd; `cri` turns the CRI plugin on with our runtime-class snippet.
     fn start(name: &str, cri: bool) -> Containerd {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "integration tests run as root"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("brt-ctd-{name}-"))
-            .tempdir()
-            .unwrap();
+        let dir = common::scratch_dir(&format!("brt-ctd-{name}-"));
         let d = dir.path();
         let prefix = d.join("prefix");
         let status = Command::new(Path::new(REPO).join("hack/install.sh"))
@@ -47,11 +40,7 @@ impl Containerd {
             .unwrap();
         assert!(status.success(), "hack/install.sh failed");
 
-        let host_root = d.join("host");
-        let mount_area = host_root.join("mnt");
-        std::fs::create_dir_all(&mount_area).unwrap();
-        std::fs::create_dir_all(host_root.join("etc")).unwrap();
-        std::fs::write(host_root.join("etc/hostname"), "fake-host\n").unwrap();
+        let (host_root, mount_area) = common::fake_host(d);
         let policy = d.join("policy.toml");
         std::fs::write(
             &policy,
@@ -217,14 +206,7 @@ impl Drop for Containerd {
         for dir in cgroup_dirs(&self.namespace) {
             let _ = std::fs::remove_dir(dir);
         }
-        let mut points: Vec<PathBuf> = host_mounts_under(self.dir.path())
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for point in points {
-            let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
-        }
+        common::unmount_all_under(self.dir.path());
     }
 }
 

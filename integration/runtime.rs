@@ -681,11 +681,7 @@ fn json_log_carries_the_real_reason_for_containerd() {
 #[test]
 fn corrupt_state_is_never_trusted_and_force_delete_cleans_up() {
     let f = Fixture::new("corrupt");
-    let bundle = f.bundle("c", &["sleep", "100"]);
-    let id = f.id("c");
-    f.rt_ok(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
-    f.rt_ok(&["start", &id]);
-    let pid = f.state(&id)["pid"].as_i64().unwrap() as i32;
+    let (id, pid) = f.started("c");
     let state_file = f.root.join(&id).join("state.json");
     let text = std::fs::read(&state_file).unwrap();
     std::fs::write(&state_file, &text[..text.len() / 2]).unwrap();
@@ -707,10 +703,7 @@ fn corrupt_state_is_never_trusted_and_force_delete_cleans_up() {
 #[test]
 fn exec_runs_inside_under_the_same_policy() {
     let f = Fixture::new("exec");
-    let bundle = f.bundle("e", &["sleep", "100"]);
-    let id = f.id("e");
-    f.rt_ok(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
-    f.rt_ok(&["start", &id]);
+    let (id, _) = f.started("e");
     let ran = f.rt_ok(&[
         "exec",
         &id,
@@ -766,10 +759,7 @@ fn exec_runs_inside_under_the_same_policy() {
 #[test]
 fn pause_and_resume() {
     let f = Fixture::new("pause");
-    let bundle = f.bundle("p", &["sleep", "100"]);
-    let id = f.id("p");
-    f.rt_ok(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
-    f.rt_ok(&["start", &id]);
+    let (id, _) = f.started("p");
     f.rt_ok(&["pause", &id]);
     assert_eq!(f.state(&id)["status"], "paused");
     f.rt_ok(&["resume", &id]);

@@ -29,20 +29,9 @@ pub struct Ran {
 
 impl Fixture {
     pub fn new(name: &str) -> Fixture {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "integration tests run as root"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("brt-{name}-"))
-            .tempdir()
-            .unwrap();
+        let dir = scratch_dir(&format!("brt-{name}-"));
         let root = dir.path().join("state");
-        let host_root = dir.path().join("host");
-        let mount_area = host_root.join("mnt");
-        std::fs::create_dir_all(&mount_area).unwrap();
-        std::fs::create_dir_all(host_root.join("etc")).unwrap();
-        std::fs::write(host_root.join("etc/hostname"), "fake-host\n").unwrap();
+        let (host_root, mount_area) = fake_host(dir.path());
         Fixture {
             policy_file: dir.path().join("policy.toml"),
             prefix: format!(
@@ -63,6 +52,16 @@ impl Fixture {
         let id = format!("{}-{suffix}", self.prefix);
         self.ids.lock().unwrap().push(id.clone());
         id
+    }
+
+    /// A container created from a `sleep 100` bundle and started; returns its id and pid.
+    pub fn started(&self, name: &str) -> (String, i32) {
+        let bundle = self.bundle(name, &["sleep", "100"]);
+        let id = self.id(name);
+        self.rt_ok(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
+        self.rt_ok(&["start", &id]);
+        let pid = self.state(&id)["pid"].as_i64().unwrap() as i32;
+        (id, pid)
     }
 
     /// A busybox bundle running `args`.
@@ -181,15 +180,35 @@ impl Drop for Fixture {
         for id in self.ids.lock().unwrap().iter() {
             let _ = self.command().args(["delete", "--force", id]).output();
         }
-        // Unmount everything under the fixture, deepest first.
-        let mut points: Vec<PathBuf> = host_mounts_under(self.dir.path())
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for point in points {
-            let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
-        }
+        unmount_all_under(self.dir.path());
+    }
+}
+
+/// A temporary directory for one test (integration tests need root).
+pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "integration tests run as root"
+    );
+    tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
+}
+
+/// A fake host root under `dir` with its mount area; returns (host root, mount area).
+pub fn fake_host(dir: &Path) -> (PathBuf, PathBuf) {
+    let host_root = dir.join("host");
+    let mount_area = host_root.join("mnt");
+    std::fs::create_dir_all(&mount_area).unwrap();
+    std::fs::create_dir_all(host_root.join("etc")).unwrap();
+    std::fs::write(host_root.join("etc/hostname"), "fake-host\n").unwrap();
+    (host_root, mount_area)
+}
+
+/// Unmounts every host mount at or under `dir`, deepest first.
+pub fn unmount_all_under(dir: &Path) {
+    let mut points: Vec<PathBuf> = host_mounts_under(dir).into_iter().map(|(p, _)| p).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in points {
+        let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
