@@ -5,9 +5,13 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `contents` to a temporary file beside `path`, syncs it, renames it over `path` and
 /// syncs the directory, so the rename itself survives a crash.
@@ -27,19 +31,8 @@ fn swap_in(path: &Path, contents: &[u8], mode: u32, durable: bool) -> Result<()>
     let name = path
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let (tmp, mut file) = create_temp(dir, &name.to_string_lossy(), mode)?;
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
         // The mode exactly, whatever the umask.
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .and_then(|()| file.write_all(contents))
@@ -60,6 +53,29 @@ fn swap_in(path: &Path, contents: &[u8], mode: u32, durable: bool) -> Result<()>
     result
 }
 
+/// A new temporary file beside the target, never opened through a symlink: the directory may
+/// be writable by others (a pid file's), and threads of one process write side by side.
+fn create_temp(dir: &Path, name: &str, mode: u32) -> Result<(PathBuf, File)> {
+    loop {
+        let tmp = dir.join(format!(
+            ".{name}.tmp-{}-{}",
+            std::process::id(),
+            UNIQUE.fetch_add(1, Ordering::Relaxed)
+        ));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(mode)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(err).with_context(|| format!("creating {}", tmp.display())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +90,22 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn never_writes_through_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        for n in 0..2000 {
+            let planted = dir
+                .path()
+                .join(format!(".f.tmp-{}-{n}", std::process::id()));
+            let _ = std::os::unix::fs::symlink(&victim, planted);
+        }
+        write(&dir.path().join("f"), b"new", 0o600).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"new");
     }
 
     #[test]

@@ -22,8 +22,10 @@ pub fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
         return Ok(0);
     };
     let code = started.and_then(|()| forwarder.wait(pid));
-    let deleted = runtime.delete(id, true);
-    let code = code?;
-    deleted?;
-    Ok(code)
+    // The container's exit code is what callers act on; a cleanup failure after it ran is
+    // worth a warning, not a different exit code.
+    if let Err(err) = runtime.delete(id, true) {
+        log::warn!("deleting container {id:?} after it ran: {err:#}");
+    }
+    code
 }

@@ -38,6 +38,13 @@ const MASKED_PATHS: [&str; 11] = [
     "/sys/devices/virtual/powercap",
 ];
 
+/// Filesystems a config may mount besides binds: they expose nothing of the host's disks
+/// (an overlay's upperdir or a block device's filesystem would, writable, bypassing the
+/// read-only rule for host paths).
+const PSEUDO_FILESYSTEMS: [&str; 7] = [
+    "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2",
+];
+
 /// The operator's inputs to the policy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -65,6 +72,8 @@ pub enum PolicyError {
     Capabilities(BTreeMap<String, Vec<&'static str>>),
     #[error("the bootstrap policy refuses the mount at {0}: {BOTTLEROCKET_DIR} itself and everything under {HOST_ROOT_TARGET} are the policy's own")]
     ReservedMount(PathBuf),
+    #[error("the bootstrap policy refuses the {typ:?} mount at {destination}: besides binds, a config may only mount {}; the container can mount other filesystems itself", PSEUDO_FILESYSTEMS.join(", "))]
+    MountType { typ: String, destination: PathBuf },
     #[error("the bootstrap policy requires a new mount namespace; the config has none")]
     NoMountNamespace,
     #[error("the bootstrap policy refuses to join the {ns} namespace at {path}: only the net, ipc, uts and pid namespaces may be joined by path")]
@@ -244,6 +253,14 @@ fn confine_mounts(
                 make_read_only(&mut mount);
             }
             mount.set_source(Some(source));
+        } else {
+            let typ = mount.typ().clone().unwrap_or_default();
+            if !PSEUDO_FILESYSTEMS.contains(&typ.as_str()) {
+                return Err(PolicyError::MountType {
+                    typ,
+                    destination: mount.destination().clone(),
+                });
+            }
         }
         mounts.push(mount);
     }

@@ -545,3 +545,32 @@ fn clean_never_climbs_above_root() {
     assert_eq!(clean(Path::new("/a/./b//c/..")), Path::new("/a/b"));
     assert_eq!(clean(Path::new("rel/x")), Path::new("/rel/x"));
 }
+
+#[test]
+fn only_pseudo_filesystems_besides_binds() {
+    for typ in [
+        "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2",
+    ] {
+        let mut value = serde_json::to_value(base_spec()).unwrap();
+        value["mounts"] = json!([{"destination": "/m", "type": typ, "source": typ}]);
+        assert!(
+            apply(spec_from(value), &policy(), bundle()).is_ok(),
+            "{typ}"
+        );
+    }
+    for (typ, options) in [
+        (
+            "overlay",
+            json!(["lowerdir=/x", "upperdir=/etc", "workdir=/w"]),
+        ),
+        ("ext4", json!([])),
+        ("devtmpfs", json!([])),
+        ("", json!([])),
+    ] {
+        let mut value = serde_json::to_value(base_spec()).unwrap();
+        value["mounts"] =
+            json!([{"destination": "/m", "type": typ, "source": "/dev/sda1", "options": options}]);
+        let err = apply(spec_from(value), &policy(), bundle()).unwrap_err();
+        assert!(matches!(err, PolicyError::MountType { .. }), "{typ}: {err}");
+    }
+}

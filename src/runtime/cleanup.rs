@@ -15,7 +15,6 @@ impl Runtime {
         let derived_dir = self.root.derived_dir(id);
         if !container_dir.exists() && !derived_dir.exists() {
             if force {
-                self.root.remove_lock(id);
                 return Ok(());
             }
             bail!("container {id:?} does not exist");
@@ -38,7 +37,6 @@ impl Runtime {
                 "container {id:?} was not completely created or its state is unreadable; delete --force removes it"
             ),
         }
-        self.root.remove_lock(id);
         Ok(())
     }
 
@@ -56,21 +54,25 @@ impl Runtime {
         let cgroups_path = derived_bundle::read_spec(&derived_dir)
             .ok()
             .and_then(|spec: Spec| spec.linux().as_ref()?.cgroups_path().clone());
-        let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        // Every step is tried even if one fails: the state directories must go, or the id
+        // could never be created again.
+        let cgroup = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
             cgroup_path: libcontainer::utils::get_cgroup_path(&cgroups_path, id),
             systemd_cgroup: self.systemd_cgroup,
             container_name: id.to_string(),
         })
-        .context("opening the container's cgroup")?;
-        manager
-            .remove()
-            .with_context(|| format!("removing the cgroup of container {id:?}"))?;
+        .context("opening the container's cgroup")
+        .and_then(|manager| {
+            manager
+                .remove()
+                .with_context(|| format!("removing the cgroup of container {id:?}"))
+        });
         for dir in [container_dir, derived_dir] {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("removing {}", dir.display()))?;
             }
         }
-        Ok(())
+        cgroup
     }
 }

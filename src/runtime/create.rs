@@ -11,6 +11,9 @@ use nix::unistd::Pid;
 use super::{derived_bundle, host_mounts, Runtime};
 use crate::atomic_file;
 
+/// Lock name for host-wide setup; it starts with `.`, so it is never a container id.
+const MOUNT_AREA_LOCK: &str = ".mount-area";
+
 pub struct CreateRequest<'a> {
     pub id: &'a str,
     pub bundle: &'a Path,
@@ -56,8 +59,12 @@ impl Runtime {
         policy: &crate::policy::Policy,
     ) -> Result<Pid> {
         let host_mounts = derived_bundle::write(derived_dir, bundle, policy)?;
-        for mount in host_mounts.iter().filter(|m| m.shared) {
-            host_mounts::ensure_shared(&mount.source)?;
+        {
+            // Concurrent creates must not both bind the mount area onto itself.
+            let _lock = self.root.lock(MOUNT_AREA_LOCK)?;
+            for mount in host_mounts.iter().filter(|m| m.shared) {
+                host_mounts::ensure_shared(&mount.source)?;
+            }
         }
         let container = ContainerBuilder::new(request.id.to_string(), SyscallType::default())
             .with_root_path(self.root.path())?

@@ -4,6 +4,7 @@
 //! <root>/<id>/               libcontainer's container directory (state.json, ...)
 //! <root>/.bootstrap/<id>/    ours: the derived config.json and bootstrap.json
 //! <root>/.locks/<id>         per-container lock, held by every command that reads or writes state
+//!                            (never unlinked: a waiter would lock a file a newcomer no longer sees)
 //! <root>/.empty/             always empty (see sealed_exe)
 //! ```
 //! Names starting with `.` can never be container ids, so ours never collide with libcontainer's.
@@ -95,11 +96,6 @@ impl StateRoot {
         fcntl(file.as_raw_fd(), FcntlArg::F_SETLKW(&whole_file))
             .with_context(|| format!("locking {}", path.display()))?;
         Ok(ContainerLock { _file: file })
-    }
-
-    /// Removes the lock file of a deleted container (called while holding it).
-    pub fn remove_lock(&self, id: &str) {
-        let _ = std::fs::remove_file(self.path.join(".locks").join(id));
     }
 
     /// Ids of every container with state here, created or half-created.

@@ -270,6 +270,12 @@ impl Executor {
             }
         };
         outcome.prepare_ms = preparing.elapsed().as_millis() as u64;
+        if STOP_REQUESTED.load(Ordering::Relaxed) {
+            // Asked to stop while preparing: start nothing more.
+            outcome.status = Status::Interrupted;
+            outcome.finished_at = Some(now_rfc3339());
+            return outcome;
+        }
         let running = Instant::now();
         let result = self.run_container(step, &bundle);
         outcome.run_ms = running.elapsed().as_millis() as u64;

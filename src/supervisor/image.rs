@@ -191,6 +191,9 @@ fn apply_entry<R: Read>(entry: &mut tar::Entry<R>, path: &Path, rootfs: &Path) -
         return Ok(());
     }
     if let Some(hidden) = name.strip_prefix(".wh.") {
+        if matches!(hidden, "" | "." | "..") {
+            bail!("refused: the whiteout {name:?} names no file");
+        }
         return remove_any(&rootfs.join(parent).join(hidden));
     }
     if entry.header().entry_type().is_hard_link() {
@@ -280,6 +283,40 @@ mod tests {
         std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
         assert!(ensure_no_symlink_parents(dir.path(), Path::new("real/x")).is_ok());
         assert!(ensure_no_symlink_parents(dir.path(), Path::new("link/x")).is_err());
+    }
+
+    /// Applies a one-entry layer (a regular file named `name`) to `rootfs`.
+    fn apply_file_named(name: &str, rootfs: &Path) -> Result<()> {
+        let mut layer = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(0);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        // set_path refuses `..`, which is the point of the test: write the raw name.
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_cksum();
+        layer.append(&header, std::io::empty()).unwrap();
+        let bytes = layer.into_inner().unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
+        let path = entry.path().unwrap().into_owned();
+        apply_entry(&mut entry, &path, rootfs)
+    }
+
+    #[test]
+    fn whiteouts_cannot_name_the_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap();
+        std::fs::write(dir.path().join("precious"), b"x").unwrap();
+        std::fs::write(rootfs.join("gone"), b"x").unwrap();
+        assert!(apply_file_named(".wh..", &rootfs).is_err());
+        assert!(apply_file_named(".wh.", &rootfs).is_err());
+        assert!(dir.path().join("precious").exists() && rootfs.exists());
+        apply_file_named(".wh.gone", &rootfs).unwrap();
+        assert!(!rootfs.join("gone").exists());
+        assert!(apply_file_named("../escape", &rootfs).is_err());
+        assert!(!dir.path().join("escape").exists());
     }
 
     #[test]
