@@ -21,6 +21,25 @@ fn run_in(f: &Fixture, name: &str, script: &str) -> common::Ran {
     f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id])
 }
 
+/// Starts `run` in the background and returns once the container printed `first`.
+fn run_until_output(f: &Fixture, bundle: &Path, id: &str, first: &str) -> std::process::Child {
+    let mut child = f
+        .command()
+        .args(["run", "--bundle", bundle.to_str().unwrap(), id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut printed = vec![0u8; first.len()];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut printed)
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&printed), first);
+    child
+}
+
 fn cap_field(status: &str, field: &str) -> u64 {
     let line = status
         .lines()
@@ -58,19 +77,7 @@ fn run_forwards_signals_and_reports_128_plus_signal() {
         ],
     );
     let id = f.id("trap");
-    let mut child = f
-        .command()
-        .args(["run", "--bundle", bundle.to_str().unwrap(), &id])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = [0u8; 6];
-    child
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut ready)
-        .unwrap();
+    let mut child = run_until_output(&f, &bundle, &id, "ready\n");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::SIGTERM,
@@ -81,18 +88,7 @@ fn run_forwards_signals_and_reports_128_plus_signal() {
     // Killed by SIGKILL from outside: 128 + 9, as runc.
     let bundle = f.bundle("sleeper", &["sh", "-c", "echo ready; exec sleep 100"]);
     let id = f.id("sleeper");
-    let mut child = f
-        .command()
-        .args(["run", "--bundle", bundle.to_str().unwrap(), &id])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut ready)
-        .unwrap();
+    let mut child = run_until_output(&f, &bundle, &id, "ready\n");
     f.rt_ok(&["kill", &id, "KILL"]);
     assert_eq!(child.wait().unwrap().code(), Some(137));
     f.assert_clean();
@@ -302,14 +298,7 @@ fn mounts_propagate_from_the_mount_area_only() {
         ],
     );
     let id = f.id("prop");
-    let mut child = f
-        .command()
-        .args(["run", "--bundle", bundle.to_str().unwrap(), &id])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut buf = [0u8; 8];
-    child.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
+    let mut child = run_until_output(&f, &bundle, &id, "mounted\n");
     let on_host = |name: &str| {
         common::host_mounts_under(&f.mount_area)
             .iter()
