@@ -5,9 +5,12 @@ set -euo pipefail
 
 packages=(
   libseccomp-dev pkg-config   # libcontainer links libseccomp
+  libssl-dev                  # registry pulls: TLS through OpenSSL (native-tls)
   busybox-static              # rootfs of demo and test bundles
   runc                        # the benchmark's baseline
   containerd umoci            # containerd integration tests: a private containerd, local images
+  docker-registry skopeo      # registry tests: a real registry on loopback, images pushed to it
+  apache2-utils openssl       # registry tests: htpasswd for basic auth, a private CA for TLS
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -5,114 +5,11 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, Ran};
-
-const SUPERVISOR: &str = env!("CARGO_BIN_EXE_bootstrap-supervisor");
-
-/// A fake host (from the runtime fixture) plus the supervisor's settings, state and run dirs.
-struct Boot {
-    f: Fixture,
-    tag: String,
-    settings: PathBuf,
-    state_dir: PathBuf,
-    run_dir: PathBuf,
-}
-
-impl Boot {
-    fn new(name: &str) -> Boot {
-        let f = Fixture::new(name);
-        let d = f.dir.path().to_path_buf();
-        Boot {
-            // Container ids (boot.<name>) share the host's cgroup namespace across parallel tests.
-            tag: format!("{name}{}", std::process::id()),
-            settings: d.join("settings.toml"),
-            state_dir: d.join("state-dir"),
-            run_dir: d.join("run-dir"),
-            f,
-        }
-    }
-
-    /// A container name unique to this test.
-    fn name(&self, short: &str) -> String {
-        format!("{}-{short}", self.tag)
-    }
-
-    fn bundle(&self, short: &str, script: &str) -> String {
-        self.f
-            .bundle(short, &["sh", "-c", script])
-            .display()
-            .to_string()
-    }
-
-    fn write_settings(&self, text: &str) {
-        std::fs::write(&self.settings, text).unwrap();
-    }
-
-    fn command(&self) -> Command {
-        let mut cmd = Command::new(SUPERVISOR);
-        cmd.arg("run")
-            .arg("--settings")
-            .arg(&self.settings)
-            .arg("--runtime")
-            .arg(common::BIN)
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("--run-dir")
-            .arg(&self.run_dir)
-            .arg("--host-root")
-            .arg(&self.f.host_root)
-            .arg("--host-mount-area")
-            .arg(&self.f.mount_area)
-            .env("BOOTSTRAP_RUNC_POLICY", &self.f.policy_file)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self) -> Ran {
-        let out = self.command().output().unwrap();
-        Ran {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn report(&self) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(self.run_dir.join("report.json")).unwrap()).unwrap()
-    }
-
-    fn outcome(&self, short: &str) -> serde_json::Value {
-        let name = self.name(short);
-        self.report()["containers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name.as_str())
-            .unwrap_or_else(|| panic!("{name} not in the report"))
-            .clone()
-    }
-
-    /// Nothing of the containers is left: runtime state, cgroups, mounts.
-    fn assert_clean(&self) {
-        let runtime_root = self.run_dir.join("runtime");
-        if let Ok(entries) = std::fs::read_dir(&runtime_root) {
-            let names: Vec<_> = entries
-                .flatten()
-                .map(|e| e.file_name())
-                .filter(|n| !n.to_string_lossy().starts_with('.'))
-                .collect();
-            assert!(names.is_empty(), "runtime state left: {names:?}");
-        }
-        let cgroups = common::cgroup_dirs(&format!("boot.{}", self.tag));
-        assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
-        let mounts = self.f.mounts_outside_mount_area();
-        assert!(mounts.is_empty(), "mounts left: {mounts:?}");
-    }
-}
+use common::supervisor::{container, Boot, SUPERVISOR};
 
 /// SIGKILL to a process group, as systemd stops a unit.
 fn kill_group(mut child: std::process::Child) {
@@ -121,10 +18,6 @@ fn kill_group(mut child: std::process::Child) {
         nix::sys::signal::SIGKILL,
     );
     child.wait().unwrap();
-}
-
-fn container(name: &str, source: &str, extra: &str) -> String {
-    format!("[settings.bootstrap-containers.{name}]\nsource = {source:?}\n{extra}\n")
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! it made; `assert_clean` checks that the runtime itself left nothing behind.
 #![allow(dead_code)]
 
+pub mod supervisor;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -338,4 +340,99 @@ pub fn busybox_layout(dir: &Path, args: &[&str]) -> PathBuf {
     let _ = std::fs::remove_dir_all(&unpacked);
     let _ = std::fs::remove_dir_all(&bundle);
     layout
+}
+
+/// How a command run under [`kill_at_syscall`] ended.
+pub struct Traced {
+    /// strace's line for the command's own process, e.g. "+++ killed by SIGKILL +++".
+    pub main_exit: String,
+    /// How many of the traced processes (the command and the processes it cloned) the injected
+    /// SIGKILL ended.
+    pub killed: usize,
+}
+
+/// Runs `cmd` under `strace -f`, which SIGKILLs any process at its `when`-th call (counted per
+/// process, as strace does) of one of `syscalls` (touching `path`, if given). Returns once the
+/// command's own process has ended: strace would go on waiting for a container init that waits
+/// for `start`, so it is killed then, and the untraced processes go on as they would.
+pub fn kill_at_syscall(cmd: &Command, syscalls: &str, when: u32, path: Option<&Path>) -> Traced {
+    let trace = tempfile::NamedTempFile::new().unwrap();
+    let mut strace = Command::new("strace");
+    // execve is traced so that the trace's first line is the command's own process. (No
+    // --seccomp-bpf: strace 6.1 then skips the injections.)
+    strace
+        .args(["-f", "-q", "-o"])
+        .arg(trace.path())
+        .arg(format!("-etrace=execve,{syscalls}"))
+        .arg(format!("-einject={syscalls}:signal=KILL:when={when}"));
+    if let Some(path) = path {
+        strace.arg("-P").arg(path);
+    }
+    strace.arg("--").arg(cmd.get_program()).args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => strace.env(key, value),
+            None => strace.env_remove(key),
+        };
+    }
+    // Files, not pipes: a container init left behind holds the command's stdio.
+    let mut strace = strace
+        .stdin(std::process::Stdio::null())
+        .stdout(tempfile::tempfile().unwrap())
+        .stderr(tempfile::tempfile().unwrap())
+        .spawn()
+        .expect("strace (hack/install-deps.sh installs it)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let main_exit = loop {
+        let text = std::fs::read_to_string(trace.path()).unwrap_or_default();
+        // strace pads pids: "1234  +++ exited with 0 +++".
+        let main = text.split_whitespace().next();
+        let exit = text.lines().find_map(|line| {
+            let (pid, rest) = line.split_once(' ')?;
+            let rest = rest.trim_start();
+            (Some(pid) == main && rest.starts_with("+++ ")).then(|| rest.to_string())
+        });
+        if let Some(exit) = exit {
+            break exit;
+        }
+        if strace.try_wait().unwrap().is_some() {
+            break "strace ended".to_string();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = strace.kill();
+            let _ = strace.wait();
+            panic!("{cmd:?} hung after a SIGKILL at {syscalls} #{when}:\n{text}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let _ = strace.kill();
+    let _ = strace.wait();
+    let text = std::fs::read_to_string(trace.path()).unwrap_or_default();
+    Traced {
+        main_exit,
+        killed: text.matches("+++ killed by SIGKILL").count(),
+    }
+}
+
+/// Processes (other than this one) whose command line mentions `marker`.
+pub fn processes_mentioning(marker: &str) -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if pid != me && alive(pid) && cmdline.contains(marker) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
 }

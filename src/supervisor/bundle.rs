@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <state-dir>/containers/<name>/config.json   regenerated every boot
-//! <state-dir>/containers/<name>/rootfs/       image sources: a fresh unpack every boot
+//! <state-dir>/containers/<name>/rootfs/       oci-layout sources: a fresh unpack every boot;
+//!                                              registry images: an overlay of the cached image
 //! <state-dir>/containers/<name>/data/         persistent; holds user-data (0600)
 //! ```
 //! `data/` lies under the bundle, so bootstrap-runc's policy keeps its binds writable.
@@ -18,6 +19,8 @@ use libcontainer::oci_spec::runtime::{
 };
 
 use super::image::{self, ImageConfig};
+use super::image_cache::{CachedImage, ImageCache};
+use super::overlay;
 use super::plan::Step;
 use super::settings::Source;
 use crate::atomic_file;
@@ -36,9 +39,28 @@ const PROXY_VARIABLES: [&str; 6] = [
 ];
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Writes the container's bundle and returns its directory.
-pub fn prepare(step: &Step, state_dir: &Path, host_root: &Path) -> Result<PathBuf> {
-    let dir = state_dir.join("containers").join(&step.name);
+/// The directory of container `name`'s bundle.
+pub fn dir(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("containers").join(name)
+}
+
+/// A container's bundle, ready for bootstrap-runc.
+pub struct Prepared {
+    pub dir: PathBuf,
+    /// The registry image it runs, when its source is one.
+    pub image: Option<CachedImage>,
+}
+
+/// Writes the container's bundle (pulling its image if need be).
+pub fn prepare(
+    step: &Step,
+    state_dir: &Path,
+    host_root: &Path,
+    images: &ImageCache,
+) -> Result<Prepared> {
+    let dir = dir(state_dir, &step.name);
+    // A killed earlier run may have left the image overlay mounted.
+    overlay::unmount(&dir)?;
     let data = dir.join("data");
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -52,6 +74,7 @@ pub fn prepare(step: &Step, state_dir: &Path, host_root: &Path) -> Result<PathBu
             let _ = std::fs::remove_file(&user_data);
         }
     }
+    let mut image = None;
     let mut spec = match &step.source {
         Source::Bundle(bundle) => from_bundle(bundle)?,
         Source::OciLayout { path, tag } => {
@@ -63,9 +86,13 @@ pub fn prepare(step: &Step, state_dir: &Path, host_root: &Path) -> Result<PathBu
             let config = image::unpack_layout(path, tag, &rootfs)?;
             from_image(&config, &rootfs, host_root)?
         }
-        Source::Image(reference) => bail!(
-            "pulling {reference} from a registry is not supported yet: use a bundle path or oci-layout:PATH:TAG"
-        ),
+        Source::Image(reference) => {
+            let cached = images.obtain(reference, step.pull_policy)?;
+            let rootfs = overlay::mount_over(&cached.rootfs, &dir)?;
+            let spec = from_image(&cached.config, &rootfs, host_root);
+            image = Some(cached);
+            spec?
+        }
     };
     if let Some(command) = &step.command {
         if let Some(process) = spec.process_mut() {
@@ -86,7 +113,12 @@ pub fn prepare(step: &Step, state_dir: &Path, host_root: &Path) -> Result<PathBu
         &serde_json::to_vec_pretty(&spec)?,
         0o600,
     )?;
-    Ok(dir)
+    Ok(Prepared { dir, image })
+}
+
+/// Undoes what `prepare` mounted, once the container is gone.
+pub fn release(dir: &Path) -> Result<()> {
+    overlay::unmount(dir)
 }
 
 /// The operator's bundle, with its relative paths made absolute (the config moves here).

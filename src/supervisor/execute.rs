@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,9 +16,10 @@ use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use super::bundle;
 use super::edit;
+use super::image_cache::ImageCache;
 use super::markers::{Marker, Markers};
 use super::plan::{self, Plan, Step};
-use super::report::{Outcome, Report, Status};
+use super::report::{ImageOutcome, Outcome, Report, Status};
 use super::settings::Mode;
 use crate::logging::now_rfc3339;
 
@@ -63,6 +64,8 @@ pub struct Executor {
     pub run_dir: PathBuf,
     pub host_root: Option<PathBuf>,
     pub host_mount_area: Option<PathBuf>,
+    /// Shared by the containers' threads, so each image is pulled once.
+    pub images: Arc<ImageCache>,
 }
 
 impl Executor {
@@ -107,7 +110,7 @@ impl Executor {
                         step.name,
                         outcome.status.name()
                     );
-                    outcomes.insert(step.name.clone(), outcome);
+                    outcomes.insert(step.name.clone(), *outcome);
                 }
                 Some(Marker::Started) => {
                     log::warn!("{}: an earlier run was interrupted; removing what it left and running it again", step.name);
@@ -225,6 +228,7 @@ impl Executor {
             run_dir: self.run_dir.clone(),
             host_root: self.host_root.clone(),
             host_mount_area: self.host_mount_area.clone(),
+            images: self.images.clone(),
         }
     }
 
@@ -247,7 +251,7 @@ impl Executor {
         if let Err(err) = markers.set(
             &outcome.name,
             &Marker::Finished {
-                outcome: outcome.clone(),
+                outcome: Box::new(outcome.clone()),
             },
         ) {
             log::error!("{err:#}");
@@ -259,32 +263,42 @@ impl Executor {
     fn run_step(&self, step: &Step) -> Outcome {
         let mut outcome = blank_outcome(step, Status::RuntimeError);
         outcome.started_at = Some(now_rfc3339());
+        self.prepare_and_run(step, &mut outcome);
+        if let Err(err) = bundle::release(&bundle::dir(&self.state_dir, &step.name)) {
+            log::warn!("{}: {err:#}", step.name);
+        }
+        outcome.finished_at = Some(now_rfc3339());
+        outcome
+    }
+
+    fn prepare_and_run(&self, step: &Step, outcome: &mut Outcome) {
         let preparing = Instant::now();
         let host_root = self.host_root.clone().unwrap_or_else(|| PathBuf::from("/"));
-        let bundle = match bundle::prepare(step, &self.state_dir, &host_root) {
-            Ok(bundle) => bundle,
+        let prepared = match bundle::prepare(step, &self.state_dir, &host_root, &self.images) {
+            Ok(prepared) => prepared,
             Err(err) => {
                 outcome.error = Some(format!("{err:#}"));
-                outcome.finished_at = Some(now_rfc3339());
-                return outcome;
+                return;
             }
         };
         outcome.prepare_ms = preparing.elapsed().as_millis() as u64;
+        outcome.image = prepared.image.map(|image| ImageOutcome {
+            digest: image.digest,
+            pull_ms: image.pull_ms,
+            unpack_ms: image.unpack_ms,
+        });
         if STOP_REQUESTED.load(Ordering::Relaxed) {
             // Asked to stop while preparing: start nothing more.
             outcome.status = Status::Interrupted;
-            outcome.finished_at = Some(now_rfc3339());
-            return outcome;
+            return;
         }
         let running = Instant::now();
-        let result = self.run_container(step, &bundle);
+        let result = self.run_container(step, &prepared.dir);
         outcome.run_ms = running.elapsed().as_millis() as u64;
-        outcome.finished_at = Some(now_rfc3339());
         match result {
-            Ok((status, timed_out)) => self.classify(step, status, timed_out, &mut outcome),
+            Ok((status, timed_out)) => self.classify(step, status, timed_out, outcome),
             Err(err) => outcome.error = Some(format!("{err:#}")),
         }
-        outcome
     }
 
     /// Runs the container to its end (or its timeout); returns the runtime's exit status.
@@ -436,6 +450,7 @@ fn blank_outcome(step: &Step, status: Status) -> Outcome {
         finished_at: None,
         prepare_ms: 0,
         run_ms: 0,
+        image: None,
         error: None,
     }
 }

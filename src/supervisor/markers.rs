@@ -15,7 +15,7 @@ use crate::atomic_file;
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum Marker {
     Started,
-    Finished { outcome: Outcome },
+    Finished { outcome: Box<Outcome> },
 }
 
 pub struct Markers {
@@ -44,7 +44,7 @@ impl Markers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::report::Status;
+    use crate::supervisor::report::{ImageOutcome, Status};
 
     #[test]
     fn markers_round_trip_and_missing_means_not_run() {
@@ -65,17 +65,27 @@ mod tests {
             finished_at: None,
             prepare_ms: 1,
             run_ms: 2,
+            image: Some(ImageOutcome {
+                digest: "sha256:00".into(),
+                pull_ms: 3,
+                unpack_ms: 4,
+            }),
             error: None,
         };
         markers
             .set(
                 "a",
                 &Marker::Finished {
-                    outcome: outcome.clone(),
+                    outcome: Box::new(outcome.clone()),
                 },
             )
             .unwrap();
-        assert_eq!(markers.get("a"), Some(Marker::Finished { outcome }));
+        assert_eq!(
+            markers.get("a"),
+            Some(Marker::Finished {
+                outcome: Box::new(outcome)
+            })
+        );
         std::fs::write(dir.path().join("markers/b"), b"{torn").unwrap();
         assert_eq!(markers.get("b"), None);
     }

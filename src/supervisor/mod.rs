@@ -6,10 +6,14 @@ pub mod commands;
 pub mod edit;
 pub mod execute;
 pub mod image;
+pub mod image_cache;
 pub mod markers;
+pub mod overlay;
 pub mod plan;
+pub mod registry;
 pub mod report;
 pub mod settings;
+pub mod unpack;
 
 #[cfg(test)]
 mod tests_edit;

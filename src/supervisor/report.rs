@@ -56,8 +56,20 @@ pub struct Outcome {
     pub finished_at: Option<String>,
     pub prepare_ms: u64,
     pub run_ms: u64,
+    /// For registry images: which image ran, and what getting it cost this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageOutcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageOutcome {
+    /// The platform manifest's digest.
+    pub digest: String,
+    /// Resolving and downloading (0: from the cache, or pulled for another container).
+    pub pull_ms: u64,
+    pub unpack_ms: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -1,4 +1,6 @@
+use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -6,7 +8,9 @@ use anyhow::Result;
 use super::SettingsArg;
 use crate::logging::now_rfc3339;
 use crate::supervisor::execute::{verdict, Executor};
+use crate::supervisor::image_cache::ImageCache;
 use crate::supervisor::plan::{plan, PlanOptions};
+use crate::supervisor::registry::config::RegistryConfig;
 use crate::supervisor::report::Report;
 use crate::supervisor::settings;
 
@@ -32,9 +36,24 @@ pub struct Args {
     /// Passed to bootstrap-runc
     #[arg(long)]
     pub host_mount_area: Option<PathBuf>,
+    /// Registries: insecure, ca-file, auth-file and mirrors per host[:port] (missing: defaults)
+    #[arg(long, default_value = "/etc/bootstrap-containers/registries.toml")]
+    pub registry_config: PathBuf,
     /// Timeout for containers that set none (none by default, as on Bottlerocket)
     #[arg(long, value_parser = settings::parse_duration)]
     pub default_timeout: Option<Duration>,
+}
+
+/// Every registry image the settings name, whatever the container's mode: their images stay.
+fn image_references(settings: &settings::Settings) -> BTreeSet<String> {
+    settings
+        .containers
+        .values()
+        .filter_map(|c| match &c.source {
+            settings::Source::Image(reference) => Some(reference.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn default_runtime() -> PathBuf {
@@ -57,6 +76,10 @@ pub fn run(args: &Args) -> Result<i32> {
             default_timeout: args.default_timeout,
         },
     );
+    let images = Arc::new(ImageCache::open(
+        &args.state_dir,
+        RegistryConfig::load(&args.registry_config)?,
+    )?);
     let executor = Executor {
         settings: args.settings.settings.clone(),
         runtime: args.runtime.clone().unwrap_or_else(default_runtime),
@@ -64,8 +87,12 @@ pub fn run(args: &Args) -> Result<i32> {
         run_dir: args.run_dir.clone(),
         host_root: args.host_root.clone(),
         host_mount_area: args.host_mount_area.clone(),
+        images: images.clone(),
     };
     let containers = executor.execute(&plan)?;
+    if let Err(err) = images.collect_garbage(&image_references(&settings)) {
+        log::warn!("removing unused images: {err:#}");
+    }
     let exit_code = verdict(&containers);
     let report = Report {
         version: crate::supervisor::report::REPORT_VERSION,

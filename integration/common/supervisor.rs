@@ -1,0 +1,127 @@
+//! The supervisor driven on a fake host: settings, state and run dirs of its own per test.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use super::{Fixture, Ran};
+
+pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_bootstrap-supervisor");
+
+/// A fake host (from the runtime fixture) plus the supervisor's settings, state and run dirs.
+pub struct Boot {
+    pub f: Fixture,
+    pub tag: String,
+    pub settings: PathBuf,
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    /// Passed as --registry-config, so no test reads the host's.
+    pub registry_config: PathBuf,
+}
+
+impl Boot {
+    pub fn new(name: &str) -> Boot {
+        let f = Fixture::new(name);
+        let d = f.dir.path().to_path_buf();
+        Boot {
+            // Container ids (boot.<name>) share the host's cgroup namespace across parallel tests.
+            tag: format!("{name}{}", std::process::id()),
+            settings: d.join("settings.toml"),
+            state_dir: d.join("state-dir"),
+            run_dir: d.join("run-dir"),
+            registry_config: d.join("registries.toml"),
+            f,
+        }
+    }
+
+    /// A container name unique to this test.
+    pub fn name(&self, short: &str) -> String {
+        format!("{}-{short}", self.tag)
+    }
+
+    pub fn bundle(&self, short: &str, script: &str) -> String {
+        self.f
+            .bundle(short, &["sh", "-c", script])
+            .display()
+            .to_string()
+    }
+
+    pub fn write_settings(&self, text: &str) {
+        std::fs::write(&self.settings, text).unwrap();
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(SUPERVISOR);
+        cmd.arg("run")
+            .arg("--settings")
+            .arg(&self.settings)
+            .arg("--runtime")
+            .arg(super::BIN)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .arg("--host-root")
+            .arg(&self.f.host_root)
+            .arg("--host-mount-area")
+            .arg(&self.f.mount_area)
+            .arg("--registry-config")
+            .arg(&self.registry_config)
+            // Pull retries wait milliseconds, not seconds.
+            .env("BOOTSTRAP_SUPERVISOR_BACKOFF_SCALE", "0.01")
+            .env("BOOTSTRAP_RUNC_POLICY", &self.f.policy_file)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self) -> Ran {
+        let out = self.command().output().unwrap();
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A run as after a reboot: this boot's markers (the run dir is a tmpfs) are gone.
+    pub fn run_next_boot(&self) -> Ran {
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+        self.run()
+    }
+
+    pub fn report(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.run_dir.join("report.json")).unwrap()).unwrap()
+    }
+
+    pub fn outcome(&self, short: &str) -> serde_json::Value {
+        let name = self.name(short);
+        self.report()["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} not in the report"))
+            .clone()
+    }
+
+    /// Nothing of the containers is left: runtime state, cgroups, mounts.
+    pub fn assert_clean(&self) {
+        let runtime_root = self.run_dir.join("runtime");
+        if let Ok(entries) = std::fs::read_dir(&runtime_root) {
+            let names: Vec<_> = entries
+                .flatten()
+                .map(|e| e.file_name())
+                .filter(|n| !n.to_string_lossy().starts_with('.'))
+                .collect();
+            assert!(names.is_empty(), "runtime state left: {names:?}");
+        }
+        let cgroups = super::cgroup_dirs(&format!("boot.{}", self.tag));
+        assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+        let mounts = self.f.mounts_outside_mount_area();
+        assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+    }
+}
+
+/// One container's settings table.
+pub fn container(name: &str, source: &str, extra: &str) -> String {
+    format!("[settings.bootstrap-containers.{name}]\nsource = {source:?}\n{extra}\n")
+}

@@ -1,0 +1,720 @@
+//! Registry pulls by the supervisor against a real registry (Debian's `docker-registry`) on
+//! loopback, started per test with its own storage, port and log; images are built here and
+//! pushed with `skopeo copy`. The registry's access log tells how many blobs were fetched.
+
+mod common;
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::supervisor::{container, Boot};
+use sha2::{Digest, Sha256};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Access {
+    Plain,
+    BasicAuth,
+    Tls,
+}
+
+/// Essential, so a container that cannot get its image fails the boot.
+const ALWAYS: &str = "mode = \"always\"\nessential = true";
+const USER: &str = "puller";
+const PASSWORD: &str = "s3cret-pw";
+
+/// A running registry; killed and its files removed on drop.
+struct Registry {
+    dir: tempfile::TempDir,
+    host: String,
+    access: Access,
+    child: Option<Child>,
+}
+
+impl Registry {
+    fn start(access: Access) -> Registry {
+        let dir = common::scratch_dir("brt-registry-");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.path();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            d.join("storage").display()
+        );
+        match access {
+            Access::Plain => {}
+            Access::BasicAuth => {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", USER, PASSWORD])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "htpasswd failed");
+                std::fs::write(d.join("htpasswd"), out.stdout).unwrap();
+                config += &format!(
+                    "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                    d.join("htpasswd").display()
+                );
+            }
+            Access::Tls => {
+                make_certificates(d);
+                config += &format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    d.join("server.pem").display(),
+                    d.join("server.key").display()
+                );
+            }
+        }
+        std::fs::write(d.join("config.yml"), config).unwrap();
+        let mut registry = Registry {
+            host: format!("127.0.0.1:{port}"),
+            access,
+            child: None,
+            dir,
+        };
+        registry.resume();
+        registry
+    }
+
+    /// (Re)starts the registry process on its port and storage.
+    fn resume(&mut self) {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("registry.log"))
+            .unwrap();
+        self.child = Some(
+            Command::new("docker-registry")
+                .arg("serve")
+                .arg(d.join("config.yml"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("docker-registry (Debian package docker-registry) must be installed"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&self.host).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the registry did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Pushes the layout's `latest` to `repo:tag` here; returns the manifest digest.
+    fn push(&self, layout: &Path, repo_tag: &str) -> String {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if self.access == Access::BasicAuth {
+            cmd.arg(format!("--dest-creds={USER}:{PASSWORD}"));
+        }
+        let digest_file = self.dir.path().join("pushed-digest");
+        let out = cmd
+            .arg("--digestfile")
+            .arg(&digest_file)
+            .arg(format!("oci:{}:latest", layout.display()))
+            .arg(format!("docker://{}/{repo_tag}", self.host))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo copy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(digest_file)
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// How many times blobs of `repo` were fetched (GET, not HEAD).
+    fn blob_gets(&self, repo: &str) -> usize {
+        let needle = format!("\"GET /v2/{repo}/blobs/");
+        self.log().lines().filter(|l| l.contains(&needle)).count()
+    }
+
+    /// The file holding blob `digest` in the registry's storage.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A private CA and a server certificate for 127.0.0.1 signed by it.
+fn make_certificates(dir: &Path) {
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    for args in [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=bootstrap-runc test CA",
+        ][..],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    ] {
+        openssl(dir, args);
+    }
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+/// A busybox rootfs as one tar layer.
+fn busybox_layer(dir: &Path) -> Vec<u8> {
+    let bundle = dir.join("base-bundle");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/make-bundle.sh");
+    assert!(Command::new(script)
+        .arg(&bundle)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success());
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", bundle.join("rootfs")).unwrap();
+    let layer = tar.into_inner().unwrap();
+    std::fs::remove_dir_all(&bundle).unwrap();
+    layer
+}
+
+/// A tar layer of raw entries `(name, type, link, content)`: raw, so hostile names survive.
+fn raw_layer(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, kind, link, content) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o755);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_entry_type(*kind);
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_cksum();
+        tar.append(&header, *content).unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
+/// An OCI layout at `dir/layout` whose `latest` is busybox plus `layers` (gzipped), running
+/// `cmd`.
+fn layout(dir: &Path, layers: &[Vec<u8>], cmd: &[&str]) -> PathBuf {
+    let layout = dir.join("layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let digest = sha256(data);
+        std::fs::write(blobs.join(&digest[7..]), data).unwrap();
+        serde_json::json!({"digest": digest, "size": data.len()})
+    };
+    let mut descriptors = Vec::new();
+    let mut diff_ids = Vec::new();
+    for layer in std::iter::once(busybox_layer(dir)).chain(layers.iter().cloned()) {
+        diff_ids.push(sha256(&layer));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&layer).unwrap();
+        let mut d = put(&gz.finish().unwrap());
+        d["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip".into();
+        descriptors.push(d);
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": cmd, "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let mut config_d = put(&serde_json::to_vec(&config).unwrap());
+    config_d["mediaType"] = "application/vnd.oci.image.config.v1+json".into();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config_d, "layers": descriptors,
+    });
+    let mut manifest_d = put(&serde_json::to_vec(&manifest).unwrap());
+    manifest_d["mediaType"] = "application/vnd.oci.image.manifest.v1+json".into();
+    manifest_d["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "latest"});
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [manifest_d]});
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    layout
+}
+
+fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+impl Registry {
+    /// registries.toml for this registry (plain HTTP unless TLS), plus `extra` lines.
+    fn configure(&self, b: &Boot, extra: &str) {
+        let insecure = self.access != Access::Tls;
+        write_private(
+            &b.registry_config,
+            &format!(
+                "[registries.\"{}\"]\ninsecure = {insecure}\n{extra}",
+                self.host
+            ),
+        );
+    }
+}
+
+/// The images the cache holds (digest hexes).
+fn cached_images(b: &Boot) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(b.state_dir.join("images/sha256"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn assert_no_staging_left(b: &Boot) {
+    let tmp: Vec<_> = std::fs::read_dir(b.state_dir.join("images/tmp"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "staging left: {tmp:?}");
+}
+
+#[test]
+fn pull_and_run_then_start_from_the_warm_cache() {
+    let b = Boot::new("reg-pull");
+    let registry = Registry::start(Access::Plain);
+    let image = layout(
+        b.f.dir.path(),
+        &[],
+        &[
+            "sh",
+            "-c",
+            "echo hello from the registry; test -x /bin/busybox",
+        ],
+    );
+    let digest = registry.push(&image, "team/hello:v1");
+    registry.configure(&b, "");
+    let reference = format!("{}/team/hello:v1", registry.host);
+    b.write_settings(&container(&b.name("hello"), &reference, ALWAYS));
+
+    let ran = b.run_next_boot();
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stdout.contains("hello from the registry"),
+        "{}",
+        ran.stdout
+    );
+    let outcome = b.outcome("hello");
+    assert_eq!(outcome["status"], "succeeded");
+    assert_eq!(outcome["image"]["digest"], digest.as_str());
+    assert!(
+        ran.stderr.contains("pulling 1 layer(s)"),
+        "progress: {}",
+        ran.stderr
+    );
+    assert_eq!(cached_images(&b), [&digest[7..]]);
+    let first_gets = registry.blob_gets("team/hello");
+    assert_eq!(
+        first_gets,
+        2,
+        "the config and the layer: {}",
+        registry.log()
+    );
+
+    // Second boot: the tag is resolved again, but nothing is downloaded or unpacked.
+    let ran = b.run_next_boot();
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    assert_eq!(b.outcome("hello")["image"]["unpack_ms"], 0);
+    assert_eq!(registry.blob_gets("team/hello"), first_gets);
+    assert_no_staging_left(&b);
+    b.assert_clean();
+}
+
+#[test]
+fn three_containers_of_one_image_pull_it_once() {
+    let b = Boot::new("reg-once");
+    let registry = Registry::start(Access::Plain);
+    let image = layout(b.f.dir.path(), &[], &["sh", "-c", "sleep 0.2"]);
+    registry.push(&image, "team/shared:v1");
+    registry.configure(&b, "");
+    let reference = format!("{}/team/shared:v1", registry.host);
+    let text: String = ["a", "b", "c"]
+        .iter()
+        .map(|n| container(&b.name(n), &reference, ALWAYS))
+        .collect();
+    b.write_settings(&text);
+    let ran = b.run_next_boot();
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    for n in ["a", "b", "c"] {
+        assert_eq!(b.outcome(n)["status"], "succeeded");
+    }
+    assert_eq!(registry.blob_gets("team/shared"), 2, "{}", registry.log());
+    b.assert_clean();
+}
+
+#[test]
+fn digest_pinned_images_start_with_the_registry_down_tags_do_not() {
+    let b = Boot::new("reg-down");
+    let mut registry = Registry::start(Access::Plain);
+    let image = layout(b.f.dir.path(), &[], &["true"]);
+    let digest = registry.push(&image, "team/pinned:v1");
+    registry.configure(&b, "");
+    let pinned = format!("{}/team/pinned@{digest}", registry.host);
+    let tagged = format!("{}/team/pinned:v1", registry.host);
+    b.write_settings(&container(&b.name("p"), &pinned, ALWAYS));
+    assert_eq!(b.run_next_boot().code, 0);
+    registry.stop();
+
+    // Pinned and cached: no registry needed.
+    let ran = b.run_next_boot();
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stderr.contains("using the cached image"),
+        "{}",
+        ran.stderr
+    );
+
+    // A tag is resolved every boot: with the registry down that fails, after the retries,
+    // even though the image is cached...
+    registry.resume();
+    b.write_settings(&container(&b.name("p"), &tagged, ALWAYS));
+    assert_eq!(b.run_next_boot().code, 0);
+    registry.stop();
+    let ran = b.run_next_boot();
+    assert_ne!(
+        ran.code, 0,
+        "an essential container without its image halts the boot"
+    );
+    let error = b.outcome("p")["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains(&tagged)
+            && error.contains("retries exhausted after 6 attempts")
+            && error.contains("if-not-present"),
+        "{error}"
+    );
+    assert_eq!(
+        ran.stderr.matches("retrying in").count(),
+        5,
+        "{}",
+        ran.stderr
+    );
+
+    // ... unless the container accepts any cached resolution.
+    b.write_settings(&container(
+        &b.name("p"),
+        &tagged,
+        &format!("{ALWAYS}\npull-policy = \"if-not-present\""),
+    ));
+    let ran = b.run_next_boot();
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    assert_eq!(cached_images(&b), [&digest[7..]]);
+
+    // No cache at all: a clear error, and nothing left behind.
+    let fresh = Boot::new("reg-down2");
+    registry.configure(&fresh, "");
+    fresh.write_settings(&container(&fresh.name("p"), &pinned, ALWAYS));
+    let ran = fresh.run_next_boot();
+    assert_ne!(ran.code, 0);
+    let error = fresh.outcome("p")["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains(&pinned) && error.contains("retries exhausted"),
+        "{error}"
+    );
+    assert!(cached_images(&fresh).is_empty());
+    assert_no_staging_left(&fresh);
+    fresh.assert_clean();
+    b.assert_clean();
+}
+
+#[test]
+fn basic_auth_credentials_come_from_a_docker_config() {
+    let b = Boot::new("reg-auth");
+    let registry = Registry::start(Access::BasicAuth);
+    let image = layout(b.f.dir.path(), &[], &["true"]);
+    registry.push(&image, "team/private:v1");
+    let reference = format!("{}/team/private:v1", registry.host);
+    b.write_settings(&container(&b.name("x"), &reference, ALWAYS));
+
+    // Anonymous: refused at once, not retried.
+    registry.configure(&b, "");
+    let ran = b.run_next_boot();
+    assert_ne!(ran.code, 0);
+    let error = b.outcome("x")["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("not retried"), "{error}");
+
+    let auth_file = b.f.dir.path().join("docker-config.json");
+    let auth = base64_encode(&format!("{USER}:{PASSWORD}"));
+    write_private(
+        &auth_file,
+        &format!(
+            r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+            registry.host
+        ),
+    );
+    registry.configure(
+        &b,
+        &format!("auth-file = {:?}\n", auth_file.display().to_string()),
+    );
+    let ran = b.run_next_boot();
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+
+    // A credentials file others may write is not trusted.
+    std::fs::set_permissions(&auth_file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::remove_dir_all(b.state_dir.join("images")).unwrap();
+    let ran = b.run_next_boot();
+    assert_ne!(ran.code, 0);
+    let error = b.outcome("x")["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("writable by group or others"), "{error}");
+    b.assert_clean();
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[test]
+fn tls_registries_need_their_ca() {
+    let b = Boot::new("reg-tls");
+    let registry = Registry::start(Access::Tls);
+    let image = layout(b.f.dir.path(), &[], &["true"]);
+    registry.push(&image, "team/tls:v1");
+    let reference = format!("{}/team/tls:v1", registry.host);
+    b.write_settings(&container(&b.name("x"), &reference, ALWAYS));
+
+    registry.configure(&b, "");
+    let ran = b.run_next_boot();
+    assert_ne!(ran.code, 0, "an unknown CA must be refused");
+    let error = b.outcome("x")["error"].as_str().unwrap().to_owned();
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+
+    registry.configure(
+        &b,
+        &format!("ca-file = {:?}\n", registry.ca().display().to_string()),
+    );
+    let ran = b.run_next_boot();
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    b.assert_clean();
+}
+
+#[test]
+fn a_corrupt_blob_is_never_used() {
+    let b = Boot::new("reg-corrupt");
+    let registry = Registry::start(Access::Plain);
+    let image = layout(
+        b.f.dir.path(),
+        &[raw_layer(&[(
+            "marker",
+            tar::EntryType::Regular,
+            "",
+            b"original",
+        )])],
+        &["true"],
+    );
+    registry.push(&image, "team/corrupt:v1");
+    let read = |path: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let index = read(image.join("index.json"));
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest = read(image.join("blobs/sha256").join(&manifest_digest[7..]));
+    let layer = manifest["layers"][1]["digest"].as_str().unwrap();
+    let blob = registry.blob_file(layer);
+    let mut data = std::fs::read(&blob).unwrap();
+    let middle = data.len() / 2;
+    data[middle] ^= 0xff;
+    std::fs::write(&blob, data).unwrap();
+
+    registry.configure(&b, "");
+    let reference = format!("{}/team/corrupt:v1", registry.host);
+    b.write_settings(&container(&b.name("x"), &reference, ALWAYS));
+    let ran = b.run_next_boot();
+    assert_ne!(ran.code, 0);
+    let error = b.outcome("x")["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains(layer) && error.contains("retries exhausted"),
+        "{error}"
+    );
+    assert!(cached_images(&b).is_empty());
+    assert_no_staging_left(&b);
+    b.assert_clean();
+}
+
+/// Pushes busybox plus `layer`, runs it, and returns the container's error.
+fn hostile_image_error(name: &str, layer: Vec<u8>) -> (Boot, String) {
+    let b = Boot::new(name);
+    let registry = Registry::start(Access::Plain);
+    let image = layout(b.f.dir.path(), &[layer], &["true"]);
+    registry.push(&image, "team/hostile:v1");
+    registry.configure(&b, "");
+    let reference = format!("{}/team/hostile:v1", registry.host);
+    b.write_settings(&container(&b.name("x"), &reference, ALWAYS));
+    let ran = b.run_next_boot();
+    assert_ne!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    let error = b.outcome("x")["error"].as_str().unwrap().to_owned();
+    assert!(
+        cached_images(&b).is_empty(),
+        "a refused image is not cached"
+    );
+    assert_no_staging_left(&b);
+    b.assert_clean();
+    (b, error)
+}
+
+#[test]
+fn a_layer_with_a_dotdot_entry_is_refused() {
+    let (_b, error) = hostile_image_error(
+        "reg-dotdot",
+        raw_layer(&[(
+            "../../../../../../tmp/brt-dotdot-escape",
+            tar::EntryType::Regular,
+            "",
+            b"x",
+        )]),
+    );
+    assert!(error.contains("leaves the root filesystem"), "{error}");
+    assert!(!Path::new("/tmp/brt-dotdot-escape").exists());
+}
+
+#[test]
+fn a_layer_writing_through_a_symlink_is_refused() {
+    let outside = common::scratch_dir("brt-symlink-target-");
+    let target = outside.path().to_str().unwrap().to_owned();
+    let (_b, error) = hostile_image_error(
+        "reg-symlink",
+        raw_layer(&[
+            ("evil", tar::EntryType::Symlink, &target, b""),
+            ("evil/pwned", tar::EntryType::Regular, "", b"x"),
+        ]),
+    );
+    assert!(error.contains("is a symlink"), "{error}");
+    assert!(!outside.path().join("pwned").exists());
+}
+
+#[test]
+fn whiteouts_hide_lower_layers_and_unused_images_are_collected() {
+    let b = Boot::new("reg-wh");
+    let registry = Registry::start(Access::Plain);
+    let lower = raw_layer(&[
+        ("etc/gone", tar::EntryType::Regular, "", b"x"),
+        ("etc/kept", tar::EntryType::Regular, "", b"x"),
+        ("opaque/old", tar::EntryType::Regular, "", b"x"),
+    ]);
+    let upper = raw_layer(&[
+        ("etc/.wh.gone", tar::EntryType::Regular, "", b""),
+        ("opaque/.wh..wh..opq", tar::EntryType::Regular, "", b""),
+        ("opaque/new", tar::EntryType::Regular, "", b"x"),
+    ]);
+    let check =
+        "test ! -e /etc/gone && test -e /etc/kept && test ! -e /opaque/old && test -e /opaque/new";
+    let image = layout(b.f.dir.path(), &[lower, upper], &["sh", "-c", check]);
+    let first = registry.push(&image, "team/wh:v1");
+    registry.configure(&b, "");
+    let reference = format!("{}/team/wh:v1", registry.host);
+    b.write_settings(&container(&b.name("x"), &reference, ALWAYS));
+    let ran = b.run_next_boot();
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    assert_eq!(b.outcome("x")["status"], "succeeded");
+    assert_eq!(cached_images(&b), [&first[7..]]);
+
+    // The settings move to another image: the first one is removed from the cache.
+    let other = layout(&b.f.dir.path().join("other"), &[], &["true"]);
+    let second = registry.push(&other, "team/other:v1");
+    let reference = format!("{}/team/other:v1", registry.host);
+    b.write_settings(&container(&b.name("x"), &reference, ALWAYS));
+    assert_eq!(b.run_next_boot().code, 0);
+    assert_eq!(cached_images(&b), [&second[7..]]);
+    b.assert_clean();
+}

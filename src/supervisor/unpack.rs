@@ -1,0 +1,340 @@
+//! Image layers applied to a root filesystem: OCI whiteouts and opaque directories, hard links,
+//! symlinks, permissions, ownership and xattrs. No entry may land outside the rootfs: `..` and
+//! absolute paths are refused, and so is any entry whose existing parents include a symlink
+//! (planted by an earlier layer, it could point anywhere on the host).
+//!
+//! Device nodes and setuid files are unpacked as containerd would: a bootstrap container is
+//! trusted root code, and only escapes are errors.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+/// How a layer blob is compressed, from its media type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// OCI (`...tar`, `...tar+gzip`, `...tar+zstd`) and Docker (`...tar.gzip`) layer types.
+    pub fn of_media_type(media_type: &str) -> Result<Compression> {
+        if media_type.ends_with("+gzip") || media_type.ends_with(".gzip") {
+            Ok(Compression::Gzip)
+        } else if media_type.ends_with("+zstd") {
+            Ok(Compression::Zstd)
+        } else if media_type.ends_with(".tar") || media_type.is_empty() {
+            Ok(Compression::None)
+        } else {
+            bail!("unsupported layer media type {media_type:?}")
+        }
+    }
+}
+
+/// Applies the layer blob at `blob`, which must hash to `digest`, to `rootfs`. Entries are
+/// unpacked while streaming; the caller throws the rootfs away if this fails.
+pub fn apply_blob(
+    blob: &Path,
+    digest: &str,
+    compression: Compression,
+    rootfs: &Path,
+) -> Result<()> {
+    let file = File::open(blob).with_context(|| format!("opening layer blob {digest}"))?;
+    let mut hashing = Hashing {
+        inner: BufReader::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+    };
+    match compression {
+        Compression::None => apply_tar(&mut hashing, rootfs)?,
+        Compression::Gzip => apply_tar(flate2::read::GzDecoder::new(&mut hashing), rootfs)?,
+        Compression::Zstd => apply_tar(
+            zstd::stream::read::Decoder::new(&mut hashing).context("starting zstd")?,
+            rootfs,
+        )?,
+    }
+    // Drain what the decompressor did not read (tar padding) so the hash covers the blob.
+    std::io::copy(&mut hashing, &mut std::io::sink()).context("reading the layer")?;
+    verify(digest, &hashing.hasher.finalize())
+}
+
+/// Applies one uncompressed tar layer to `rootfs`.
+pub fn apply_tar(reader: impl Read, rootfs: &Path) -> Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_overwrite(true);
+    for entry in archive.entries().context("reading the layer")? {
+        let mut entry = entry.context("reading a layer entry")?;
+        let path = entry.path().context("entry path")?.into_owned();
+        apply_entry(&mut entry, &path, rootfs)
+            .with_context(|| format!("entry {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Fails unless `actual` (a SHA-256) is what `digest` names.
+pub fn verify(digest: &str, actual: &[u8]) -> Result<()> {
+    let actual = format!("sha256:{}", hex(actual));
+    if actual != digest {
+        bail!("blob {digest} is corrupt: its content hashes to {actual}");
+    }
+    Ok(())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hex part of a `sha256:` digest, checked so it can name a file.
+pub fn digest_hex(digest: &str) -> Result<&str> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .with_context(|| format!("unsupported digest {digest:?}"))
+}
+
+/// Hashes whatever is read through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn apply_entry<R: Read>(entry: &mut tar::Entry<R>, path: &Path, rootfs: &Path) -> Result<()> {
+    let relative = confined(path)?;
+    let Some(name) = relative.file_name().and_then(|n| n.to_str()) else {
+        return Ok(()); // the root directory itself
+    };
+    let parent = relative.parent().unwrap_or(Path::new(""));
+    ensure_no_symlink_parents(rootfs, parent)?;
+    if name == ".wh..wh..opq" {
+        // Opaque directory: hide everything the lower layers put there.
+        let dir = rootfs.join(parent);
+        if let Ok(children) = std::fs::read_dir(&dir) {
+            for child in children.flatten() {
+                remove_any(&child.path())?;
+            }
+        }
+        return Ok(());
+    }
+    if let Some(hidden) = name.strip_prefix(".wh.") {
+        if matches!(hidden, "" | "." | "..") {
+            bail!("refused: the whiteout {name:?} names no file");
+        }
+        return remove_any(&rootfs.join(parent).join(hidden));
+    }
+    if entry.header().entry_type().is_hard_link() {
+        let target = entry
+            .link_name()
+            .context("hard link target")?
+            .context("hard link without target")?;
+        ensure_no_symlink_parents(rootfs, confined(&target)?.parent().unwrap_or(Path::new("")))?;
+    }
+    // A directory replaces nothing; anything else replaces what a lower layer had there.
+    if !entry.header().entry_type().is_dir() {
+        let existing = rootfs.join(&relative);
+        if existing
+            .symlink_metadata()
+            .is_ok_and(|m| m.is_dir() && !m.file_type().is_symlink())
+        {
+            remove_any(&existing)?;
+        }
+    }
+    if !entry.unpack_in(rootfs).context("unpacking")? {
+        bail!("refused: it would be written outside the root filesystem");
+    }
+    Ok(())
+}
+
+/// The entry's path relative to the rootfs; `..` or an absolute path is an escape attempt.
+fn confined(path: &Path) -> Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                bail!(
+                    "refused: the path {} leaves the root filesystem",
+                    path.display()
+                )
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses a path whose existing parents include a symlink: writing through it could land
+/// anywhere on the host.
+fn ensure_no_symlink_parents(rootfs: &Path, parent: &Path) -> Result<()> {
+    let mut current = rootfs.to_path_buf();
+    for component in parent.components() {
+        current.push(component);
+        match current.symlink_metadata() {
+            Ok(meta) if meta.file_type().is_symlink() => bail!(
+                "refused: {} is a symlink, and writing through it could leave the root filesystem",
+                current.strip_prefix(rootfs).unwrap_or(&current).display()
+            ),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(path: &Path) -> Result<()> {
+    match path.symlink_metadata() {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(_) => return Ok(()),
+    }
+    .with_context(|| format!("removing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confined_refuses_escapes() {
+        assert_eq!(confined(Path::new("./a/b")).unwrap(), Path::new("a/b"));
+        assert!(confined(Path::new("../x")).is_err());
+        assert!(confined(Path::new("a/../../x")).is_err());
+        assert!(confined(Path::new("/etc/passwd")).is_err());
+    }
+
+    #[test]
+    fn symlinked_parents_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
+        assert!(ensure_no_symlink_parents(dir.path(), Path::new("real/x")).is_ok());
+        assert!(ensure_no_symlink_parents(dir.path(), Path::new("link/x")).is_err());
+    }
+
+    /// A layer of raw entries `(name, type, link target)`: raw, because `set_path` refuses
+    /// the `..` names these tests are about.
+    fn layer(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+        let mut layer = tar::Builder::new(Vec::new());
+        for (name, kind, link) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(0);
+            header.set_mode(0o755);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_entry_type(*kind);
+            header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+            header.set_cksum();
+            layer.append(&header, std::io::empty()).unwrap();
+        }
+        layer.into_inner().unwrap()
+    }
+
+    fn file(name: &str) -> Vec<u8> {
+        layer(&[(name, tar::EntryType::Regular, "")])
+    }
+
+    #[test]
+    fn whiteouts_cannot_name_the_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap();
+        std::fs::write(dir.path().join("precious"), b"x").unwrap();
+        std::fs::write(rootfs.join("gone"), b"x").unwrap();
+        assert!(apply_tar(file(".wh..").as_slice(), &rootfs).is_err());
+        assert!(apply_tar(file(".wh.").as_slice(), &rootfs).is_err());
+        assert!(dir.path().join("precious").exists() && rootfs.exists());
+        apply_tar(file(".wh.gone").as_slice(), &rootfs).unwrap();
+        assert!(!rootfs.join("gone").exists());
+        assert!(apply_tar(file("../escape").as_slice(), &rootfs).is_err());
+        assert!(!dir.path().join("escape").exists());
+    }
+
+    #[test]
+    fn opaque_directories_hide_lower_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/sub")).unwrap();
+        std::fs::write(dir.path().join("etc/old"), b"x").unwrap();
+        std::fs::write(dir.path().join("keep"), b"x").unwrap();
+        apply_tar(
+            layer(&[
+                ("etc/.wh..wh..opq", tar::EntryType::Regular, ""),
+                ("etc/new", tar::EntryType::Regular, ""),
+            ])
+            .as_slice(),
+            dir.path(),
+        )
+        .unwrap();
+        assert!(!dir.path().join("etc/old").exists() && !dir.path().join("etc/sub").exists());
+        assert!(dir.path().join("etc/new").exists() && dir.path().join("keep").exists());
+    }
+
+    #[test]
+    fn writes_through_planted_symlinks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let planted = layer(&[
+            ("evil", tar::EntryType::Symlink, outside.to_str().unwrap()),
+            ("evil/pwned", tar::EntryType::Regular, ""),
+        ]);
+        let err = apply_tar(planted.as_slice(), &rootfs).unwrap_err();
+        assert!(format!("{err:#}").contains("is a symlink"), "{err:#}");
+        assert!(!outside.join("pwned").exists());
+        // A hard link whose target lies behind the planted symlink is refused too.
+        let linked = layer(&[("copy", tar::EntryType::Link, "evil/secret")]);
+        assert!(apply_tar(linked.as_slice(), &rootfs).is_err());
+    }
+
+    #[test]
+    fn hard_links_within_the_rootfs_work() {
+        let dir = tempfile::tempdir().unwrap();
+        apply_tar(
+            layer(&[
+                ("a", tar::EntryType::Regular, ""),
+                ("b", tar::EntryType::Link, "a"),
+            ])
+            .as_slice(),
+            dir.path(),
+        )
+        .unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let a = dir.path().join("a").metadata().unwrap();
+        assert_eq!(a.ino(), dir.path().join("b").metadata().unwrap().ino());
+    }
+
+    #[test]
+    fn media_types_and_digests() {
+        use Compression::*;
+        let of = |t| Compression::of_media_type(t).unwrap();
+        assert_eq!(of("application/vnd.oci.image.layer.v1.tar+gzip"), Gzip);
+        assert_eq!(of("application/vnd.oci.image.layer.v1.tar+zstd"), Zstd);
+        assert_eq!(
+            of("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+            Gzip
+        );
+        assert_eq!(of("application/vnd.oci.image.layer.v1.tar"), None);
+        assert!(Compression::of_media_type("application/x-rar").is_err());
+        let abc = format!("sha256:{}", hex(&Sha256::digest(b"abc")));
+        assert!(verify(&abc, &Sha256::digest(b"abc")).is_ok());
+        assert!(verify(&abc, &Sha256::digest(b"abd")).is_err());
+        assert!(digest_hex("sha256:../../etc").is_err());
+        assert_eq!(digest_hex(&abc).unwrap().len(), 64);
+    }
+}
