@@ -5,5 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "test.sh: the tests create namespaces and mounts; run as root" >&2; exit 1; }
 hack/install-deps.sh
+# The boot tests' Debian root (integration/boot.rs): debootstrapped once (~90 s), then cached.
+hack/boot-root.sh build >/dev/null
 # One profile for tests, demo and benchmark: a single warm target/ is built once.
 exec timeout 1800 cargo test --release "$@"
