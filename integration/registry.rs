@@ -284,7 +284,13 @@ fn raw_layer(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
 
 /// An OCI layout at `dir/layout` whose `latest` is busybox plus `layers` (gzipped), running
 /// `cmd`.
-fn layout(dir: &Path, layers: &[Vec<u8>], cmd: &[&str]) -> PathBuf {
+/// A tar layer and how it is compressed in the image.
+enum Layer {
+    Gzip(Vec<u8>),
+    Zstd(Vec<u8>),
+}
+
+fn layout(dir: &Path, layers: &[Layer], cmd: &[&str]) -> PathBuf {
     let layout = dir.join("layout");
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
@@ -295,12 +301,23 @@ fn layout(dir: &Path, layers: &[Vec<u8>], cmd: &[&str]) -> PathBuf {
     };
     let mut descriptors = Vec::new();
     let mut diff_ids = Vec::new();
-    for layer in std::iter::once(busybox_layer(dir)).chain(layers.iter().cloned()) {
-        diff_ids.push(sha256(&layer));
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&layer).unwrap();
-        let mut d = put(&gz.finish().unwrap());
-        d["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip".into();
+    let base = Layer::Gzip(busybox_layer(dir));
+    for layer in std::iter::once(&base).chain(layers) {
+        let (tar, blob, media_type) = match layer {
+            Layer::Gzip(tar) => {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(tar).unwrap();
+                (tar, gz.finish().unwrap(), "tar+gzip")
+            }
+            Layer::Zstd(tar) => (
+                tar,
+                zstd::encode_all(tar.as_slice(), 3).unwrap(),
+                "tar+zstd",
+            ),
+        };
+        diff_ids.push(sha256(tar));
+        let mut d = put(&blob);
+        d["mediaType"] = format!("application/vnd.oci.image.layer.v1.{media_type}").into();
         descriptors.push(d);
     }
     let config = serde_json::json!({
@@ -590,17 +607,40 @@ fn tls_registries_need_their_ca() {
 }
 
 #[test]
+fn mirrors_are_asked_before_the_registry() {
+    let b = Boot::new("reg-mirror");
+    let mirror = Registry::start(Access::Plain);
+    let mut origin = Registry::start(Access::Plain);
+    let image = layout(b.f.dir.path(), &[], &["true"]);
+    mirror.push(&image, "team/mirrored:v1");
+    origin.stop(); // the origin is down: only the mirror can serve
+    write_private(
+        &b.registry_config,
+        &format!(
+            "[registries.\"{}\"]\ninsecure = true\nmirrors = [\"{}\"]\n[registries.\"{}\"]\ninsecure = true\n",
+            origin.host, mirror.host, mirror.host
+        ),
+    );
+    let reference = format!("{}/team/mirrored:v1", origin.host);
+    b.write_settings(&container(&b.name("x"), &reference, ALWAYS));
+    let ran = b.run_next_boot();
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    assert_eq!(mirror.blob_gets("team/mirrored"), 2, "{}", mirror.log());
+    b.assert_clean();
+}
+
+#[test]
 fn a_corrupt_blob_is_never_used() {
     let b = Boot::new("reg-corrupt");
     let registry = Registry::start(Access::Plain);
     let image = layout(
         b.f.dir.path(),
-        &[raw_layer(&[(
+        &[Layer::Gzip(raw_layer(&[(
             "marker",
             tar::EntryType::Regular,
             "",
             b"original",
-        )])],
+        )]))],
         &["true"],
     );
     registry.push(&image, "team/corrupt:v1");
@@ -636,7 +676,7 @@ fn a_corrupt_blob_is_never_used() {
 fn hostile_image_error(name: &str, layer: Vec<u8>) -> (Boot, String) {
     let b = Boot::new(name);
     let registry = Registry::start(Access::Plain);
-    let image = layout(b.f.dir.path(), &[layer], &["true"]);
+    let image = layout(b.f.dir.path(), &[Layer::Gzip(layer)], &["true"]);
     registry.push(&image, "team/hostile:v1");
     registry.configure(&b, "");
     let reference = format!("{}/team/hostile:v1", registry.host);
@@ -699,7 +739,12 @@ fn whiteouts_hide_lower_layers_and_unused_images_are_collected() {
     ]);
     let check =
         "test ! -e /etc/gone && test -e /etc/kept && test ! -e /opaque/old && test -e /opaque/new";
-    let image = layout(b.f.dir.path(), &[lower, upper], &["sh", "-c", check]);
+    // The upper layer is zstd-compressed: both compressions in one image.
+    let image = layout(
+        b.f.dir.path(),
+        &[Layer::Gzip(lower), Layer::Zstd(upper)],
+        &["sh", "-c", check],
+    );
     let first = registry.push(&image, "team/wh:v1");
     registry.configure(&b, "");
     let reference = format!("{}/team/wh:v1", registry.host);
