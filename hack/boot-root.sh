@@ -36,6 +36,8 @@ build() {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
+  # What a killed build left (we hold the lock: no build is running).
+  rm -rf --one-file-system "$cache"/.build-*
   local tmp
   tmp=$(mktemp -d "$cache/.build-XXXXXX")
   trap 'rm -rf --one-file-system "$tmp"' EXIT
@@ -163,9 +165,13 @@ UNIT
     kubelet.service boot-test-cgroups.service boot-test-finish.service
 }
 
-case ${1:-} in
-  build) build ;;
-  path) echo "$root" ;;
-  install) install_into "${2:-}" ;;
-  *) echo "usage: hack/boot-root.sh build | path | install DIR" >&2; exit 2 ;;
-esac
+# In braces: bash reads all of it before running it, so editing this file meanwhile is safe.
+{
+  case ${1:-} in
+    build) build ;;
+    path) echo "$root" ;;
+    install) install_into "${2:-}" ;;
+    *) echo "usage: hack/boot-root.sh build | path | install DIR" >&2; exit 2 ;;
+  esac
+  exit
+}

@@ -62,6 +62,11 @@ impl Guest {
     fn new(test: &str) -> Guest {
         let lower = boot_root();
         let dir = common::scratch_dir(&format!("brt-boot-{test}-"));
+        // The journal's directory name.
+        let machine_id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+            .unwrap()
+            .trim()
+            .replace('-', "");
         let root = dir.path().join("root");
         for sub in ["upper", "work", "root"] {
             std::fs::create_dir(dir.path().join(sub)).unwrap();
@@ -80,10 +85,6 @@ impl Guest {
             Some(options.as_str()),
         )
         .unwrap_or_else(|err| panic!("mounting the overlay of {}: {err}", lower.display()));
-        let machine_id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-            .unwrap()
-            .trim()
-            .replace('-', "");
         let mut guest = Guest {
             machine: format!("brt-{test}-{}", std::process::id()),
             journal: root.join("var/log/journal").join(&machine_id),
@@ -92,10 +93,10 @@ impl Guest {
             cgroups: Vec::new(),
             boots: 0,
         };
-        guest.cgroups = own_cgroups()
-            .into_iter()
-            .map(|parent| make_cgroup(&parent, &guest.machine))
-            .collect();
+        for parent in own_cgroups() {
+            let cgroup = make_cgroup(&parent, &guest.machine);
+            guest.cgroups.push(cgroup);
+        }
         std::fs::write(guest.root.join("etc/machine-id"), format!("{machine_id}\n")).unwrap();
         let bin_dir = Path::new(RUNTIME).parent().unwrap();
         let out = Command::new(BOOT_ROOT)
@@ -815,9 +816,11 @@ fn boot_time_to_the_orchestrator() {
         if count.is_some() {
             boot.assert_orchestrator_started();
         }
+        let what = count.map_or("no settings (unit skipped)".to_string(), |n| {
+            format!("{n} bootstrap containers")
+        });
         report.push_str(&format!(
-            "boot time to the orchestrator, {:>4} bootstrap containers: {:>5} ms (whole boot and poweroff {:.2} s)\n",
-            count.map_or("no settings,".to_string(), |n| n.to_string()),
+            "boot time to the orchestrator, {what:<26}: {:>4} ms (whole boot and poweroff {:.2} s)\n",
             orchestrator.boot_time.as_millis(),
             boot.wall.as_secs_f64()
         ));
