@@ -355,6 +355,15 @@ fn write_private(path: &Path, text: &str) {
 }
 
 impl Registry {
+    /// Pushes `image` as `repo_tag` and makes it the source of `b`'s one essential container
+    /// `short`; returns the manifest digest.
+    fn provide(&self, b: &Boot, short: &str, image: &Path, repo_tag: &str) -> String {
+        let digest = self.push(image, repo_tag);
+        let reference = format!("{}/{repo_tag}", self.host);
+        b.write_settings(&container(&b.name(short), &reference, ALWAYS));
+        digest
+    }
+
     /// registries.toml for this registry (plain HTTP unless TLS), plus `extra` lines.
     fn configure(&self, b: &Boot, extra: &str) {
         let insecure = self.access != Access::Tls;
@@ -401,10 +410,8 @@ fn pull_and_run_then_start_from_the_warm_cache() {
             "echo hello from the registry; test -x /bin/busybox",
         ],
     );
-    let digest = registry.push(&image, "team/hello:v1");
+    let digest = registry.provide(&b, "hello", &image, "team/hello:v1");
     registry.configure(&b, "");
-    let reference = format!("{}/team/hello:v1", registry.host);
-    b.write_settings(&container(&b.name("hello"), &reference, ALWAYS));
 
     let ran = b.run_next_boot();
     assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
@@ -540,9 +547,7 @@ fn basic_auth_credentials_come_from_a_docker_config() {
     let b = Boot::new("reg-auth");
     let registry = Registry::start(Access::BasicAuth);
     let image = layout(b.f.dir.path(), &[], &["true"]);
-    registry.push(&image, "team/private:v1");
-    let reference = format!("{}/team/private:v1", registry.host);
-    b.write_settings(&container(&b.name("x"), &reference, ALWAYS));
+    registry.provide(&b, "x", &image, "team/private:v1");
 
     // Anonymous: refused at once, not retried.
     registry.configure(&b, "");
@@ -587,9 +592,7 @@ fn tls_registries_need_their_ca() {
     let b = Boot::new("reg-tls");
     let registry = Registry::start(Access::Tls);
     let image = layout(b.f.dir.path(), &[], &["true"]);
-    registry.push(&image, "team/tls:v1");
-    let reference = format!("{}/team/tls:v1", registry.host);
-    b.write_settings(&container(&b.name("x"), &reference, ALWAYS));
+    registry.provide(&b, "x", &image, "team/tls:v1");
 
     registry.configure(&b, "");
     let ran = b.run_next_boot();
@@ -677,10 +680,8 @@ fn hostile_image_error(name: &str, layer: Vec<u8>) -> (Boot, String) {
     let b = Boot::new(name);
     let registry = Registry::start(Access::Plain);
     let image = layout(b.f.dir.path(), &[Layer::Gzip(layer)], &["true"]);
-    registry.push(&image, "team/hostile:v1");
+    registry.provide(&b, "x", &image, "team/hostile:v1");
     registry.configure(&b, "");
-    let reference = format!("{}/team/hostile:v1", registry.host);
-    b.write_settings(&container(&b.name("x"), &reference, ALWAYS));
     let ran = b.run_next_boot();
     assert_ne!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
     let error = b.outcome("x")["error"].as_str().unwrap().to_owned();
@@ -745,10 +746,8 @@ fn whiteouts_hide_lower_layers_and_unused_images_are_collected() {
         &[Layer::Gzip(lower), Layer::Zstd(upper)],
         &["sh", "-c", check],
     );
-    let first = registry.push(&image, "team/wh:v1");
+    let first = registry.provide(&b, "x", &image, "team/wh:v1");
     registry.configure(&b, "");
-    let reference = format!("{}/team/wh:v1", registry.host);
-    b.write_settings(&container(&b.name("x"), &reference, ALWAYS));
     let ran = b.run_next_boot();
     assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
     assert_eq!(b.outcome("x")["status"], "succeeded");
@@ -756,9 +755,7 @@ fn whiteouts_hide_lower_layers_and_unused_images_are_collected() {
 
     // The settings move to another image: the first one is removed from the cache.
     let other = layout(&b.f.dir.path().join("other"), &[], &["true"]);
-    let second = registry.push(&other, "team/other:v1");
-    let reference = format!("{}/team/other:v1", registry.host);
-    b.write_settings(&container(&b.name("x"), &reference, ALWAYS));
+    let second = registry.provide(&b, "x", &other, "team/other:v1");
     assert_eq!(b.run_next_boot().code, 0);
     assert_eq!(cached_images(&b), [&second[7..]]);
     b.assert_clean();
