@@ -257,6 +257,8 @@ impl Source {
         if text.contains(char::is_whitespace) {
             return Err(format!("image reference {text:?} contains whitespace"));
         }
+        text.parse::<oci_client::Reference>()
+            .map_err(|err| format!("{text:?} is not an image reference: {err}"))?;
         Ok(Source::Image(text.to_owned()))
     }
 }

@@ -163,13 +163,20 @@ fn sources() {
             tag: "tag".into()
         })
     );
+    let pinned = format!("r.io/x@sha256:{}", "ab".repeat(32));
     for image in [
         "docker.io/library/busybox:1.36",
         "busybox",
-        "r.io/x@sha256:ab",
-        "./rel",
+        &pinned,
+        "127.0.0.1:5000/team/disk-setup:v1",
     ] {
         assert_eq!(parsed(image), Ok(Source::Image(image.into())), "{image}");
+    }
+    for bad in ["./rel", "r.io/x@sha256:ab", "Team/Upper:v1", "r.io/x:"] {
+        assert!(
+            parsed(bad).unwrap_err().contains("is not an image reference"),
+            "{bad}"
+        );
     }
     assert_eq!(parsed(""), Err("must not be empty".into()));
     assert!(parsed("oci-layout:/a").unwrap_err().contains("has no tag"));
