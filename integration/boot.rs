@@ -22,6 +22,9 @@ const SETTINGS: &str = "etc/bootstrap-containers/settings.toml";
 /// removes its cgroups.
 struct Guest {
     machine: String,
+    /// Boot the guest with only the unified cgroup hierarchy (cgroup v2, as Debian 12 and most
+    /// current hosts), instead of this host's hybrid layout.
+    unified: bool,
     dir: tempfile::TempDir,
     root: PathBuf,
     journal: PathBuf,
@@ -60,6 +63,10 @@ struct Entry {
 
 impl Guest {
     fn new(test: &str) -> Guest {
+        Guest::with_cgroups(test, false)
+    }
+
+    fn with_cgroups(test: &str, unified: bool) -> Guest {
         let lower = boot_root();
         let dir = common::scratch_dir(&format!("brt-boot-{test}-"));
         // The journal's directory name.
@@ -87,6 +94,7 @@ impl Guest {
         .unwrap_or_else(|err| panic!("mounting the overlay of {}: {err}", lower.display()));
         let mut guest = Guest {
             machine: format!("brt-{test}-{}", std::process::id()),
+            unified,
             journal: root.join("var/log/journal").join(&machine_id),
             root,
             dir,
@@ -241,9 +249,15 @@ impl Guest {
                 "--timezone=off",
                 "--console=read-only",
             ])
-            .env_remove("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY")
-            .env_remove("SYSTEMD_NSPAWN_USE_CGNS")
-            .stdin(Stdio::null())
+            .env_remove("SYSTEMD_NSPAWN_USE_CGNS");
+        if self.unified {
+            cmd.env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1");
+        } else {
+            // nspawn's default on this host: hybrid, like the host (=0 would be legacy-only,
+            // where systemd in a container never learns that a cgroup emptied).
+            cmd.env_remove("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY");
+        }
+        cmd.stdin(Stdio::null())
             .stdout(std::fs::File::create(console).unwrap())
             .stderr(std::fs::File::create(console.with_extension("err")).unwrap());
         cmd.spawn().unwrap_or_else(|err| {
@@ -535,7 +549,15 @@ fn cgroup_tree(top: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn every_container_succeeds_and_the_orchestrator_starts_after_them() {
-    let mut g = Guest::new("ok");
+    every_container_succeeds(Guest::new("ok"));
+}
+
+#[test]
+fn every_container_succeeds_on_cgroup_v2() {
+    every_container_succeeds(Guest::with_cgroups("ok2", true));
+}
+
+fn every_container_succeeds(mut g: Guest) {
     // The sleep makes an orchestrator ordered wrongly start while the supervisor still runs.
     let slow = g.bundle("slow", "echo hello from slow; sleep 1");
     let quick = g.bundle("quick", "echo hello from quick");
@@ -564,7 +586,15 @@ fn every_container_succeeds_and_the_orchestrator_starts_after_them() {
 
 #[test]
 fn an_essential_failure_halts_the_boot() {
-    let mut g = Guest::new("essential");
+    an_essential_failure(Guest::new("essential"));
+}
+
+#[test]
+fn an_essential_failure_halts_the_boot_on_cgroup_v2() {
+    an_essential_failure(Guest::with_cgroups("essential2", true));
+}
+
+fn an_essential_failure(mut g: Guest) {
     let failing = g.bundle("disk-setup", "echo formatting; sleep 1; exit 3");
     let fine = g.bundle("fine", "true");
     g.write_settings(
@@ -731,7 +761,19 @@ fn an_essential_container_timing_out_halts_the_boot() {
 
 #[test]
 fn after_the_supervisor_is_killed_mid_boot_the_next_boot_completes() {
-    let mut g = Guest::new("killed");
+    supervisor_killed_mid_boot(Guest::new("killed"));
+}
+
+#[test]
+#[ignore = "known bug: on cgroup v2 bootstrap-runc puts a container in /:youki:boot.<name>, \
+            outside the unit's cgroup, and it outlives a killed supervisor"]
+fn after_the_supervisor_is_killed_mid_boot_on_cgroup_v2_no_container_is_left() {
+    supervisor_killed_mid_boot(Guest::with_cgroups("killed2", true));
+}
+
+/// Kills the supervisor alone (as a crash would) while a `once` container runs: that boot
+/// halts with nothing of the container left, and the next boot runs it and completes.
+fn supervisor_killed_mid_boot(mut g: Guest) {
     // First run: say so, then hang until the supervisor is killed. Second run: succeed.
     let setup = g.bundle(
         "setup",
@@ -744,10 +786,31 @@ fn after_the_supervisor_is_killed_mid_boot_the_next_boot_completes() {
         &setup,
         "mode = \"once\"\nessential = true",
     ));
+    // When systemd is done with the unit, record the container's processes still alive.
+    std::fs::write(
+        g.path("usr/local/lib/boot-test/kill-supervisor.sh"),
+        r#"#!/bin/sh
+until [ -e /mnt/setup-started ]; do sleep 0.05; done
+systemctl kill --kill-who=main --signal=SIGKILL bootstrap-containers.service
+while [ "$(systemctl show -P ActiveState bootstrap-containers.service)" != failed ]; do
+  sleep 0.05
+done
+for cgroup in /proc/[0-9]*/cgroup; do
+  if grep -q 'boot\.setup' "$cgroup" 2>/dev/null; then
+    echo "${cgroup%/cgroup} $(tr '\n' ' ' <"$cgroup")"
+  fi
+done >/var/lib/boot-test/leftovers
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        g.path("usr/local/lib/boot-test/kill-supervisor.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     g.add_unit(
         "boot-test-kill-supervisor.service",
-        "[Service]\nType=exec\nExecStart=/bin/sh -c 'until [ -e /mnt/setup-started ]; do sleep 0.05; \
-         done; systemctl kill --kill-who=main --signal=SIGKILL bootstrap-containers.service'\n",
+        "[Service]\nType=exec\nExecStart=/usr/local/lib/boot-test/kill-supervisor.sh\n",
     );
 
     let first = g.boot();
@@ -766,6 +829,12 @@ fn after_the_supervisor_is_killed_mid_boot_the_next_boot_completes() {
         !first.systemd_said("bootstrap-containers.service", "timed out. Killing"),
         "{}",
         first.summary()
+    );
+    let leftovers = std::fs::read_to_string(g.path("var/lib/boot-test/leftovers"))
+        .expect("the killer unit did not see the supervisor unit fail");
+    assert!(
+        leftovers.is_empty(),
+        "the container outlived the supervisor unit (pid, cgroups):\n{leftovers}"
     );
     assert!(g.settings().contains("mode = \"once\""), "{}", g.settings());
 
