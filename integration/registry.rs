@@ -760,3 +760,37 @@ fn whiteouts_hide_lower_layers_and_unused_images_are_collected() {
     assert_eq!(cached_images(&b), [&second[7..]]);
     b.assert_clean();
 }
+
+#[test]
+fn a_stopped_supervisor_abandons_a_pull_at_once() {
+    let b = Boot::new("reg-stop");
+    let mut registry = Registry::start(Access::Plain);
+    registry.stop(); // every attempt fails; with real backoff the retries take over a minute
+    registry.configure(&b, "");
+    let reference = format!("{}/team/never:v1", registry.host);
+    b.write_settings(&container(&b.name("x"), &reference, ALWAYS));
+    let mut child = b
+        .command()
+        .env("BOOTSTRAP_SUPERVISOR_BACKOFF_SCALE", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let stopping = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "stopping took {:?}",
+        stopping.elapsed()
+    );
+    assert!(!status.success());
+    assert_eq!(b.outcome("x")["status"], "interrupted");
+    assert_no_staging_left(&b);
+    b.assert_clean();
+}

@@ -53,8 +53,13 @@ impl StopRequest {
     }
 
     fn requested(&self) -> bool {
-        STOP_REQUESTED.load(Ordering::Relaxed)
+        stop_requested()
     }
+}
+
+/// Whether SIGTERM/SIGINT arrived: long work (pulls) gives up when it did.
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(Ordering::Relaxed)
 }
 
 pub struct Executor {
@@ -169,7 +174,12 @@ impl Executor {
             match done_rx.recv_timeout(STOP_POLL) {
                 Ok(outcome) => {
                     running.remove(&outcome.name);
-                    self.finish(&markers, outcome, &mut outcomes);
+                    if outcome.status == Status::Interrupted {
+                        // No marker: a later run this boot runs it again.
+                        outcomes.insert(outcome.name.clone(), outcome);
+                    } else {
+                        self.finish(&markers, outcome, &mut outcomes);
+                    }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => bail!("a container thread vanished"),
@@ -277,6 +287,9 @@ impl Executor {
         let prepared = match bundle::prepare(step, &self.state_dir, &host_root, &self.images) {
             Ok(prepared) => prepared,
             Err(err) => {
+                if stop_requested() {
+                    outcome.status = Status::Interrupted;
+                }
                 outcome.error = Some(format!("{err:#}"));
                 return;
             }
@@ -287,7 +300,7 @@ impl Executor {
             pull_ms: image.pull_ms,
             unpack_ms: image.unpack_ms,
         });
-        if STOP_REQUESTED.load(Ordering::Relaxed) {
+        if stop_requested() {
             // Asked to stop while preparing: start nothing more.
             outcome.status = Status::Interrupted;
             return;

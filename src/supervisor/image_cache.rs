@@ -14,10 +14,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use futures_util::future::try_join_all;
+use futures_util::future::{select, try_join_all, Either};
 use oci_client::Reference;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -48,18 +48,26 @@ struct Refs {
     by_reference: BTreeMap<String, String>,
 }
 
+const STOP_POLL: Duration = Duration::from_millis(100);
+
 type Shared = Arc<OnceLock<Result<CachedImage, String>>>;
 
 pub struct ImageCache {
     dir: PathBuf,
     puller: Puller,
+    /// Polled during pulls: when it says so, the pull is abandoned.
+    stop_requested: fn() -> bool,
     in_flight: Mutex<HashMap<String, Shared>>,
     refs: Mutex<()>,
 }
 
 impl ImageCache {
     /// Opens the cache under `state_dir`, removing what an interrupted run left in `tmp/`.
-    pub fn open(state_dir: &Path, registries: RegistryConfig) -> Result<ImageCache> {
+    pub fn open(
+        state_dir: &Path,
+        registries: RegistryConfig,
+        stop_requested: fn() -> bool,
+    ) -> Result<ImageCache> {
         let dir = state_dir.join("images");
         let tmp = dir.join("tmp");
         if tmp.exists() {
@@ -72,6 +80,7 @@ impl ImageCache {
         Ok(ImageCache {
             dir,
             puller: Puller::new(registries),
+            stop_requested,
             in_flight: Mutex::default(),
             refs: Mutex::default(),
         })
@@ -133,7 +142,16 @@ impl ImageCache {
             std::process::id()
         ));
         let pulling = Instant::now();
-        let pulled = runtime.block_on(self.pull_with_retries(&reference, text, &staging));
+        let pulled = runtime.block_on(async {
+            let pull = std::pin::pin!(self.pull_with_retries(&reference, text, &staging));
+            let stop = std::pin::pin!(self.until_stop_requested());
+            match select(pull, stop).await {
+                Either::Left((pulled, _)) => pulled,
+                Either::Right(_) => Err(anyhow!(
+                    "pulling {text}: abandoned, the supervisor was stopped"
+                )),
+            }
+        });
         let (resolved, downloaded) = match pulled {
             Ok(pulled) => pulled,
             Err(err) => {
@@ -168,6 +186,12 @@ impl ImageCache {
         };
         self.remember(text, &image.digest)?;
         Ok(image)
+    }
+
+    async fn until_stop_requested(&self) {
+        while !(self.stop_requested)() {
+            tokio::time::sleep(STOP_POLL).await;
+        }
     }
 
     /// Resolves and downloads into `staging`, retrying on Bottlerocket's schedule; `false`

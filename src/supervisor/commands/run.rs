@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use super::SettingsArg;
 use crate::logging::now_rfc3339;
-use crate::supervisor::execute::{verdict, Executor};
+use crate::supervisor::execute::{stop_requested, verdict, Executor};
 use crate::supervisor::image_cache::ImageCache;
 use crate::supervisor::plan::{plan, PlanOptions};
 use crate::supervisor::registry::config::RegistryConfig;
@@ -79,6 +79,7 @@ pub fn run(args: &Args) -> Result<i32> {
     let images = Arc::new(ImageCache::open(
         &args.state_dir,
         RegistryConfig::load(&args.registry_config)?,
+        stop_requested,
     )?);
     let executor = Executor {
         settings: args.settings.settings.clone(),
