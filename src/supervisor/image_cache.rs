@@ -260,7 +260,9 @@ impl ImageCache {
                 async move {
                     let dest = blobs.join(digest_hex(&blob.digest)?);
                     self.puller.fetch(resolved, blob, &dest, progress).await?;
-                    progress.layer_done();
+                    if blob.digest != resolved.manifest.config.digest {
+                        progress.layer_done();
+                    }
                     anyhow::Ok(())
                 }
             });

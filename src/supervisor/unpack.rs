@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -37,7 +38,8 @@ impl Compression {
 }
 
 /// Applies the layer blob at `blob`, which must hash to `digest`, to `rootfs`. Entries are
-/// unpacked while streaming; the caller throws the rootfs away if this fails.
+/// unpacked while streaming; the caller throws the rootfs away if this fails. Reading, hashing
+/// and decompressing run on a thread of their own, so they overlap the filesystem work.
 pub fn apply_blob(
     blob: &Path,
     digest: &str,
@@ -45,21 +47,110 @@ pub fn apply_blob(
     rootfs: &Path,
 ) -> Result<()> {
     let file = File::open(blob).with_context(|| format!("opening layer blob {digest}"))?;
+    let (chunks, received) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
+    let expected = digest.to_owned();
+    let decoder = std::thread::spawn(move || decode(file, compression, &expected, chunks));
+    let applied = apply_tar(
+        ChannelReader {
+            chunks: received,
+            current: Vec::new(),
+            offset: 0,
+        },
+        rootfs,
+    );
+    let decoded = decoder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the layer decompressor panicked"))?;
+    // A corrupt blob makes the tar stream fail too: its digest is the error worth reporting.
+    decoded.and(applied)
+}
+
+const CHUNK: usize = 256 << 10;
+const CHUNKS_IN_FLIGHT: usize = 16;
+
+/// Sends the decompressed blob in chunks; hashes all of it, even after the receiver stopped
+/// reading (tar padding), and verifies the digest.
+fn decode(
+    file: File,
+    compression: Compression,
+    digest: &str,
+    chunks: mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+) -> Result<()> {
     let mut hashing = Hashing {
         inner: BufReader::with_capacity(1 << 20, file),
         hasher: Sha256::new(),
     };
-    match compression {
-        Compression::None => apply_tar(&mut hashing, rootfs)?,
-        Compression::Gzip => apply_tar(flate2::read::GzDecoder::new(&mut hashing), rootfs)?,
-        Compression::Zstd => apply_tar(
-            zstd::stream::read::Decoder::new(&mut hashing).context("starting zstd")?,
-            rootfs,
-        )?,
+    let decoded = {
+        let mut reader: Box<dyn Read + '_> = match compression {
+            Compression::None => Box::new(&mut hashing),
+            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut hashing)),
+            Compression::Zstd => {
+                Box::new(zstd::stream::read::Decoder::new(&mut hashing).context("starting zstd")?)
+            }
+        };
+        loop {
+            let mut chunk = vec![0; CHUNK];
+            match read_up_to(&mut reader, &mut chunk) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    chunk.truncate(n);
+                    if chunks.send(Ok(chunk)).is_err() {
+                        break Ok(()); // the tar reader is done
+                    }
+                }
+                Err(err) => {
+                    let message = format!("decompressing the layer: {err}");
+                    let _ = chunks.send(Err(std::io::Error::other(message.clone())));
+                    break Err(message);
+                }
+            }
+        }
+    };
+    // Hash the rest too (tar padding, or what follows a decoding error): a corrupt blob is
+    // reported by its digest.
+    let drained = std::io::copy(&mut hashing, &mut std::io::sink());
+    verify(digest, &hashing.hasher.finalize())?;
+    drained.context("reading the layer")?;
+    decoded.map_err(anyhow::Error::msg)
+}
+
+/// Fills `buf` unless the stream ends first.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
     }
-    // Drain what the decompressor did not read (tar padding) so the hash covers the blob.
-    std::io::copy(&mut hashing, &mut std::io::sink()).context("reading the layer")?;
-    verify(digest, &hashing.hasher.finalize())
+    Ok(filled)
+}
+
+/// Reads what the decoder thread sends.
+struct ChannelReader {
+    chunks: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    offset: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.offset == self.current.len() {
+            match self.chunks.recv() {
+                Ok(chunk) => {
+                    self.current = chunk?;
+                    self.offset = 0;
+                }
+                Err(mpsc::RecvError) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.offset);
+        buf[..n].copy_from_slice(&self.current[self.offset..self.offset + n]);
+        self.offset += n;
+        Ok(n)
+    }
 }
 
 /// Applies one uncompressed tar layer to `rootfs`.
