@@ -765,8 +765,6 @@ fn after_the_supervisor_is_killed_mid_boot_the_next_boot_completes() {
 }
 
 #[test]
-#[ignore = "known bug: on cgroup v2 bootstrap-runc puts a container in /:youki:boot.<name>, \
-            outside the unit's cgroup, and it outlives a killed supervisor"]
 fn after_the_supervisor_is_killed_mid_boot_on_cgroup_v2_no_container_is_left() {
     supervisor_killed_mid_boot(Guest::with_cgroups("killed2", true));
 }

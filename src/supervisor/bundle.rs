@@ -51,12 +51,15 @@ pub struct Prepared {
     pub image: Option<CachedImage>,
 }
 
-/// Writes the container's bundle (pulling its image if need be).
+/// Writes the container's bundle (pulling its image if need be). With `cgroup_parent` (cgroup
+/// v2, see cgroup.rs) the container's cgroup is `<cgroup_parent>/<id>`, whatever the operator's
+/// bundle said: a container must not outlive the supervisor's unit.
 pub fn prepare(
     step: &Step,
     state_dir: &Path,
     host_root: &Path,
     images: &ImageCache,
+    cgroup_parent: Option<&Path>,
 ) -> Result<Prepared> {
     let dir = dir(state_dir, &step.name);
     // A killed earlier run may have left the image overlay mounted.
@@ -100,6 +103,11 @@ pub fn prepare(
         }
     }
     add_proxy_environment(&mut spec);
+    if let Some(parent) = cgroup_parent {
+        spec.linux_mut()
+            .get_or_insert_with(Default::default)
+            .set_cgroups_path(Some(parent.join(&step.id)));
+    }
     let mounts = spec.mounts_mut().get_or_insert_with(Vec::new);
     for target in [step.name.as_str(), "current"] {
         mounts.push(bind(

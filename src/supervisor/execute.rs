@@ -71,6 +71,8 @@ pub struct Executor {
     pub host_mount_area: Option<PathBuf>,
     /// Shared by the containers' threads, so each image is pulled once.
     pub images: Arc<ImageCache>,
+    /// On cgroup v2, the supervisor's cgroup: the containers' cgroups go under it (cgroup.rs).
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 impl Executor {
@@ -239,6 +241,7 @@ impl Executor {
             host_root: self.host_root.clone(),
             host_mount_area: self.host_mount_area.clone(),
             images: self.images.clone(),
+            cgroup_parent: self.cgroup_parent.clone(),
         }
     }
 
@@ -284,7 +287,13 @@ impl Executor {
     fn prepare_and_run(&self, step: &Step, outcome: &mut Outcome) {
         let preparing = Instant::now();
         let host_root = self.host_root.clone().unwrap_or_else(|| PathBuf::from("/"));
-        let prepared = match bundle::prepare(step, &self.state_dir, &host_root, &self.images) {
+        let prepared = match bundle::prepare(
+            step,
+            &self.state_dir,
+            &host_root,
+            &self.images,
+            self.cgroup_parent.as_deref(),
+        ) {
             Ok(prepared) => prepared,
             Err(err) => {
                 if stop_requested() {

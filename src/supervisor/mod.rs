@@ -2,6 +2,7 @@
 //! and in-place edits of the settings file (the once → off write-back, `get` and `set`).
 
 pub mod bundle;
+pub mod cgroup;
 pub mod commands;
 pub mod edit;
 pub mod execute;

@@ -7,6 +7,7 @@ use anyhow::Result;
 
 use super::SettingsArg;
 use crate::logging::now_rfc3339;
+use crate::supervisor::cgroup::Delegated;
 use crate::supervisor::execute::{stop_requested, verdict, Executor};
 use crate::supervisor::image_cache::ImageCache;
 use crate::supervisor::plan::{plan, PlanOptions};
@@ -81,6 +82,8 @@ pub fn run(args: &Args) -> Result<i32> {
         RegistryConfig::load(&args.registry_config)?,
         stop_requested,
     )?);
+    // Dropped (the cgroup given back) once every container is gone.
+    let cgroup = Delegated::take();
     let executor = Executor {
         settings: args.settings.settings.clone(),
         runtime: args.runtime.clone().unwrap_or_else(default_runtime),
@@ -89,6 +92,7 @@ pub fn run(args: &Args) -> Result<i32> {
         host_root: args.host_root.clone(),
         host_mount_area: args.host_mount_area.clone(),
         images: images.clone(),
+        cgroup_parent: cgroup.as_ref().map(|c| c.parent().to_path_buf()),
     };
     let containers = executor.execute(&plan)?;
     if let Err(err) = images.collect_garbage(&image_references(&settings)) {
