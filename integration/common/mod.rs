@@ -349,25 +349,31 @@ pub struct Traced {
     /// How many of the traced processes (the command and the processes it cloned) the injected
     /// SIGKILL ended.
     pub killed: usize,
+    /// What the command wrote to stderr.
+    pub stderr: String,
+    /// strace's output.
+    pub trace: String,
 }
 
-/// Runs `cmd` under `strace -f`, which SIGKILLs any process at its `when`-th call (counted per
-/// process, as strace does) of one of `syscalls` (touching `path`, if given). Returns once the
-/// command's own process has ended: strace would go on waiting for a container init that waits
-/// for `start`, so it is killed then, and the untraced processes go on as they would.
-pub fn kill_at_syscall(cmd: &Command, syscalls: &str, when: u32, path: Option<&Path>) -> Traced {
+/// Runs `cmd` under strace, which SIGKILLs it at its `when`-th call of one of `syscalls`.
+/// With `follow_forks`, every process it clones is traced and killed at its own `when`-th call
+/// (strace counts per process), and what survives goes on as it would: this returns once the
+/// command's own process has ended (strace would go on waiting for a container init that waits
+/// for `start`). Without, only the command's main thread is, and once it has ended its whole
+/// process group is SIGKILLed, as systemd stops a unit.
+pub fn kill_at_syscall(cmd: &Command, syscalls: &str, when: u32, follow_forks: bool) -> Traced {
     let trace = tempfile::NamedTempFile::new().unwrap();
     let mut strace = Command::new("strace");
-    // execve is traced so that the trace's first line is the command's own process. (No
-    // --seccomp-bpf: strace 6.1 then skips the injections.)
+    // execve is traced so that without -P the trace's first line is the command's own process.
+    // (No --seccomp-bpf: strace 6.1 then skips the injections.)
+    if follow_forks {
+        strace.arg("-f");
+    }
     strace
-        .args(["-f", "-q", "-o"])
+        .args(["-q", "-o"])
         .arg(trace.path())
         .arg(format!("-etrace=execve,{syscalls}"))
         .arg(format!("-einject={syscalls}:signal=KILL:when={when}"));
-    if let Some(path) = path {
-        strace.arg("-P").arg(path);
-    }
     strace.arg("--").arg(cmd.get_program()).args(cmd.get_args());
     for (key, value) in cmd.get_envs() {
         match value {
@@ -376,18 +382,35 @@ pub fn kill_at_syscall(cmd: &Command, syscalls: &str, when: u32, path: Option<&P
         };
     }
     // Files, not pipes: a container init left behind holds the command's stdio.
+    let stderr = tempfile::NamedTempFile::new().unwrap();
     let mut strace = strace
+        .process_group(0)
         .stdin(std::process::Stdio::null())
         .stdout(tempfile::tempfile().unwrap())
-        .stderr(tempfile::tempfile().unwrap())
+        .stderr(stderr.reopen().unwrap())
         .spawn()
         .expect("strace (hack/install-deps.sh installs it)");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let children = format!("/proc/{0}/task/{0}/children", strace.id());
+    let mut main: Option<String> = None;
     let main_exit = loop {
+        // Whether strace has ended, before reading: its last lines are in the file then.
+        let ended = strace.try_wait().unwrap().is_some();
         let text = std::fs::read_to_string(trace.path()).unwrap_or_default();
+        // The command is strace's only child, and its execve the trace's first line.
+        if main.is_none() {
+            main = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|c| c.split_whitespace().next().map(str::to_string))
+                .or_else(|| text.split_whitespace().next().map(str::to_string));
+        }
+        let main = main.as_deref();
         // strace pads pids: "1234  +++ exited with 0 +++".
-        let main = text.split_whitespace().next();
         let exit = text.lines().find_map(|line| {
+            // Without -f strace prints no pids.
+            if !follow_forks {
+                return line.starts_with("+++ ").then(|| line.to_string());
+            }
             let (pid, rest) = line.split_once(' ')?;
             let rest = rest.trim_start();
             (Some(pid) == main && rest.starts_with("+++ ")).then(|| rest.to_string())
@@ -395,7 +418,7 @@ pub fn kill_at_syscall(cmd: &Command, syscalls: &str, when: u32, path: Option<&P
         if let Some(exit) = exit {
             break exit;
         }
-        if strace.try_wait().unwrap().is_some() {
+        if ended {
             break "strace ended".to_string();
         }
         if std::time::Instant::now() > deadline {
@@ -405,12 +428,20 @@ pub fn kill_at_syscall(cmd: &Command, syscalls: &str, when: u32, path: Option<&P
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
+    if !follow_forks {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(strace.id() as i32),
+            nix::sys::signal::SIGKILL,
+        );
+    }
     let _ = strace.kill();
     let _ = strace.wait();
     let text = std::fs::read_to_string(trace.path()).unwrap_or_default();
     Traced {
         main_exit,
         killed: text.matches("+++ killed by SIGKILL").count(),
+        stderr: std::fs::read_to_string(stderr.path()).unwrap_or_default(),
+        trace: text,
     }
 }
 
