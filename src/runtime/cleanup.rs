@@ -20,15 +20,22 @@ impl Runtime {
             bail!("container {id:?} does not exist");
         }
         match Container::load(container_dir) {
-            Ok(mut container) => {
-                container
-                    .delete(force)
-                    .map_err(|err| status_error(err, id, "delete"))?;
-                if derived_dir.exists() {
-                    std::fs::remove_dir_all(&derived_dir)
-                        .with_context(|| format!("removing {}", derived_dir.display()))?;
+            Ok(mut container) => match container.delete(force) {
+                Ok(()) => {
+                    if derived_dir.exists() {
+                        std::fs::remove_dir_all(&derived_dir)
+                            .with_context(|| format!("removing {}", derived_dir.display()))?;
+                    }
                 }
-            }
+                // A create killed midway leaves a state "creating" with no pid, whose runtime
+                // processes libcontainer does not kill: its cgroup cannot be removed. (Found by
+                // integration/faults.rs: SIGKILL at the init's first sync-socket call.)
+                Err(err) if force => {
+                    log::warn!("deleting container {id:?} ({err}); removing what it left");
+                    self.remove_leftovers(id)?;
+                }
+                Err(err) => return Err(status_error(err, id, "delete")),
+            },
             Err(err) if force => {
                 log::warn!("container {id:?} has no readable state ({err}); removing what it left");
                 self.remove_leftovers(id)?;
@@ -63,6 +70,7 @@ impl Runtime {
         })
         .context("opening the container's cgroup")
         .and_then(|manager| {
+            kill_all(&manager);
             manager
                 .remove()
                 .with_context(|| format!("removing the cgroup of container {id:?}"))
@@ -74,5 +82,21 @@ impl Runtime {
             }
         }
         cgroup
+    }
+}
+
+/// SIGKILLs every process in the cgroup until it is empty (for at most a second). libcgroups'
+/// `remove` kills only the processes listed when it starts: a runtime process of an
+/// interrupted create that is still cloning adds a child after that, and the cgroup stays busy.
+fn kill_all(manager: &libcgroups::common::AnyCgroupManager) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while let Ok(pids) = manager.get_all_pids() {
+        if pids.is_empty() || std::time::Instant::now() > deadline {
+            return;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
