@@ -24,7 +24,7 @@ pub const HOST_ROOT_TARGET: &str = "/.bottlerocket/rootfs";
 pub const MOUNT_AREA_TARGET: &str = "/.bottlerocket/rootfs/mnt";
 
 /// runc's default masked paths; a config may add to them, never remove them.
-const MASKED_PATHS: [&str; 11] = [
+pub const MASKED_PATHS: [&str; 11] = [
     "/proc/acpi",
     "/proc/asound",
     "/proc/kcore",

@@ -4,6 +4,7 @@
 //! part of the state root, with every path made absolute against the original bundle.
 
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -32,7 +33,20 @@ pub struct Meta {
 /// Reads and parses `<bundle>/config.json`, refusing oversized files.
 pub fn read_spec(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
-    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    // Non-blocking, and only a regular file: a FIFO planted as config.json would otherwise
+    // hang the runtime, holding the container's lock, until someone writes to it (found by
+    // integration/hostile.rs).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading the type of {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
     let mut text = Vec::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut text)

@@ -1,0 +1,271 @@
+//! What each fuzz target checks for one input, shared by the cargo-fuzz targets (fuzz/) and
+//! the regression test that replays every saved input in CI (integration/hostile.rs). A check
+//! panics when an input breaks a promise; an input that is merely refused is fine.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use bootstrap_runc::policy::{self, capabilities, Policy};
+use bootstrap_runc::supervisor::{edit, plan, settings, unpack};
+use libcontainer::oci_spec::runtime::{Capability, LinuxNamespaceType, Process, Spec};
+
+/// Settings text (TOML and JSON): parsing never panics; whatever validates has valid names
+/// and runc ids, dependencies that exist, and a plan that finishes every container it runs.
+pub fn settings(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for format in [settings::Format::Toml, settings::Format::Json] {
+        // `get` reads the same documents, unvalidated.
+        let _ = edit::get_in(text, format, settings::TABLE);
+        let Ok(parsed) = settings::parse(text, format) else {
+            continue;
+        };
+        for (name, container) in &parsed.containers {
+            assert!(settings::check_name(name).is_ok(), "{name:?} validated");
+            bootstrap_runc::container_id::validate(&settings::container_id(name))
+                .unwrap_or_else(|e| panic!("{name:?} gives an invalid id: {e}"));
+            for dependency in &container.depends_on {
+                assert!(
+                    parsed.containers.contains_key(dependency),
+                    "{name:?} depends on the unknown {dependency:?}"
+                );
+            }
+        }
+        let plan = plan::plan(&parsed, &plan::PlanOptions::default());
+        // Succeed everything that becomes ready; the plan must run out, not loop or stall.
+        let mut outcomes = std::collections::BTreeMap::new();
+        for _ in 0..=plan.steps.len() {
+            let next = plan.next(&outcomes);
+            if next.ready.is_empty() && next.skip.is_empty() {
+                break;
+            }
+            for step in next.ready.iter().chain(next.skip.iter()) {
+                outcomes.insert(step.name.clone(), plan::Outcome::Succeeded);
+            }
+        }
+        for step in &plan.steps {
+            assert!(
+                outcomes.contains_key(&step.name),
+                "{:?} never became ready: a cycle validated",
+                step.name
+            );
+        }
+    }
+}
+
+/// The busybox bundle's config.json (hack/make-bundle.sh), the base that policy inputs patch.
+pub const BASE_CONFIG: &str = include_str!("base-config.json");
+
+/// The policies inputs are checked against: the defaults, and one allowing more.
+fn policies() -> Vec<Policy> {
+    let generous = Policy {
+        extra_capabilities: vec![Capability::SysPtrace],
+        writable_binds: vec![PathBuf::from("/var/lib/bootstrap")],
+        ..Policy::default()
+    };
+    vec![Policy::default(), generous]
+}
+
+/// A config (a whole config.json, or a JSON merge patch over [`BASE_CONFIG`]): whatever the
+/// policy accepts holds exactly the policy, and `exec`'s process rules hold for its process.
+pub fn policy(data: &[u8]) {
+    let mut specs = Vec::new();
+    if let Ok(spec) = serde_json::from_slice::<Spec>(data) {
+        specs.push(spec);
+    }
+    if let Ok(patch @ serde_json::Value::Object(_)) = serde_json::from_slice(data) {
+        let mut config: serde_json::Value = serde_json::from_str(BASE_CONFIG).unwrap();
+        merge_patch(&mut config, &patch);
+        if let Ok(spec) = serde_json::from_value::<Spec>(config) {
+            specs.push(spec);
+        }
+    }
+    let bundle = Path::new("/run/bundle");
+    for spec in specs {
+        for policy in policies() {
+            if let Some(process) = spec.process() {
+                if let Ok(process) = policy::apply_to_process(process.clone(), &policy) {
+                    check_process(&process, &policy);
+                }
+            }
+            if let Ok(confined) = policy::apply(spec.clone(), &policy, bundle) {
+                check_spec(&confined, &policy, bundle);
+            }
+        }
+    }
+}
+
+/// RFC 7386: objects merge, `null` removes, anything else replaces.
+pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    let serde_json::Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = serde_json::Value::Object(Default::default());
+    }
+    let target = target.as_object_mut().unwrap();
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge_patch(
+                target.entry(key.clone()).or_insert(serde_json::Value::Null),
+                value,
+            );
+        }
+    }
+}
+
+fn check_process(process: &Process, policy: &Policy) {
+    let ceiling = capabilities::ceiling(&policy.extra_capabilities);
+    let caps = process.capabilities().as_ref().expect("capabilities set");
+    let sets = [
+        ("bounding", caps.bounding()),
+        ("effective", caps.effective()),
+        ("inheritable", caps.inheritable()),
+        ("permitted", caps.permitted()),
+        ("ambient", caps.ambient()),
+    ];
+    for (name, set) in sets {
+        let above: Vec<_> = set
+            .iter()
+            .flatten()
+            .filter(|c| !ceiling.contains(c))
+            .collect();
+        assert!(above.is_empty(), "{name} holds {above:?} above the ceiling");
+    }
+    for (name, set) in &sets[..2] {
+        assert!(
+            set.iter().flatten().any(|c| *c == Capability::SysAdmin),
+            "{name} lacks CAP_SYS_ADMIN"
+        );
+    }
+    assert_eq!(process.no_new_privileges(), Some(true));
+}
+
+fn check_spec(spec: &Spec, policy: &Policy, bundle: &Path) {
+    assert!(
+        spec.hooks()
+            .as_ref()
+            .is_none_or(|h| h == &Default::default()),
+        "hooks passed"
+    );
+    let root = spec.root().as_ref().expect("root");
+    assert_eq!(root.readonly(), Some(true));
+    if let Some(process) = spec.process() {
+        check_process(process, policy);
+    }
+    let linux = spec.linux().as_ref().expect("linux");
+    let namespaces = linux.namespaces().clone().unwrap_or_default();
+    assert!(
+        namespaces
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Mount && n.path().is_none()),
+        "no new mount namespace"
+    );
+    for ns in &namespaces {
+        assert_ne!(ns.typ(), LinuxNamespaceType::User, "user namespace passed");
+        if ns.path().is_some() {
+            assert!(
+                matches!(
+                    ns.typ(),
+                    LinuxNamespaceType::Network
+                        | LinuxNamespaceType::Ipc
+                        | LinuxNamespaceType::Uts
+                        | LinuxNamespaceType::Pid
+                ),
+                "joins the {:?} namespace",
+                ns.typ()
+            );
+        }
+    }
+    assert!(matches!(
+        linux.rootfs_propagation().as_deref(),
+        Some("slave" | "private")
+    ));
+    let masked = linux.masked_paths().clone().unwrap_or_default();
+    for path in policy::MASKED_PATHS {
+        assert!(masked.iter().any(|m| m == path), "{path} not masked");
+    }
+
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    let reserved = Path::new(policy::HOST_ROOT_TARGET);
+    let n = mounts.len();
+    assert!(n >= 3, "the policy's own mounts are missing");
+    assert_eq!(mounts[0].destination(), Path::new(policy::BOTTLEROCKET_DIR));
+    assert_eq!(mounts[n - 2].destination(), reserved);
+    assert_eq!(
+        mounts[n - 2].source().as_deref(),
+        Some(policy.host_root.as_path())
+    );
+    assert_eq!(
+        mounts[n - 1].destination(),
+        Path::new(policy::MOUNT_AREA_TARGET)
+    );
+    let pseudo: HashSet<&str> = [
+        "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2",
+    ]
+    .into();
+    for mount in &mounts[1..n - 2] {
+        let destination = mount.destination();
+        assert!(
+            destination != Path::new(policy::BOTTLEROCKET_DIR)
+                && !destination.starts_with(reserved),
+            "a config mount at {}",
+            destination.display()
+        );
+        assert!(destination.is_absolute(), "{}", destination.display());
+        if policy::is_bind(mount) {
+            let source = mount.source().as_deref().expect("bind source");
+            let writable = source.starts_with(&policy.host_mount_area)
+                || source.starts_with(bundle)
+                || policy.writable_binds.iter().any(|w| source.starts_with(w));
+            let options = mount.options().clone().unwrap_or_default();
+            assert!(
+                writable || options.iter().any(|o| o == "ro"),
+                "host bind of {} is writable: {options:?}",
+                source.display()
+            );
+            assert!(
+                writable || !options.iter().any(|o| o == "rw" || o == "rrw"),
+                "host bind of {} keeps rw: {options:?}",
+                source.display()
+            );
+        } else {
+            let typ = mount.typ().as_deref().unwrap_or_default();
+            assert!(pseudo.contains(typ), "a {typ:?} mount passed");
+        }
+    }
+}
+
+/// One uncompressed tar layer applied to a rootfs inside a sandbox directory: it may fail (the
+/// error is returned), but never writes outside the rootfs (a sibling sentinel stays as it was,
+/// nothing else appears).
+pub fn unpack(data: &[u8]) -> Result<(), String> {
+    let sandbox = tempfile::tempdir().unwrap();
+    let rootfs = sandbox.path().join("rootfs");
+    let sentinel = sandbox.path().join("sentinel");
+    std::fs::create_dir(&rootfs).unwrap();
+    std::fs::create_dir(&sentinel).unwrap();
+    std::fs::write(sentinel.join("file"), "untouched").unwrap();
+    let applied = unpack::apply_tar(data, &rootfs).map_err(|e| format!("{e:#}"));
+    let mut outside: Vec<_> = std::fs::read_dir(sandbox.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    outside.sort();
+    assert_eq!(outside, ["rootfs", "sentinel"], "written beside the rootfs");
+    let sentinel_entries: Vec<_> = std::fs::read_dir(&sentinel)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(sentinel_entries, ["file"], "written into the sentinel");
+    assert_eq!(
+        std::fs::read_to_string(sentinel.join("file")).unwrap(),
+        "untouched"
+    );
+    applied
+}
