@@ -9,6 +9,7 @@ packages=(
   busybox-static              # rootfs of demo and test bundles
   runc                        # the benchmark's baseline
   containerd umoci            # containerd integration tests: a private containerd, local images
+  strace                      # fault-injection tests: SIGKILL at syscall boundaries
   docker-registry skopeo      # registry tests: a real registry on loopback, images pushed to it
   apache2-utils openssl       # registry tests: htpasswd for basic auth, a private CA for TLS
 )

@@ -174,7 +174,9 @@ fn sources() {
     }
     for bad in ["./rel", "r.io/x@sha256:ab", "Team/Upper:v1", "r.io/x:"] {
         assert!(
-            parsed(bad).unwrap_err().contains("is not an image reference"),
+            parsed(bad)
+                .unwrap_err()
+                .contains("is not an image reference"),
             "{bad}"
         );
     }
