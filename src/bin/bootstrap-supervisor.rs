@@ -13,7 +13,8 @@ fn main() -> ExitCode {
     match cli.execute() {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(err) => {
-            log::error!("{err:#}");
+            // Not through `log`: only the library's own modules log (see logging::init).
+            eprintln!("bootstrap-supervisor: {err:#}");
             ExitCode::FAILURE
         }
     }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use super::settings::{self, InvalidSettings, Settings};
+use super::settings::{self, Settings};
 
 /// Exit code for invalid settings or usage (clap uses it for usage errors too).
 pub const INVALID: i32 = 2;
@@ -58,17 +58,14 @@ impl Cli {
     }
 }
 
-/// Loads the settings; invalid ones are reported whole and mean exit code 2.
+/// Loads the settings; a file that cannot be read, parsed or validated is reported whole and
+/// means exit code 2.
 fn load(path: &std::path::Path) -> Result<std::result::Result<Settings, i32>> {
     match settings::load(path) {
         Ok(settings) => Ok(Ok(settings)),
-        Err(err)
-            if err.downcast_ref::<InvalidSettings>().is_some()
-                || err.downcast_ref::<std::io::Error>().is_some() =>
-        {
+        Err(err) => {
             eprintln!("bootstrap-supervisor: {err:#}");
             Ok(Err(INVALID))
         }
-        Err(err) => Err(err),
     }
 }
