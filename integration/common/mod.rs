@@ -392,18 +392,19 @@ pub fn kill_at_syscall(cmd: &Command, syscalls: &str, when: u32, follow_forks: b
         .spawn()
         .expect("strace (hack/install-deps.sh installs it)");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let children = format!("/proc/{0}/task/{0}/children", strace.id());
+    let exec_line = format!("execve(\"{}\"", cmd.get_program().to_string_lossy());
     let mut main: Option<String> = None;
     let main_exit = loop {
         // Whether strace has ended, before reading: its last lines are in the file then.
         let ended = strace.try_wait().unwrap().is_some();
         let text = std::fs::read_to_string(trace.path()).unwrap_or_default();
-        // The command is strace's only child, and its execve the trace's first line.
+        // The command's own process is the one that execs the command's program first.
         if main.is_none() {
-            main = std::fs::read_to_string(&children)
-                .ok()
-                .and_then(|c| c.split_whitespace().next().map(str::to_string))
-                .or_else(|| text.split_whitespace().next().map(str::to_string));
+            main = text
+                .lines()
+                .find(|line| line.contains(&exec_line))
+                .and_then(|line| line.split_whitespace().next())
+                .map(str::to_string);
         }
         let main = main.as_deref();
         // strace pads pids: "1234  +++ exited with 0 +++".
