@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::supervisor::container;
+
 const RUNTIME: &str = env!("CARGO_BIN_EXE_bootstrap-runc");
 const BOOT_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/boot-root.sh");
 const MAKE_BUNDLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/make-bundle.sh");
@@ -436,10 +438,6 @@ impl Boot {
             self.summary()
         );
     }
-}
-
-fn container(name: &str, source: &str, extra: &str) -> String {
-    format!("[settings.bootstrap-containers.{name}]\nsource = {source:?}\n{extra}\n\n")
 }
 
 /// The cached root, or a failure telling how to build it.
