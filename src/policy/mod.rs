@@ -84,6 +84,8 @@ pub enum PolicyError {
     Hooks,
     #[error("the config has no root filesystem (root.path)")]
     NoRoot,
+    #[error("process.{0} contains a NUL byte, which no program can be given")]
+    Nul(&'static str),
 }
 
 fn describe_refused(refused: &BTreeMap<String, Vec<&'static str>>) -> String {
@@ -143,6 +145,12 @@ pub fn apply_to_process(mut process: Process, policy: &Policy) -> Result<Process
 }
 
 fn confine_process(process: &mut Process, policy: &Policy) -> Result<(), PolicyError> {
+    // exec(2) would cut these strings short at the NUL, or fail without saying why.
+    for (field, values) in [("args", process.args()), ("env", process.env())] {
+        if values.iter().flatten().any(|v| v.contains('\0')) {
+            return Err(PolicyError::Nul(field));
+        }
+    }
     let ceiling = capabilities::ceiling(&policy.extra_capabilities);
     let requested = process
         .capabilities()

@@ -199,6 +199,23 @@ fn operator_extras_raise_the_ceiling() {
 }
 
 #[test]
+fn nul_bytes_in_args_or_env_are_refused() {
+    for field in ["args", "env"] {
+        let mut process = base_spec().process().clone().unwrap();
+        let values = Some(vec!["sh\0".to_string()]);
+        match field {
+            "args" => process.set_args(values),
+            _ => process.set_env(values),
+        };
+        let err = apply_to_process(process, &policy()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("process.{field} contains a NUL byte, which no program can be given")
+        );
+    }
+}
+
+#[test]
 fn exec_process_gets_the_same_rules() {
     let spec = with_capabilities("permitted", &["CAP_SYS_BOOT"]);
     let process = spec.process().clone().unwrap();
