@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use futures_util::future::{select, try_join_all, Either};
 use oci_client::Reference;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::image::ImageConfig;
@@ -42,11 +41,8 @@ pub struct CachedImage {
     pub unpack_ms: u64,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
-struct Refs {
-    #[serde(flatten)]
-    by_reference: BTreeMap<String, String>,
-}
+/// Reference → platform-manifest digest, as last resolved.
+type Refs = BTreeMap<String, String>;
 
 const STOP_POLL: Duration = Duration::from_millis(100);
 
@@ -120,12 +116,7 @@ impl ImageCache {
             .parse()
             .with_context(|| format!("{text:?} is not an image reference"))?;
         if reference.digest().is_some() || policy == PullPolicy::IfNotPresent {
-            if let Some(image) = self
-                .read_refs()
-                .by_reference
-                .get(text)
-                .and_then(|d| self.cached(d))
-            {
+            if let Some(image) = self.read_refs().get(text).and_then(|d| self.cached(d)) {
                 log::info!("{text}: using the cached image {}", image.digest);
                 return Ok(image);
             }
@@ -156,33 +147,30 @@ impl ImageCache {
             Ok(pulled) => pulled,
             Err(err) => {
                 let _ = std::fs::remove_dir_all(&staging);
-                if policy == PullPolicy::Always && self.read_refs().by_reference.contains_key(text)
-                {
+                if policy == PullPolicy::Always && self.read_refs().contains_key(text) {
                     return Err(err.context(format!("an earlier pull of {text} is cached; pull-policy = \"if-not-present\" would use it")));
                 }
                 return Err(err);
             }
         };
         let pull_ms = pulling.elapsed().as_millis() as u64;
-        let image = if !downloaded {
+        let image = if downloaded {
+            let unpacking = Instant::now();
+            let result = self.unpack(&resolved, &staging);
+            let _ = std::fs::remove_dir_all(&staging);
+            let mut image = result.with_context(|| format!("unpacking {text}"))?;
+            image.pull_ms = pull_ms;
+            image.unpack_ms = unpacking.elapsed().as_millis() as u64;
+            log::info!(
+                "{text}: pulled in {:.1} s, unpacked in {:.1} s ({})",
+                pull_ms as f64 / 1000.0,
+                image.unpack_ms as f64 / 1000.0,
+                image.digest
+            );
+            image
+        } else {
             self.cached(&resolved.digest)
                 .context("the cached image vanished")?
-        } else {
-            {
-                let unpacking = Instant::now();
-                let result = self.unpack(&resolved, &staging);
-                let _ = std::fs::remove_dir_all(&staging);
-                let mut image = result.with_context(|| format!("unpacking {text}"))?;
-                image.pull_ms = pull_ms;
-                image.unpack_ms = unpacking.elapsed().as_millis() as u64;
-                log::info!(
-                    "{text}: pulled in {:.1} s, unpacked in {:.1} s ({})",
-                    pull_ms as f64 / 1000.0,
-                    image.unpack_ms as f64 / 1000.0,
-                    image.digest
-                );
-                image
-            }
         };
         self.remember(text, &image.digest)?;
         Ok(image)
@@ -350,15 +338,18 @@ impl ImageCache {
         }
     }
 
+    fn write_refs(&self, refs: &Refs) -> Result<()> {
+        atomic_file::write(&self.refs_path(), &serde_json::to_vec_pretty(refs)?, 0o644)
+    }
+
     fn remember(&self, reference: &str, digest: &str) -> Result<()> {
         let _guard = self.refs.lock().unwrap_or_else(|e| e.into_inner());
         let mut refs = self.read_refs();
-        if refs.by_reference.get(reference).map(String::as_str) == Some(digest) {
+        if refs.get(reference).map(String::as_str) == Some(digest) {
             return Ok(());
         }
-        refs.by_reference
-            .insert(reference.to_owned(), digest.to_owned());
-        atomic_file::write(&self.refs_path(), &serde_json::to_vec_pretty(&refs)?, 0o644)
+        refs.insert(reference.to_owned(), digest.to_owned());
+        self.write_refs(&refs)
     }
 
     /// Forgets references no setting names any more and removes the images nothing refers
@@ -366,14 +357,12 @@ impl ImageCache {
     pub fn collect_garbage(&self, in_use: &BTreeSet<String>) -> Result<()> {
         let _guard = self.refs.lock().unwrap_or_else(|e| e.into_inner());
         let mut refs = self.read_refs();
-        let before = refs.by_reference.len();
-        refs.by_reference
-            .retain(|reference, _| in_use.contains(reference));
-        if refs.by_reference.len() != before {
-            atomic_file::write(&self.refs_path(), &serde_json::to_vec_pretty(&refs)?, 0o644)?;
+        let before = refs.len();
+        refs.retain(|reference, _| in_use.contains(reference));
+        if refs.len() != before {
+            self.write_refs(&refs)?;
         }
         let live: BTreeSet<String> = refs
-            .by_reference
             .values()
             .filter_map(|d| digest_hex(d).ok().map(str::to_owned))
             .collect();
