@@ -6,8 +6,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use bootstrap_runc::image::unpack;
 use bootstrap_runc::policy::{self, capabilities, Policy};
-use bootstrap_runc::supervisor::{edit, plan, settings, unpack};
+use bootstrap_runc::supervisor::settings::edit;
+use bootstrap_runc::supervisor::{plan, settings};
 use libcontainer::oci_spec::runtime::{Capability, LinuxNamespaceType, Process, Spec};
 
 /// Settings text (TOML and JSON): parsing never panics; whatever validates has valid names

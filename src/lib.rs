@@ -3,6 +3,7 @@
 pub mod atomic_file;
 pub mod commands;
 pub mod container_id;
+pub mod image;
 pub mod logging;
 pub mod policy;
 pub mod runtime;

@@ -12,43 +12,26 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use libcontainer::oci_spec::runtime::{
-    Capabilities, LinuxCapabilities, LinuxDeviceCgroup, LinuxNamespaceType, LinuxResources, Mount,
-    Spec,
-};
+use anyhow::{Context, Result};
+use libcontainer::oci_spec::runtime::Spec;
 
-use super::image::{self, ImageConfig};
-use super::image_cache::{CachedImage, ImageCache};
-use super::overlay;
 use super::plan::Step;
 use super::settings::Source;
+use super::spec;
 use crate::atomic_file;
-use crate::policy::{self, capabilities};
-use crate::runtime::derived_bundle;
-
-/// Where containers find their user-data, as on Bottlerocket.
-const USER_DATA_TARGET: &str = "/.bottlerocket/bootstrap-containers";
-const PROXY_VARIABLES: [&str; 6] = [
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "NO_PROXY",
-    "no_proxy",
-];
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+use crate::image::{self, Images, Rootfs};
 
 /// The directory of container `name`'s bundle.
 pub fn dir(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("containers").join(name)
 }
 
-/// A container's bundle, ready for bootstrap-runc.
+/// A container's bundle, ready for bootstrap-runc. Keep it until the container is gone:
+/// dropping it unmounts the image's overlay.
 pub struct Prepared {
     pub dir: PathBuf,
-    /// The registry image it runs, when its source is one.
-    pub image: Option<CachedImage>,
+    /// The image's root filesystem, when the source is an image.
+    pub rootfs: Option<Rootfs>,
 }
 
 /// Writes the container's bundle (pulling its image if need be). With `cgroup_parent` (cgroup
@@ -58,12 +41,12 @@ pub fn prepare(
     step: &Step,
     state_dir: &Path,
     host_root: &Path,
-    images: &ImageCache,
+    images: &Images,
     cgroup_parent: Option<&Path>,
 ) -> Result<Prepared> {
     let dir = dir(state_dir, &step.name);
     // A killed earlier run may have left the image overlay mounted.
-    overlay::unmount(&dir)?;
+    image::clear(&dir)?;
     let data = dir.join("data");
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -71,266 +54,43 @@ pub fn prepare(
         .create(&data)
         .with_context(|| format!("creating {}", data.display()))?;
     let user_data = data.join("user-data");
-    match &step.user_data {
+    match &step.container.user_data {
         Some(bytes) => atomic_file::replace(&user_data, bytes.as_bytes(), 0o600)?,
         None => {
             let _ = std::fs::remove_file(&user_data);
         }
     }
-    let mut image = None;
-    let mut spec = match &step.source {
-        Source::Bundle(bundle) => from_bundle(bundle)?,
-        Source::OciLayout { path, tag } => {
-            let rootfs = dir.join("rootfs");
-            if rootfs.exists() {
-                std::fs::remove_dir_all(&rootfs)
-                    .with_context(|| format!("removing the previous {}", rootfs.display()))?;
-            }
-            let config = image::unpack_layout(path, tag, &rootfs)?;
-            from_image(&config, &rootfs, host_root)?
-        }
+    let (base, rootfs) = match &step.container.source {
+        Source::Bundle(bundle) => (spec::from_bundle(bundle)?, None),
+        Source::OciLayout { path, tag } => from_image(
+            images,
+            &image::Source::Layout { path, tag },
+            &dir,
+            host_root,
+        )?,
         Source::Image(reference) => {
-            let cached = images.obtain(reference, step.pull_policy)?;
-            let rootfs = overlay::mount_over(&cached.rootfs, &dir)?;
-            let spec = from_image(&cached.config, &rootfs, host_root);
-            image = Some(cached);
-            spec?
+            let policy = step.container.pull_policy;
+            let source = image::Source::Registry { reference, policy };
+            from_image(images, &source, &dir, host_root)?
         }
     };
-    if let Some(command) = &step.command {
-        if let Some(process) = spec.process_mut() {
-            process.set_args(Some(command.clone()));
-        }
-    }
-    add_proxy_environment(&mut spec);
-    if let Some(parent) = cgroup_parent {
-        spec.linux_mut()
-            .get_or_insert_with(Default::default)
-            .set_cgroups_path(Some(parent.join(&step.id)));
-    }
-    let mounts = spec.mounts_mut().get_or_insert_with(Vec::new);
-    for target in [step.name.as_str(), "current"] {
-        mounts.push(bind(
-            &data,
-            &format!("{USER_DATA_TARGET}/{target}"),
-            &["rbind", "rw"],
-        ));
-    }
+    let spec = spec::bootstrap(base, step, &data, cgroup_parent);
     atomic_file::replace(
         &dir.join("config.json"),
         &serde_json::to_vec_pretty(&spec)?,
         0o600,
     )?;
-    Ok(Prepared { dir, image })
+    Ok(Prepared { dir, rootfs })
 }
 
-/// Undoes what `prepare` mounted, once the container is gone.
-pub fn release(dir: &Path) -> Result<()> {
-    overlay::unmount(dir)
-}
-
-/// The operator's bundle, with its relative paths made absolute (the config moves here).
-fn from_bundle(bundle: &Path) -> Result<Spec> {
-    let mut spec = derived_bundle::read_spec(bundle)?;
-    if let Some(root) = spec.root_mut() {
-        root.set_path(policy::clean(&bundle.join(root.path())));
-    }
-    for mount in spec.mounts_mut().iter_mut().flatten() {
-        if let (true, Some(source)) = (policy::is_bind(mount), mount.source().clone()) {
-            mount.set_source(Some(bundle.join(source)));
-        }
-    }
-    Ok(spec)
-}
-
-/// Bottlerocket's bootstrap container for an image: its entrypoint/cmd/env/workdir, the
-/// bootstrap capability set, the host's network and PID namespaces, every device allowed, and
-/// the host's resolv.conf and hosts read-only.
-fn from_image(config: &ImageConfig, rootfs: &Path, host_root: &Path) -> Result<Spec> {
-    let mut spec = Spec::default();
-    let mut root = spec.root().clone().unwrap_or_default();
-    root.set_path(rootfs.to_path_buf()).set_readonly(Some(true));
-    spec.set_root(Some(root));
-    spec.set_hostname(None);
-
-    let mut process = spec.process().clone().unwrap_or_default();
-    let args: Vec<String> = config
-        .entrypoint
-        .iter()
-        .flatten()
-        .chain(config.cmd.iter().flatten())
-        .cloned()
-        .collect();
-    if args.is_empty() {
-        bail!("the image has neither entrypoint nor cmd, and the settings give no command");
-    }
-    process.set_args(Some(args)).set_terminal(Some(false));
-    let mut env = config.env.clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.push(DEFAULT_PATH.to_string());
-    }
-    process.set_env(Some(env));
-    process.set_cwd(PathBuf::from(
-        config
-            .working_dir
-            .as_deref()
-            .filter(|w| !w.is_empty())
-            .unwrap_or("/"),
-    ));
-    let mut user = process.user().clone();
-    let (uid, gid) = numeric_user(config.user.as_deref().unwrap_or(""))?;
-    user.set_uid(uid).set_gid(gid);
-    process.set_user(user);
-    let bootstrap: Capabilities = capabilities::bootstrap_set();
-    let mut caps = LinuxCapabilities::default();
-    caps.set_bounding(Some(bootstrap.clone()))
-        .set_effective(Some(bootstrap.clone()))
-        .set_permitted(Some(bootstrap))
-        .set_inheritable(Some(Default::default()))
-        .set_ambient(Some(Default::default()));
-    process.set_capabilities(Some(caps));
-    spec.set_process(Some(process));
-
-    let linux = spec.linux_mut().get_or_insert_with(Default::default);
-    let namespaces = linux.namespaces().clone().unwrap_or_default();
-    linux.set_namespaces(Some(
-        namespaces
-            .into_iter()
-            .filter(|ns| {
-                !matches!(
-                    ns.typ(),
-                    LinuxNamespaceType::Network | LinuxNamespaceType::Pid
-                )
-            })
-            .collect(),
-    ));
-    let mut allow_all = LinuxDeviceCgroup::default();
-    allow_all
-        .set_allow(true)
-        .set_access(Some("rwm".to_string()));
-    let mut resources = LinuxResources::default();
-    resources.set_devices(Some(vec![allow_all]));
-    linux.set_resources(Some(resources));
-
-    let mounts = spec.mounts_mut().get_or_insert_with(Vec::new);
-    for file in ["etc/resolv.conf", "etc/hosts"] {
-        let source = host_root.join(file);
-        if source.exists() {
-            mounts.push(bind(&source, &format!("/{file}"), &["bind", "ro"]));
-        }
-    }
-    Ok(spec)
-}
-
-/// `uid[:gid]`; names would need the image's passwd file, which we do not read.
-fn numeric_user(user: &str) -> Result<(u32, u32)> {
-    if user.is_empty() {
-        return Ok((0, 0));
-    }
-    let (uid, gid) = user.split_once(':').unwrap_or((user, "0"));
-    match (uid.parse(), gid.parse()) {
-        (Ok(uid), Ok(gid)) => Ok((uid, gid)),
-        _ => bail!("image user {user:?} is not numeric (uid[:gid])"),
-    }
-}
-
-fn add_proxy_environment(spec: &mut Spec) {
-    let Some(process) = spec.process_mut() else {
-        return;
-    };
-    let mut env = process.env().clone().unwrap_or_default();
-    for name in PROXY_VARIABLES {
-        if let Ok(value) = std::env::var(name) {
-            env.retain(|e| !e.starts_with(&format!("{name}=")));
-            env.push(format!("{name}={value}"));
-        }
-    }
-    process.set_env(Some(env));
-}
-
-fn bind(source: &Path, destination: &str, options: &[&str]) -> Mount {
-    let mut mount = Mount::default();
-    mount
-        .set_destination(PathBuf::from(destination))
-        .set_typ(Some("bind".to_string()))
-        .set_source(Some(source.to_path_buf()))
-        .set_options(Some(options.iter().map(|o| o.to_string()).collect()));
-    mount
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn image_config_becomes_a_bootstrap_spec() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
-        std::fs::write(dir.path().join("etc/resolv.conf"), "nameserver 1.1.1.1\n").unwrap();
-        let config = ImageConfig {
-            entrypoint: Some(vec!["/bin/setup".into()]),
-            cmd: Some(vec!["--fast".into()]),
-            env: Some(vec!["A=1".into()]),
-            working_dir: Some("/work".into()),
-            user: Some("10:20".into()),
-        };
-        let spec = from_image(&config, Path::new("/rootfs"), dir.path()).unwrap();
-        let process = spec.process().as_ref().unwrap();
-        assert_eq!(process.args().as_ref().unwrap(), &["/bin/setup", "--fast"]);
-        assert_eq!(process.cwd(), Path::new("/work"));
-        assert_eq!((process.user().uid(), process.user().gid()), (10, 20));
-        let env = process.env().as_ref().unwrap();
-        assert!(env.contains(&"A=1".to_string()) && env.iter().any(|e| e.starts_with("PATH=")));
-        let caps = process.capabilities().as_ref().unwrap();
-        assert_eq!(
-            caps.bounding().as_ref().unwrap(),
-            &capabilities::bootstrap_set()
-        );
-        let namespaces: Vec<_> = spec
-            .linux()
-            .as_ref()
-            .unwrap()
-            .namespaces()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|n| n.typ())
-            .collect();
-        assert!(namespaces.contains(&LinuxNamespaceType::Mount));
-        assert!(
-            !namespaces.contains(&LinuxNamespaceType::Network)
-                && !namespaces.contains(&LinuxNamespaceType::Pid)
-        );
-        let devices = spec
-            .linux()
-            .as_ref()
-            .unwrap()
-            .resources()
-            .as_ref()
-            .unwrap()
-            .devices()
-            .clone()
-            .unwrap();
-        assert!(devices[0].allow() && devices[0].access().as_deref() == Some("rwm"));
-        let mounts = spec.mounts().as_ref().unwrap();
-        assert!(mounts
-            .iter()
-            .any(|m| m.destination() == Path::new("/etc/resolv.conf")));
-        assert!(
-            !mounts
-                .iter()
-                .any(|m| m.destination() == Path::new("/etc/hosts")),
-            "absent on the host"
-        );
-        // The policy accepts what we generate.
-        assert!(policy::apply(spec, &policy::Policy::default(), Path::new("/b")).is_ok());
-    }
-
-    #[test]
-    fn image_without_a_command_or_with_a_named_user_is_refused() {
-        let empty = ImageConfig::default();
-        assert!(from_image(&empty, Path::new("/r"), Path::new("/")).is_err());
-        assert!(numeric_user("nobody").is_err());
-        assert_eq!(numeric_user("5").unwrap(), (5, 0));
-    }
+/// The image's root filesystem in `dir`, and the spec generated from its config.
+fn from_image(
+    images: &Images,
+    source: &image::Source<'_>,
+    dir: &Path,
+    host_root: &Path,
+) -> Result<(Spec, Option<Rootfs>)> {
+    let rootfs = images.rootfs(source, dir)?;
+    let spec = spec::from_image(&rootfs.config, &rootfs.path, host_root)?;
+    Ok((spec, Some(rootfs)))
 }

@@ -1,24 +1,15 @@
-//! bootstrap-supervisor's pure core: the operator's settings, the plan they give for a boot,
-//! and in-place edits of the settings file (the once → off write-back, `get` and `set`).
+//! bootstrap-supervisor: Bottlerocket's boot-time job. The operator's [`settings`] (model,
+//! validation, in-place edits), the [`plan`] they give for a boot, each container's [`spec`]
+//! and [`bundle`], their [`execute`]ion through bootstrap-runc, same-boot [`markers`], the
+//! [`report`], the containers' [`cgroup`] on v2, and the CLI's [`commands`]. Images are
+//! [`crate::image`]'s.
 
 pub mod bundle;
 pub mod cgroup;
 pub mod commands;
-pub mod edit;
 pub mod execute;
-pub mod image;
-pub mod image_cache;
 pub mod markers;
-pub mod overlay;
 pub mod plan;
-pub mod registry;
 pub mod report;
 pub mod settings;
-pub mod unpack;
-
-#[cfg(test)]
-mod tests_edit;
-#[cfg(test)]
-mod tests_plan;
-#[cfg(test)]
-mod tests_settings;
+pub mod spec;

@@ -6,12 +6,12 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::SettingsArg;
+use crate::image::registry::config::RegistryConfig;
+use crate::image::Images;
 use crate::logging::now_rfc3339;
 use crate::supervisor::cgroup::Delegated;
-use crate::supervisor::execute::{stop_requested, verdict, Executor};
-use crate::supervisor::image_cache::ImageCache;
+use crate::supervisor::execute::{stop_requested, verdict, Executor, Runtime};
 use crate::supervisor::plan::{plan, PlanOptions};
-use crate::supervisor::registry::config::RegistryConfig;
 use crate::supervisor::report::Report;
 use crate::supervisor::settings;
 
@@ -77,7 +77,7 @@ pub fn run(args: &Args) -> Result<i32> {
             default_timeout: args.default_timeout,
         },
     );
-    let images = Arc::new(ImageCache::open(
+    let images = Arc::new(Images::open(
         &args.state_dir,
         RegistryConfig::load(&args.registry_config)?,
         stop_requested,
@@ -86,11 +86,13 @@ pub fn run(args: &Args) -> Result<i32> {
     let cgroup = Delegated::take();
     let executor = Executor {
         settings: args.settings.settings.clone(),
-        runtime: args.runtime.clone().unwrap_or_else(default_runtime),
+        runtime: Runtime {
+            binary: args.runtime.clone().unwrap_or_else(default_runtime),
+            run_dir: args.run_dir.clone(),
+            host_root: args.host_root.clone(),
+            host_mount_area: args.host_mount_area.clone(),
+        },
         state_dir: args.state_dir.clone(),
-        run_dir: args.run_dir.clone(),
-        host_root: args.host_root.clone(),
-        host_mount_area: args.host_mount_area.clone(),
         images: images.clone(),
         cgroup_parent: cgroup.as_ref().map(|c| c.parent().to_path_buf()),
     };

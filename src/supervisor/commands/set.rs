@@ -1,7 +1,7 @@
 use anyhow::{Context, Result};
 
 use super::SettingsArg;
-use crate::supervisor::edit;
+use crate::supervisor::settings::edit;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -10,7 +10,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 use toml_edit::{DocumentMut, Item, Table, TableLike};
 
-use super::settings::{self, Field, Format, Kind, TABLE};
+use crate::supervisor::settings::{self, Field, Format, Kind, TABLE};
 
 /// Turns a `once` container off after it ran, as Bottlerocket does.
 pub fn set_mode_off(path: &Path, name: &str) -> Result<()> {

@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use super::settings::{self, Mode, PullPolicy, Settings, Source, UserData};
+use super::settings::{self, Container, Mode, Settings};
+
+#[cfg(test)]
+mod tests;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PlanOptions {
@@ -26,15 +29,10 @@ pub struct Step {
     pub name: String,
     /// The runc container id, `boot.<name>`.
     pub id: String,
-    pub source: Source,
-    pub mode: Mode,
-    pub essential: bool,
-    pub user_data: Option<UserData>,
-    pub command: Option<Vec<String>>,
-    pub timeout: Option<Duration>,
-    pub pull_policy: PullPolicy,
-    /// Only dependencies that run: one that is `off` counts as satisfied.
-    pub depends_on: Vec<String>,
+    /// The container's settings as this boot runs them: `timeout` falls back to the plan's
+    /// default, and `depends-on` keeps only dependencies that run (one that is `off` counts as
+    /// satisfied).
+    pub container: Container,
 }
 
 /// How a step ended.
@@ -68,19 +66,16 @@ pub fn plan(settings: &Settings, options: &PlanOptions) -> Plan {
         steps.push(Step {
             name: name.clone(),
             id: settings::container_id(name),
-            source: container.source.clone(),
-            mode: container.mode,
-            essential: container.essential,
-            user_data: container.user_data.clone(),
-            command: container.command.clone(),
-            timeout: container.timeout.or(options.default_timeout),
-            pull_policy: container.pull_policy,
-            depends_on: container
-                .depends_on
-                .iter()
-                .filter(|d| runs(d))
-                .cloned()
-                .collect(),
+            container: Container {
+                timeout: container.timeout.or(options.default_timeout),
+                depends_on: container
+                    .depends_on
+                    .iter()
+                    .filter(|d| runs(d))
+                    .cloned()
+                    .collect(),
+                ..container.clone()
+            },
         });
     }
     Plan { steps, off }
@@ -100,7 +95,7 @@ impl Plan {
         loop {
             let before = skipped.len();
             for step in &pending {
-                let doomed = step.depends_on.iter().any(|dep| {
+                let doomed = step.container.depends_on.iter().any(|dep| {
                     skipped.contains(dep.as_str())
                         || matches!(outcomes.get(dep), Some(Outcome::Failed | Outcome::Skipped))
                 });
@@ -118,7 +113,8 @@ impl Plan {
         let ready = waiting
             .into_iter()
             .filter(|step| {
-                step.depends_on
+                step.container
+                    .depends_on
                     .iter()
                     .all(|dep| outcomes.get(dep) == Some(&Outcome::Succeeded))
             })
@@ -164,12 +160,18 @@ fn row(step: &Step) -> [String; 6] {
     let or_dash = |text: String| if text.is_empty() { "-".into() } else { text };
     [
         step.name.clone(),
-        step.mode.to_string(),
-        if step.essential { "yes" } else { "no" }.into(),
-        step.source.to_string(),
-        or_dash(step.depends_on.join(",")),
+        step.container.mode.to_string(),
+        if step.container.essential {
+            "yes"
+        } else {
+            "no"
+        }
+        .into(),
+        step.container.source.to_string(),
+        or_dash(step.container.depends_on.join(",")),
         or_dash(
-            step.timeout
+            step.container
+                .timeout
                 .map(settings::format_duration)
                 .unwrap_or_default(),
         ),

@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::settings::*;
+use super::*;
 
 fn toml(text: &str) -> Result<Settings, InvalidSettings> {
     validate(&document(text, Format::Toml).unwrap())

@@ -1,8 +1,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::plan::*;
-use super::settings::{parse, Format, Mode, PullPolicy, Settings, Source};
+use super::*;
+use crate::supervisor::settings::{parse, Format, Mode, PullPolicy, Settings, Source};
 
 fn settings(text: &str) -> Settings {
     parse(text, Format::Toml).unwrap()
@@ -44,8 +44,8 @@ fn steps_are_the_running_containers_sorted() {
     assert_eq!(steps, ["alpha", "zeta"]);
     assert_eq!(plan.off, ["beta", "mid"]);
     assert_eq!(plan.steps[0].id, "boot.alpha");
-    assert_eq!(plan.steps[0].mode, Mode::Always);
-    assert_eq!(plan.steps[1].mode, Mode::Once);
+    assert_eq!(plan.steps[0].container.mode, Mode::Always);
+    assert_eq!(plan.steps[1].container.mode, Mode::Once);
 }
 
 #[test]
@@ -62,17 +62,20 @@ fn steps_carry_every_setting() {
     let plan = plan(&settings(text), &PlanOptions::default());
     let step = &plan.steps[0];
     assert_eq!(
-        step.source,
+        step.container.source,
         Source::OciLayout {
             path: "/images".into(),
             tag: "v2".into()
         }
     );
-    assert!(step.essential);
-    assert_eq!(step.user_data.as_ref().unwrap().as_bytes(), b"hi");
-    assert_eq!(step.command.as_deref().unwrap(), ["mkfs", "/dev/x"]);
-    assert_eq!(step.pull_policy, PullPolicy::IfNotPresent);
-    assert_eq!(step.timeout, None);
+    assert!(step.container.essential);
+    assert_eq!(step.container.user_data.as_ref().unwrap().as_bytes(), b"hi");
+    assert_eq!(
+        step.container.command.as_deref().unwrap(),
+        ["mkfs", "/dev/x"]
+    );
+    assert_eq!(step.container.pull_policy, PullPolicy::IfNotPresent);
+    assert_eq!(step.container.timeout, None);
 }
 
 #[test]
@@ -90,8 +93,14 @@ fn own_timeout_beats_the_default() {
         default_timeout: Some(Duration::from_secs(30)),
     };
     let plan = plan(&settings(text), &options);
-    assert_eq!(plan.steps[0].timeout, Some(Duration::from_secs(300)));
-    assert_eq!(plan.steps[1].timeout, Some(Duration::from_secs(30)));
+    assert_eq!(
+        plan.steps[0].container.timeout,
+        Some(Duration::from_secs(300))
+    );
+    assert_eq!(
+        plan.steps[1].container.timeout,
+        Some(Duration::from_secs(30))
+    );
 }
 
 #[test]
@@ -101,7 +110,7 @@ fn an_off_dependency_is_satisfied() {
         ("b", "off", "[]"),
         ("c", "always", "[]"),
     ]);
-    assert_eq!(plan.steps[0].depends_on, ["c"]);
+    assert_eq!(plan.steps[0].container.depends_on, ["c"]);
     let next = plan.next(&outcomes(&[("c", Outcome::Succeeded)]));
     assert_eq!(names(&next.ready), ["a"]);
 }

@@ -3,8 +3,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::edit::*;
-use super::settings::{load, Format, InvalidSettings, Mode};
+use super::*;
+use crate::supervisor::settings::{load, Format, InvalidSettings, Mode};
 
 const TOML: &str = r#"# Operator's notes: keep me.
 [settings.motd]

@@ -1,4 +1,5 @@
-//! OCI image layouts (as umoci and skopeo write them) unpacked into a root filesystem.
+//! `oci-layout:` sources: an image in an OCI image layout directory (as umoci and skopeo
+//! write them), found by tag and unpacked into a root filesystem.
 //!
 //! Every blob is checked against its digest before use; layers are applied in order by
 //! [`unpack`], which refuses any entry that would land outside the rootfs.
@@ -6,26 +7,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::unpack::{self, digest_hex, verify, Compression};
-
-/// The parts of an image config that shape the container.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "PascalCase")]
-pub struct ImageConfig {
-    #[serde(default)]
-    pub entrypoint: Option<Vec<String>>,
-    #[serde(default)]
-    pub cmd: Option<Vec<String>>,
-    #[serde(default)]
-    pub env: Option<Vec<String>>,
-    #[serde(default)]
-    pub working_dir: Option<String>,
-    #[serde(default)]
-    pub user: Option<String>,
-}
+use super::config::ImageConfig;
+use super::content::{digest_hex, verify};
+use super::unpack::{self, Compression};
 
 #[derive(Deserialize)]
 struct Index {
@@ -45,21 +32,6 @@ struct Descriptor {
 struct Manifest {
     config: Descriptor,
     layers: Vec<Descriptor>,
-}
-
-#[derive(Deserialize)]
-struct ConfigBlob {
-    #[serde(default)]
-    config: ImageConfig,
-}
-
-impl ImageConfig {
-    /// The process-shaping part of an image config blob.
-    pub fn from_config_blob(blob: &[u8]) -> Result<ImageConfig> {
-        let parsed: ConfigBlob =
-            serde_json::from_slice(blob).context("parsing the image config")?;
-        Ok(parsed.config)
-    }
 }
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";

@@ -1,0 +1,327 @@
+//! OCI images, apart from any boot: organised as containerd separates its concerns —
+//! [`content`] (blobs named and checked by digest), [`refs`] (references resolved to digests),
+//! [`store`] (unpacked root filesystems by digest, containerd's snapshots) — with the
+//! [`registry`] client, [`layout`] sources, the [`unpack`]er and the per-container
+//! [`overlay`].
+//!
+//! # The interface
+//! The supervisor uses [`Images`] and nothing else of this module:
+//!
+//! - **in**: a [`Source`] — a registry reference with its [`PullPolicy`], or an OCI layout
+//!   directory and tag; the registry config ([`registry::config::RegistryConfig`], given to
+//!   [`Images::open`]); a stop request to poll (a pull in progress is abandoned within 100 ms
+//!   of it saying so); and the directory that holds the container's root filesystem.
+//! - **out**: a [`Rootfs`] — the path of the container's root filesystem, which the container
+//!   may write (mountpoints) without touching the shared copy, and whose lifetime owns the
+//!   container's overlay (unmounted on drop); the image's [`ImageConfig`]; for a registry
+//!   image, [`Pulled`] (the digest, `pull_ms` and `unpack_ms`). Progress is logged, a line per
+//!   image every 2 s.
+//! - after a run, [`Images::collect_garbage`] with every reference the settings still name.
+
+pub mod config;
+pub mod content;
+pub mod layout;
+pub mod overlay;
+pub mod refs;
+pub mod registry;
+pub mod store;
+pub mod unpack;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use futures_util::future::{select, Either};
+use oci_client::Reference;
+
+pub use config::ImageConfig;
+use refs::Refs;
+use registry::client::Puller;
+use registry::config::RegistryConfig;
+use store::{Store, StoredImage};
+
+/// When a registry is asked, as Kubernetes' `imagePullPolicy` names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Resolve the reference every time (a digest-pinned reference already stored excepted);
+    /// nothing is downloaded when the resolved digest is stored. Bottlerocket's behaviour.
+    #[default]
+    Always,
+    /// Use the stored resolution of the reference if there is one.
+    IfNotPresent,
+}
+
+impl PullPolicy {
+    pub const ALL: [PullPolicy; 2] = [PullPolicy::Always, PullPolicy::IfNotPresent];
+
+    /// The policy's name in settings: `always`, `if-not-present`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::IfNotPresent => "if-not-present",
+        }
+    }
+}
+
+impl fmt::Display for PullPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a container's image comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    /// A registry reference (`host[:port]/repo:tag` or `...@sha256:...`).
+    Registry {
+        reference: &'a str,
+        policy: PullPolicy,
+    },
+    /// Image `tag` of the OCI image layout at `path`, unpacked afresh each time.
+    Layout { path: &'a Path, tag: &'a str },
+}
+
+/// What getting a registry image cost this run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pulled {
+    /// The platform manifest's digest, `sha256:<hex>`.
+    pub digest: String,
+    /// Resolving and downloading, in milliseconds: 0 for an image already stored, or pulled
+    /// for another container of the same run.
+    pub pull_ms: u64,
+    /// Unpacking into the store, in milliseconds (0 likewise).
+    pub unpack_ms: u64,
+}
+
+/// A container's root filesystem, at `<dir>/rootfs`. Dropping it unmounts the overlay of a
+/// registry image; a layout's private unpack stays until the next [`Images::rootfs`] or
+/// [`clear`] of the same directory.
+pub struct Rootfs {
+    pub path: PathBuf,
+    pub config: ImageConfig,
+    /// For a registry image; `None` for a layout.
+    pub pulled: Option<Pulled>,
+    /// The directory holding the overlay, when there is one to unmount.
+    overlay: Option<PathBuf>,
+}
+
+impl Drop for Rootfs {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.overlay {
+            if let Err(err) = overlay::unmount(dir) {
+                log::warn!("{err:#}");
+            }
+        }
+    }
+}
+
+/// Removes what an earlier run, killed before its [`Rootfs`] was dropped, left mounted in
+/// `dir`.
+pub fn clear(dir: &Path) -> Result<()> {
+    overlay::unmount(dir)
+}
+
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// A pull shared by every container of a run that asks for the same reference and policy.
+type Shared = Arc<OnceLock<Result<(StoredImage, Pulled), String>>>;
+
+/// The images of one supervisor run: the store under `<state-dir>/images`, its `refs.json`,
+/// and the registry client.
+pub struct Images {
+    store: Store,
+    refs: Refs,
+    puller: Puller,
+    /// Polled during pulls: when it says so, the pull is abandoned.
+    stop_requested: fn() -> bool,
+    in_flight: Mutex<HashMap<String, Shared>>,
+}
+
+impl Images {
+    /// Opens the store under `state_dir` (removing what an interrupted run left in `tmp/`).
+    pub fn open(
+        state_dir: &Path,
+        registries: RegistryConfig,
+        stop_requested: fn() -> bool,
+    ) -> Result<Images> {
+        let store = Store::open(state_dir.join("images"))?;
+        let refs = Refs::at(store.dir().join("refs.json"));
+        Ok(Images {
+            store,
+            refs,
+            puller: Puller::new(registries),
+            stop_requested,
+            in_flight: Mutex::default(),
+        })
+    }
+
+    /// The root filesystem of `source` for the container whose directory is `dir`: a registry
+    /// image is pulled unless the store may answer (a digest-pinned reference already stored,
+    /// or `if-not-present` with a stored resolution), then mounted as an overlay at
+    /// `<dir>/rootfs` (tmpfs upper in `<dir>/scratch`); a layout is unpacked afresh into
+    /// `<dir>/rootfs`. Concurrent callers for the same reference wait for one pull.
+    pub fn rootfs(&self, source: &Source<'_>, dir: &Path) -> Result<Rootfs> {
+        match *source {
+            Source::Layout { path, tag } => {
+                let rootfs = dir.join("rootfs");
+                if rootfs.exists() {
+                    std::fs::remove_dir_all(&rootfs)
+                        .with_context(|| format!("removing the previous {}", rootfs.display()))?;
+                }
+                let config = layout::unpack_layout(path, tag, &rootfs)?;
+                Ok(Rootfs {
+                    path: rootfs,
+                    config,
+                    pulled: None,
+                    overlay: None,
+                })
+            }
+            Source::Registry { reference, policy } => {
+                let (image, pulled) = self.obtain(reference, policy)?;
+                let path = overlay::mount_over(&image.rootfs, dir)?;
+                Ok(Rootfs {
+                    path,
+                    config: image.config,
+                    pulled: Some(pulled),
+                    overlay: Some(dir.to_path_buf()),
+                })
+            }
+        }
+    }
+
+    /// Forgets references not in `in_use` (every reference the settings name, whatever the
+    /// container's mode) and removes the images nothing refers to. Call it when no container
+    /// runs.
+    pub fn collect_garbage(&self, in_use: &BTreeSet<String>) -> Result<()> {
+        let live = self.refs.retain(in_use)?;
+        self.store.remove_except(&live)
+    }
+
+    fn obtain(&self, reference: &str, policy: PullPolicy) -> Result<(StoredImage, Pulled)> {
+        let shared: Shared = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(format!("{reference} {}", policy.name()))
+            .or_default()
+            .clone();
+        let first = std::cell::Cell::new(false);
+        let result = shared.get_or_init(|| {
+            first.set(true);
+            self.obtain_now(reference, policy)
+                .map_err(|err| format!("{err:#}"))
+        });
+        match result {
+            // Only the container that pulled is charged with the pull's time.
+            Ok((image, pulled)) if !first.get() => Ok((
+                image.clone(),
+                Pulled {
+                    digest: pulled.digest.clone(),
+                    pull_ms: 0,
+                    unpack_ms: 0,
+                },
+            )),
+            Ok(obtained) => Ok(obtained.clone()),
+            Err(err) => Err(anyhow!("{err}")),
+        }
+    }
+
+    fn obtain_now(&self, text: &str, policy: PullPolicy) -> Result<(StoredImage, Pulled)> {
+        let reference: Reference = text
+            .parse()
+            .with_context(|| format!("{text:?} is not an image reference"))?;
+        let stored = |image: StoredImage| {
+            let digest = image.digest.clone();
+            (
+                image,
+                Pulled {
+                    digest,
+                    pull_ms: 0,
+                    unpack_ms: 0,
+                },
+            )
+        };
+        if reference.digest().is_some() || policy == PullPolicy::IfNotPresent {
+            if let Some(image) = self.refs.get(text).and_then(|d| self.store.get(&d)) {
+                log::info!("{text}: using the cached image {}", image.digest);
+                return Ok(stored(image));
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the pull's I/O runtime")?;
+        // One staging dir per reference and run: a retry keeps the blobs that arrived whole,
+        // and a failed pull leaves nothing.
+        let staging = self.store.staging(text);
+        let pulling = Instant::now();
+        let is_stored = |digest: &str| self.store.get(digest).is_some();
+        let downloaded = runtime.block_on(async {
+            let pull = std::pin::pin!(registry::download(
+                &self.puller,
+                &reference,
+                text,
+                &staging,
+                &is_stored
+            ));
+            let stop = std::pin::pin!(self.until_stop_requested());
+            match select(pull, stop).await {
+                Either::Left((pulled, _)) => pulled,
+                Either::Right(_) => Err(anyhow!(
+                    "pulling {text}: abandoned, the supervisor was stopped"
+                )),
+            }
+        });
+        let (resolved, downloaded) = match downloaded {
+            Ok(downloaded) => downloaded,
+            Err(err) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                if policy == PullPolicy::Always && self.refs.get(text).is_some() {
+                    return Err(err.context(format!("an earlier pull of {text} is cached; pull-policy = \"if-not-present\" would use it")));
+                }
+                return Err(err);
+            }
+        };
+        let pull_ms = pulling.elapsed().as_millis() as u64;
+        let obtained = if downloaded {
+            let unpacking = Instant::now();
+            let result = self.store.unpack(
+                &resolved.digest,
+                &resolved.manifest,
+                &staging.join("blobs"),
+                &staging,
+            );
+            let _ = std::fs::remove_dir_all(&staging);
+            let image = result.with_context(|| format!("unpacking {text}"))?;
+            let pulled = Pulled {
+                digest: image.digest.clone(),
+                pull_ms,
+                unpack_ms: unpacking.elapsed().as_millis() as u64,
+            };
+            log::info!(
+                "{text}: pulled in {:.1} s, unpacked in {:.1} s ({})",
+                pull_ms as f64 / 1000.0,
+                pulled.unpack_ms as f64 / 1000.0,
+                image.digest
+            );
+            (image, pulled)
+        } else {
+            stored(
+                self.store
+                    .get(&resolved.digest)
+                    .context("the cached image vanished")?,
+            )
+        };
+        self.refs.remember(text, &obtained.0.digest)?;
+        Ok(obtained)
+    }
+
+    async fn until_stop_requested(&self) {
+        while !(self.stop_requested)() {
+            tokio::time::sleep(STOP_POLL).await;
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Running a plan: every ready container at once, each through `bootstrap-runc run` (so the
+//! policy lives in one place). [`scheduler`] decides what starts and records outcomes,
+//! [`container`] runs one container, [`stop`] is the stop request, [`runtime`] the
+//! bootstrap-runc command line.
+
+mod container;
+pub mod runtime;
+mod scheduler;
+pub mod stop;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use runtime::Runtime;
+pub use stop::stop_requested;
+
+use super::plan::Step;
+use super::report::{Outcome, Report, Status};
+use crate::image::Images;
+
+/// What a boot runs with; cloned into each container's thread.
+#[derive(Clone)]
+pub struct Executor {
+    /// The settings file: `once` containers are turned `off` in it.
+    pub settings: PathBuf,
+    pub runtime: Runtime,
+    /// Persistent state: bundles, per-container data and logs.
+    pub state_dir: PathBuf,
+    /// Shared by the containers' threads, so each image is pulled once.
+    pub images: Arc<Images>,
+    /// On cgroup v2, the supervisor's cgroup: the containers' cgroups go under it (cgroup.rs).
+    pub cgroup_parent: Option<PathBuf>,
+}
+
+pub(super) fn blank_outcome(step: &Step, status: Status) -> Outcome {
+    Outcome {
+        name: step.name.clone(),
+        mode: step.container.mode.name().to_string(),
+        essential: step.container.essential,
+        source: step.container.source.to_string(),
+        status,
+        exit_code: None,
+        signal: None,
+        started_at: None,
+        finished_at: None,
+        prepare_ms: 0,
+        run_ms: 0,
+        image: None,
+        error: None,
+    }
+}
+
+pub(super) fn describe(outcome: &Outcome) -> String {
+    let mut text = outcome.status.name().to_string();
+    if let Some(code) = outcome.exit_code {
+        text.push_str(&format!(" (exit code {code})"));
+    }
+    if let Some(signal) = outcome.signal {
+        text.push_str(&format!(" (signal {signal})"));
+    }
+    if let Some(error) = &outcome.error {
+        text.push_str(&format!(": {error}"));
+    }
+    text
+}
+
+/// The supervisor's verdict: 0 lets the boot go on, 1 halts it.
+pub fn verdict(outcomes: &[Outcome]) -> i32 {
+    if Report::essential_failures(outcomes).is_empty() {
+        0
+    } else {
+        1
+    }
+}

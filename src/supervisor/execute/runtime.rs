@@ -1,0 +1,47 @@
+//! bootstrap-runc as the supervisor calls it: one `--root` for the boot (`<run-dir>/runtime`),
+//! a JSON log per container (`<run-dir>/logs/<name>.runtime.json`, where every error of the
+//! runtime's own lands), and the policy's host paths passed through.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// How to call bootstrap-runc.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    /// The bootstrap-runc binary.
+    pub binary: PathBuf,
+    /// The supervisor's run dir (a tmpfs).
+    pub run_dir: PathBuf,
+    /// `--host-root`, when given.
+    pub host_root: Option<PathBuf>,
+    /// `--host-mount-area`, when given.
+    pub host_mount_area: Option<PathBuf>,
+}
+
+impl Runtime {
+    /// `bootstrap-runc --root ... --log ... --log-format json [--host-root ...]
+    /// [--host-mount-area ...]` for container `name`, stdin from /dev/null; the caller adds the
+    /// subcommand.
+    pub fn command(&self, name: &str) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root").arg(self.run_dir.join("runtime"));
+        cmd.arg("--log")
+            .arg(self.log(name))
+            .args(["--log-format", "json"]);
+        if let Some(root) = &self.host_root {
+            cmd.arg("--host-root").arg(root);
+        }
+        if let Some(area) = &self.host_mount_area {
+            cmd.arg("--host-mount-area").arg(area);
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// The runtime's JSON log for container `name`.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.run_dir
+            .join("logs")
+            .join(format!("{name}.runtime.json"))
+    }
+}

@@ -1,0 +1,192 @@
+//! The scheduler: every ready container at once, each on a thread of its own; dependencies,
+//! same-boot markers, the once → off write-back, and the stop request.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use super::stop::StopRequest;
+use super::{blank_outcome, describe, Executor};
+use crate::supervisor::markers::{Marker, Markers};
+use crate::supervisor::plan::{self, Plan};
+use crate::supervisor::report::{Outcome, Status};
+use crate::supervisor::settings::{edit, Mode};
+
+/// How often the scheduler looks for a stop request while containers run.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+impl Executor {
+    /// Runs the plan; returns every container's outcome, in plan order.
+    pub fn execute(&self, plan: &Plan) -> Result<Vec<Outcome>> {
+        for dir in [
+            self.runtime.run_dir.join("logs"),
+            self.state_dir.join("logs"),
+        ] {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let markers = Markers::open(&self.runtime.run_dir)?;
+        let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
+        for step in &plan.steps {
+            match markers.get(&step.name) {
+                Some(Marker::Finished { outcome }) => {
+                    log::info!(
+                        "{}: already ran this boot ({}); not running it again",
+                        step.name,
+                        outcome.status.name()
+                    );
+                    outcomes.insert(step.name.clone(), *outcome);
+                }
+                Some(Marker::Started) => {
+                    log::warn!("{}: an earlier run was interrupted; removing what it left and running it again", step.name);
+                    let _ = self
+                        .runtime
+                        .command(&step.name)
+                        .args(["delete", "--force", &step.id])
+                        .status();
+                }
+                None => {}
+            }
+        }
+
+        let (done_tx, done_rx) = mpsc::channel::<Outcome>();
+        let mut started: BTreeSet<String> = outcomes.keys().cloned().collect();
+        let mut running: BTreeSet<String> = BTreeSet::new();
+        let stop = StopRequest::install()?;
+        loop {
+            if stop.requested() {
+                break;
+            }
+            let progress: BTreeMap<String, plan::Outcome> = outcomes
+                .iter()
+                .map(|(name, o)| (name.clone(), plan_outcome(o.status)))
+                .collect();
+            let next = plan.next(&progress);
+            for step in next.skip {
+                let failed: Vec<&str> = step
+                    .container
+                    .depends_on
+                    .iter()
+                    .filter(|d| {
+                        progress
+                            .get(*d)
+                            .is_some_and(|o| *o != plan::Outcome::Succeeded)
+                    })
+                    .map(String::as_str)
+                    .collect();
+                let mut outcome = blank_outcome(step, Status::Skipped);
+                outcome.error = Some(format!("dependency did not succeed: {}", failed.join(", ")));
+                self.finish(&markers, outcome, &mut outcomes);
+            }
+            for step in next.ready {
+                if started.insert(step.name.clone()) {
+                    markers.set(&step.name, &Marker::Started)?;
+                    running.insert(step.name.clone());
+                    let tx = done_tx.clone();
+                    let step = step.clone();
+                    let executor = self.clone();
+                    std::thread::spawn(move || {
+                        let _ = tx.send(executor.run_step(&step));
+                    });
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            match done_rx.recv_timeout(STOP_POLL) {
+                Ok(outcome) => {
+                    running.remove(&outcome.name);
+                    if outcome.status == Status::Interrupted {
+                        // No marker: a later run this boot runs it again.
+                        outcomes.insert(outcome.name.clone(), outcome);
+                    } else {
+                        self.finish(&markers, outcome, &mut outcomes);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("a container thread vanished"),
+            }
+        }
+        if stop.requested() {
+            self.interrupt(plan, &running, &done_rx, &mut outcomes);
+        }
+        Ok(plan
+            .steps
+            .iter()
+            .filter_map(|s| outcomes.remove(&s.name))
+            .collect())
+    }
+
+    /// The supervisor was asked to stop (the unit is being stopped): kill what runs, start
+    /// nothing more, and leave no `finished` marker, so a later run this boot runs them again.
+    fn interrupt(
+        &self,
+        plan: &Plan,
+        running: &BTreeSet<String>,
+        done_rx: &mpsc::Receiver<Outcome>,
+        outcomes: &mut BTreeMap<String, Outcome>,
+    ) {
+        log::warn!(
+            "stopping: killing {} running bootstrap container(s)",
+            running.len()
+        );
+        for step in plan.steps.iter().filter(|s| running.contains(&s.name)) {
+            let _ = self
+                .runtime
+                .command(&step.name)
+                .args(["kill", "--all", &step.id, "KILL"])
+                .status();
+        }
+        for _ in running {
+            if let Ok(mut outcome) = done_rx.recv() {
+                outcome.status = Status::Interrupted;
+                outcome.error = Some("the supervisor was stopped".to_string());
+                outcomes.insert(outcome.name.clone(), outcome);
+            }
+        }
+        for step in &plan.steps {
+            outcomes.entry(step.name.clone()).or_insert_with(|| {
+                let mut outcome = blank_outcome(step, Status::Interrupted);
+                outcome.error = Some("not started: the supervisor was stopped".to_string());
+                outcome
+            });
+        }
+    }
+
+    /// Records an outcome: marker, and once → off after a success.
+    fn finish(
+        &self,
+        markers: &Markers,
+        mut outcome: Outcome,
+        outcomes: &mut BTreeMap<String, Outcome>,
+    ) {
+        if outcome.status == Status::Succeeded && outcome.mode == Mode::Once.name() {
+            if let Err(err) = edit::set_mode_off(&self.settings, &outcome.name) {
+                log::error!(
+                    "{}: succeeded, but setting its mode to off failed: {err:#}",
+                    outcome.name
+                );
+                outcome.error = Some(format!("mode once could not be turned off: {err:#}"));
+            }
+        }
+        if let Err(err) = markers.set(
+            &outcome.name,
+            &Marker::Finished {
+                outcome: Box::new(outcome.clone()),
+            },
+        ) {
+            log::error!("{err:#}");
+        }
+        log::info!("{}: {}", outcome.name, describe(&outcome));
+        outcomes.insert(outcome.name.clone(), outcome);
+    }
+}
+
+fn plan_outcome(status: Status) -> plan::Outcome {
+    match status {
+        Status::Succeeded => plan::Outcome::Succeeded,
+        Status::Skipped => plan::Outcome::Skipped,
+        _ => plan::Outcome::Failed,
+    }
+}
