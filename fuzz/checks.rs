@@ -67,7 +67,11 @@ fn policies() -> Vec<Policy> {
         writable_binds: vec![PathBuf::from("/var/lib/bootstrap")],
         ..Policy::default()
     };
-    vec![Policy::default(), generous]
+    let systemd = Policy {
+        systemd_cgroup: true,
+        ..Policy::default()
+    };
+    vec![Policy::default(), generous, systemd]
 }
 
 /// A config (a whole config.json, or a JSON merge patch over [`BASE_CONFIG`]): whatever the

@@ -102,6 +102,7 @@ impl Cli {
             policy_overrides: Overrides {
                 host_root: self.host_root.clone(),
                 host_mount_area: self.host_mount_area.clone(),
+                systemd_cgroup: self.systemd_cgroup,
             },
         })
     }

@@ -28,6 +28,8 @@ struct PolicyFile {
 pub struct Overrides {
     pub host_root: Option<PathBuf>,
     pub host_mount_area: Option<PathBuf>,
+    /// `--systemd-cgroup`.
+    pub systemd_cgroup: bool,
 }
 
 /// The policy file's path: `$BOOTSTRAP_RUNC_POLICY`, else the default.
@@ -78,6 +80,7 @@ pub fn resolve(text: Option<&str>, overrides: &Overrides) -> Result<Policy> {
             .unwrap_or(defaults.host_mount_area),
         extra_capabilities: extra,
         writable_binds: file.writable_binds,
+        systemd_cgroup: overrides.systemd_cgroup,
     };
     for (key, path) in [
         ("host-root", &policy.host_root),
@@ -129,6 +132,7 @@ mod tests {
         let overrides = Overrides {
             host_root: Some("/flag-root".into()),
             host_mount_area: None,
+            systemd_cgroup: false,
         };
         let policy = resolve(Some(text), &overrides).unwrap();
         assert_eq!(policy.host_root, Path::new("/flag-root"));

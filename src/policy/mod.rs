@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::{
-    Capabilities, Capability, Linux, LinuxCapabilities, LinuxNamespace, LinuxNamespaceType, Mount,
-    Process, Spec,
+    Capabilities, Capability, Linux, LinuxCapabilities, LinuxNamespace, LinuxNamespaceType,
+    LinuxResources, Mount, Process, Spec,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -53,6 +53,10 @@ pub struct Policy {
     pub host_mount_area: PathBuf,
     pub extra_capabilities: Vec<Capability>,
     pub writable_binds: Vec<PathBuf>,
+    /// The cgroup driver (`--systemd-cgroup`, not a policy-file key): it decides which form
+    /// `linux.cgroupsPath` must have. Recorded with the container like the rest.
+    #[serde(default)]
+    pub systemd_cgroup: bool,
 }
 
 impl Default for Policy {
@@ -62,6 +66,7 @@ impl Default for Policy {
             host_mount_area: PathBuf::from("/mnt"),
             extra_capabilities: Vec::new(),
             writable_binds: Vec::new(),
+            systemd_cgroup: false,
         }
     }
 }
@@ -86,6 +91,10 @@ pub enum PolicyError {
     NoRoot,
     #[error("process.{0} contains a NUL byte, which no program can be given")]
     Nul(&'static str),
+    #[error("the bootstrap policy refuses linux.cgroupsPath {path:?}: {reason}")]
+    CgroupsPath { path: PathBuf, reason: &'static str },
+    #[error("the bootstrap policy refuses linux.resources.{field} {name:?}: it must name a file of the container's own cgroup, a plain name without '/'")]
+    CgroupFile { field: &'static str, name: String },
 }
 
 fn describe_refused(refused: &BTreeMap<String, Vec<&'static str>>) -> String {
@@ -118,6 +127,12 @@ pub fn apply(mut spec: Spec, policy: &Policy, bundle: &Path) -> Result<Spec, Pol
 
     let linux = spec.linux_mut().get_or_insert_with(Linux::default);
     check_namespaces(linux.namespaces().as_deref().unwrap_or_default())?;
+    if let Some(path) = linux.cgroups_path() {
+        check_cgroups_path(path, policy.systemd_cgroup)?;
+    }
+    if let Some(resources) = linux.resources() {
+        check_cgroup_files(resources)?;
+    }
     // `shared` would carry every mount of the container back to the host: only the mount area
     // propagates, and our own code sets that up.
     let propagation = match linux.rootfs_propagation().as_deref() {
@@ -235,6 +250,85 @@ fn check_namespaces(namespaces: &[LinuxNamespace]) -> Result<(), PolicyError> {
     } else {
         Err(PolicyError::NoMountNamespace)
     }
+}
+
+/// The container's cgroup is one the runtime creates for it, never a host cgroup reached by
+/// path: libcgroups 0.7.0 only strips a leading `/`, so a relative path or `..` would aim its
+/// mkdir, resource writes, freezer and kill-all anywhere. With the cgroupfs driver the path is
+/// absolute, with no `.` or `..` and not the root (runc's `CleanPath` form); with
+/// `--systemd-cgroup` it may also be runc's `slice:prefix:name` (CRI's
+/// `kubepods-<qos>-pod<uid>.slice:cri-containerd:<id>`). That the cgroup does not exist yet is
+/// the runtime's check (runtime/cgroup.rs): it depends on the host.
+fn check_cgroups_path(path: &Path, systemd: bool) -> Result<(), PolicyError> {
+    let refuse = |reason| {
+        Err(PolicyError::CgroupsPath {
+            path: path.to_path_buf(),
+            reason,
+        })
+    };
+    let text = path.to_string_lossy();
+    if text.contains('\0') {
+        return refuse("it contains a NUL byte");
+    }
+    if text.is_empty() {
+        return refuse(
+            "it is empty, which libcgroups takes as the runtime's own cgroup or the root",
+        );
+    }
+    if !path.is_absolute() {
+        if !systemd {
+            return refuse("it must be an absolute path (a relative one would name a cgroup anywhere in the hierarchy)");
+        }
+        let parts: Vec<&str> = text.split(':').collect();
+        let [slice, prefix, name] = parts[..] else {
+            return refuse(
+                "with --systemd-cgroup it must be an absolute path or slice:prefix:name",
+            );
+        };
+        let plain =
+            |part: &str| !part.is_empty() && part != "." && part != ".." && !part.contains('/');
+        if !(slice.is_empty() || (plain(slice) && slice.ends_with(".slice")))
+            || !plain(prefix)
+            || !plain(name)
+        {
+            return refuse("in slice:prefix:name the slice must be empty or a *.slice name, and prefix and name plain names without '/'");
+        }
+        return Ok(());
+    }
+    // By text: `Path::components` would hide a `.`.
+    if text.split('/').any(|part| part == "." || part == "..") {
+        return refuse("it must not contain '.' or '..'");
+    }
+    let depth = text.split('/').filter(|part| !part.is_empty()).count();
+    if depth == 0 {
+        return refuse("it is the root cgroup, which holds the whole host");
+    }
+    Ok(())
+}
+
+/// Resource fields that name files: libcgroups joins them to the cgroup's directory as given,
+/// so an absolute name or `..` would write any host file (`unified` on cgroup v2, the page
+/// size of `hugepageLimits`).
+fn check_cgroup_files(resources: &LinuxResources) -> Result<(), PolicyError> {
+    let plain =
+        |name: &str| !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\0']);
+    for key in resources.unified().iter().flat_map(|u| u.keys()) {
+        if !plain(key) {
+            return Err(PolicyError::CgroupFile {
+                field: "unified",
+                name: key.clone(),
+            });
+        }
+    }
+    for limit in resources.hugepage_limits().iter().flatten() {
+        if !plain(limit.page_size()) {
+            return Err(PolicyError::CgroupFile {
+                field: "hugepageLimits.pageSize",
+                name: limit.page_size().clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn confine_mounts(

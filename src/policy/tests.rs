@@ -20,6 +20,7 @@ fn policy() -> Policy {
         host_mount_area: PathBuf::from("/host/mnt"),
         extra_capabilities: vec![],
         writable_binds: vec![PathBuf::from("/var/lib/writable")],
+        systemd_cgroup: false,
     }
 }
 
@@ -589,5 +590,100 @@ fn only_pseudo_filesystems_besides_binds() {
             json!([{"destination": "/m", "type": typ, "source": "/dev/sda1", "options": options}]);
         let err = apply(spec_from(value), &policy(), bundle()).unwrap_err();
         assert!(matches!(err, PolicyError::MountType { .. }), "{typ}: {err}");
+    }
+}
+
+fn with_linux(linux: serde_json::Value) -> Spec {
+    let mut spec = base_spec();
+    let mut merged = serde_json::to_value(spec.linux().clone().unwrap()).unwrap();
+    for (key, value) in linux.as_object().unwrap() {
+        merged[key] = value.clone();
+    }
+    spec.set_linux(Some(serde_json::from_value(merged).unwrap()));
+    spec
+}
+
+fn cgroups_path_verdict(path: &str, systemd: bool) -> Result<(), PolicyError> {
+    let policy = Policy {
+        systemd_cgroup: systemd,
+        ..policy()
+    };
+    apply(
+        with_linux(json!({ "cgroupsPath": path })),
+        &policy,
+        bundle(),
+    )
+    .map(|_| ())
+}
+
+#[test]
+fn cgroups_paths_name_a_cgroup_of_the_containers_own() {
+    for path in ["/victim-svc", "/kubepods/besteffort/pod12/abc", "/a.b/c_d"] {
+        assert_eq!(cgroups_path_verdict(path, false), Ok(()), "{path}");
+        assert_eq!(cgroups_path_verdict(path, true), Ok(()), "{path}");
+    }
+    for path in [
+        "kubepods-besteffort-pod12.slice:cri-containerd:abc",
+        ":youki:x",
+    ] {
+        assert_eq!(cgroups_path_verdict(path, true), Ok(()), "{path}");
+    }
+    for (path, systemd) in [
+        ("victim-svc", false),
+        ("../../../tmp", false),
+        ("/a/../victim", false),
+        ("/a/./b", false),
+        ("/", false),
+        ("", false),
+        ("", true),
+        ("/", true),
+        ("kubepods.slice:cri-containerd:abc", false),
+        ("a:b", true),
+        ("a:b:c:d", true),
+        ("notaslice:p:n", true),
+        ("x.slice:p:..", true),
+        ("x.slice:p/q:n", true),
+        ("x.slice::n", true),
+        ("/a/../../victim", true),
+    ] {
+        assert!(
+            matches!(
+                cgroups_path_verdict(path, systemd),
+                Err(PolicyError::CgroupsPath { .. })
+            ),
+            "{path:?} (systemd {systemd}) was accepted"
+        );
+    }
+}
+
+#[test]
+fn resource_file_names_stay_in_the_cgroup() {
+    let verdict = |resources: serde_json::Value| {
+        apply(
+            with_linux(json!({ "resources": resources })),
+            &policy(),
+            bundle(),
+        )
+        .map(|_| ())
+    };
+    assert_eq!(verdict(json!({"unified": {"memory.high": "1G"}})), Ok(()));
+    assert_eq!(
+        verdict(json!({"hugepageLimits": [{"pageSize": "2MB", "limit": 1}]})),
+        Ok(())
+    );
+    for resources in [
+        json!({"unified": {"/proc/sys/kernel/core_pattern": "|/x"}}),
+        json!({"unified": {"../../x": "1"}}),
+        json!({"unified": {"a/b": "1"}}),
+        json!({"unified": {"..": "1"}}),
+        json!({"hugepageLimits": [{"pageSize": "2MB/../../../x", "limit": 1}]}),
+    ] {
+        assert!(
+            matches!(
+                verdict(resources.clone()),
+                Err(PolicyError::CgroupFile { .. })
+            ),
+            "{resources} was accepted"
+        );
     }
 }

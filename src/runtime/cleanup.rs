@@ -4,9 +4,9 @@
 use anyhow::{bail, Context, Result};
 use libcgroups::common::CgroupManager;
 use libcontainer::container::Container;
-use libcontainer::oci_spec::runtime::Spec;
 
-use super::{derived_bundle, status_error, Runtime};
+use super::cgroup::Owned;
+use super::{status_error, Runtime};
 
 impl Runtime {
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
@@ -58,23 +58,15 @@ impl Runtime {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             }
         }
-        let cgroups_path = derived_bundle::read_spec(&derived_dir)
-            .ok()
-            .and_then(|spec: Spec| spec.linux().as_ref()?.cgroups_path().clone());
-        // Every step is tried even if one fails: the state directories must go, or the id
-        // could never be created again.
-        let cgroup = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-            cgroup_path: libcontainer::utils::get_cgroup_path(&cgroups_path, id),
-            systemd_cgroup: self.systemd_cgroup,
-            container_name: id.to_string(),
-        })
-        .context("opening the container's cgroup")
-        .and_then(|manager| {
-            kill_all(&manager);
-            manager
-                .remove()
-                .with_context(|| format!("removing the cgroup of container {id:?}"))
-        });
+        // Only the cgroup this runtime claimed: with no record, create never got as far as
+        // making one, and whatever is at the path belongs to someone else.
+        let cgroup = match Owned::recorded(&derived_dir) {
+            Ok(Some(owned)) => remove_cgroup(&owned, id),
+            Ok(None) => Ok(()),
+            Err(err) => Err(err.context(format!(
+                "container {id:?}: its cgroup record is unreadable; leaving the cgroup alone"
+            ))),
+        };
         for dir in [container_dir, derived_dir] {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)
@@ -83,6 +75,20 @@ impl Runtime {
         }
         cgroup
     }
+}
+
+/// Kills what is in the container's own cgroup and removes it.
+fn remove_cgroup(owned: &Owned, id: &str) -> Result<()> {
+    let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: owned.path.clone(),
+        systemd_cgroup: owned.systemd,
+        container_name: id.to_string(),
+    })
+    .context("opening the container's cgroup")?;
+    kill_all(&manager);
+    manager
+        .remove()
+        .with_context(|| format!("removing the cgroup of container {id:?}"))
 }
 
 /// SIGKILLs every process in the cgroup until it is empty (for at most a second). libcgroups'

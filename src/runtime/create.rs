@@ -1,4 +1,5 @@
-//! `create`: the policy applied to the bundle, libcontainer's container, then our host mounts.
+//! `create`: the policy applied to the bundle, the cgroup claimed, libcontainer's container,
+//! then our host mounts.
 //! Any failure removes everything the attempt made.
 
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
 
+use super::cgroup::Owned;
 use super::{derived_bundle, host_mounts, Runtime};
 use crate::atomic_file;
 
@@ -58,7 +60,12 @@ impl Runtime {
         derived_dir: &Path,
         policy: &crate::policy::Policy,
     ) -> Result<Pid> {
-        let host_mounts = derived_bundle::write(derived_dir, bundle, policy)?;
+        let (host_mounts, cgroups_path) = derived_bundle::write(derived_dir, bundle, policy)?;
+        Owned::claim(
+            libcontainer::utils::get_cgroup_path(&cgroups_path, request.id),
+            self.systemd_cgroup,
+            derived_dir,
+        )?;
         {
             // Concurrent creates must not both bind the mount area onto itself.
             let _lock = self.root.lock(MOUNT_AREA_LOCK)?;

@@ -62,8 +62,13 @@ pub fn read_spec(bundle: &Path) -> Result<Spec> {
 }
 
 /// Applies the policy to the bundle's spec and writes the result into `dir` (which exists and is
-/// empty). Returns the mounts our own code must attach after libcontainer created the container.
-pub fn write(dir: &Path, bundle: &Path, policy: &Policy) -> Result<Vec<HostMount>> {
+/// empty). Returns the mounts our own code must attach after libcontainer created the
+/// container, and the spec's `linux.cgroupsPath`.
+pub fn write(
+    dir: &Path,
+    bundle: &Path,
+    policy: &Policy,
+) -> Result<(Vec<HostMount>, Option<PathBuf>)> {
     let mut spec = read_spec(bundle)?;
     resolve_bind_sources(&mut spec, bundle);
     let spec = policy::apply(spec, policy, bundle)?;
@@ -80,7 +85,8 @@ pub fn write(dir: &Path, bundle: &Path, policy: &Policy) -> Result<Vec<HostMount
         policy: policy.clone(),
     };
     atomic_file::replace(&dir.join(META_FILE), &serde_json::to_vec(&meta)?, 0o600)?;
-    Ok(host_mounts)
+    let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+    Ok((host_mounts, cgroups_path))
 }
 
 pub fn read_meta(dir: &Path) -> Result<Meta> {

@@ -1,5 +1,6 @@
 //! The runtime: container lifecycle on top of libcontainer, with the policy applied on create.
 
+pub mod cgroup;
 pub mod cleanup;
 pub mod create;
 pub mod derived_bundle;

@@ -1,0 +1,194 @@
+//! The promise for every field: no config reaches a host cgroup. Each case is run against a
+//! real "victim" cgroup holding a real host process; the runtime must refuse the container and
+//! leave the victim, its process and its cgroup as they were, however the config names it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use common::Fixture;
+use serde_json::json;
+
+/// A host service's cgroup in every mounted v1 hierarchy (or the v2 one), holding a `sleep`.
+struct Victim {
+    name: String,
+    dirs: Vec<PathBuf>,
+    sleep: Child,
+}
+
+impl Victim {
+    fn new(name: &str) -> Victim {
+        let mut victim = Victim {
+            name: format!("{name}-{}", std::process::id()),
+            dirs: Vec::new(),
+            sleep: Command::new("sleep").arg("1000").spawn().unwrap(),
+        };
+        for hierarchy in hierarchies() {
+            let dir = make_cgroup(&hierarchy, &victim.name);
+            victim.dirs.push(dir.clone());
+            std::fs::write(dir.join("cgroup.procs"), victim.sleep.id().to_string()).unwrap();
+        }
+        assert!(!victim.dirs.is_empty(), "no cgroup hierarchy mounted");
+        victim
+    }
+
+    /// The process and every cgroup are where the host put them.
+    fn assert_untouched(&mut self, case: &str) {
+        assert!(
+            self.sleep.try_wait().unwrap().is_none(),
+            "{case}: the host's process was killed"
+        );
+        for dir in &self.dirs {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap_or_else(|e| panic!("{case}: {} is gone: {e}", dir.display()));
+            assert_eq!(
+                procs.trim(),
+                self.sleep.id().to_string(),
+                "{case}: {} changed",
+                dir.display()
+            );
+        }
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.sleep.kill();
+        let _ = self.sleep.wait();
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Every mounted cgroup hierarchy (v1 controllers, named ones, cgroup2).
+fn hierarchies() -> Vec<PathBuf> {
+    procfs::process::Process::myself()
+        .unwrap()
+        .mountinfo()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
+        .map(|m| m.mount_point)
+        .collect()
+}
+
+/// Makes the cgroup `relative` under `hierarchy`, as kubelet or systemd would: each new
+/// cpuset cgroup gets its parent's cpus and mems (an empty cpuset takes no process).
+fn make_cgroup(hierarchy: &Path, relative: &str) -> PathBuf {
+    let mut dir = hierarchy.to_path_buf();
+    for part in relative.split('/') {
+        let parent = dir.clone();
+        dir.push(part);
+        std::fs::create_dir(&dir).unwrap();
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            if let Ok(value) = std::fs::read(parent.join(file)) {
+                std::fs::write(dir.join(file), value).unwrap();
+            }
+        }
+    }
+    dir
+}
+
+#[test]
+fn no_cgroups_path_reaches_a_host_cgroup() {
+    let f = Fixture::new("promise-cg");
+    let mut victim = Victim::new("victim-svc");
+    let depth = std::env::current_dir().unwrap().components().count();
+    let cases = [
+        (format!("/{}", victim.name), "already exists"),
+        (victim.name.clone(), "must be an absolute path"),
+        (format!("/a/../{}", victim.name), "must not contain"),
+        (
+            format!("{}{}", "../".repeat(depth), victim.name),
+            "must be an absolute path",
+        ),
+        ("/".to_string(), "root cgroup"),
+        (String::new(), "it is empty"),
+    ];
+    for (i, (path, wanted)) in cases.iter().enumerate() {
+        let bundle = f.bundle(&format!("b{i}"), &["true"]);
+        f.edit_config(&bundle, |c| c["linux"]["cgroupsPath"] = json!(path));
+        let id = f.id(&format!("c{i}"));
+        f.rt_err(
+            &["create", "--bundle", bundle.to_str().unwrap(), &id],
+            wanted,
+        );
+        // What a caller does after a failed create: nothing may reach the victim either.
+        f.rt_ok(&["delete", "--force", &id]);
+        victim.assert_untouched(&format!("cgroupsPath {path:?}"));
+    }
+    f.assert_clean();
+}
+
+#[test]
+fn cri_cgroup_paths_keep_working() {
+    let f = Fixture::new("promise-cri");
+    let parents = format!("kubepods-{}/besteffort/pod1234", std::process::id());
+    let roots = hierarchies();
+    let _cleanup = RemoveParents(roots.iter().map(|h| h.join(&parents)).collect());
+    for root in &roots {
+        make_cgroup(root, &parents);
+    }
+    let bundle = f.bundle("cri", &["true"]);
+    let id = f.id("cri");
+    f.edit_config(&bundle, |c| {
+        c["linux"]["cgroupsPath"] = json!(format!("/{parents}/{id}"))
+    });
+    f.rt_ok(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+    for root in &roots {
+        assert!(root.join(&parents).exists(), "the parents stay");
+        assert!(
+            !root.join(&parents).join(&id).exists(),
+            "the leaf is removed"
+        );
+    }
+    // The systemd form with --systemd-cgroup (a literal leaf on v1, a scope on v2).
+    let id = f.id("cri-systemd");
+    let bundle = f.bundle("cri-systemd", &["true"]);
+    f.edit_config(&bundle, |c| {
+        c["linux"]["cgroupsPath"] = json!(format!(
+            "kubepods-besteffort-pod1234.slice:cri-containerd:{id}"
+        ))
+    });
+    f.rt_ok(&[
+        "--systemd-cgroup",
+        "run",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        &id,
+    ]);
+    f.assert_clean();
+}
+
+/// Removes test-made parent cgroups, deepest first, even when the test fails.
+struct RemoveParents(Vec<PathBuf>);
+
+impl Drop for RemoveParents {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            for ancestor in dir.ancestors().take(3) {
+                let _ = std::fs::remove_dir(ancestor);
+            }
+        }
+    }
+}
+
+#[test]
+fn resource_files_cannot_name_host_files() {
+    let f = Fixture::new("promise-res");
+    let target = f.dir.path().join("host-file");
+    std::fs::write(&target, "untouched").unwrap();
+    let bundle = f.bundle("unified", &["true"]);
+    f.edit_config(&bundle, |c| {
+        c["linux"]["resources"] = json!({"unified": {target.to_str().unwrap(): "written"}})
+    });
+    let id = f.id("unified");
+    f.rt_err(
+        &["run", "--bundle", bundle.to_str().unwrap(), &id],
+        "linux.resources.unified",
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+    f.assert_clean();
+}

@@ -1,0 +1,184 @@
+//! The container's cgroup: one the runtime creates for it, never one that exists already.
+//!
+//! The policy checks the form of `linux.cgroupsPath` (policy/mod.rs); here, before libcontainer
+//! builds the container, we check the host: in no hierarchy may the cgroup exist yet (for
+//! systemd's `slice:prefix:name`, no unit's cgroup), and what will be created lies on cgroupfs
+//! or cgroup2 (`statfs`). Then the path is recorded in our state (`cgroup.json`, beside the
+//! derived config), so that `delete --force` after a create killed at any point removes
+//! exactly the cgroup this runtime made — and, with no record, none. libcontainer's `delete`,
+//! `kill --all`, `pause` and `ps` use the same path, which is therefore ours too.
+
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use libcgroups::common::{get_cgroup_setup, CgroupSetup};
+use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_file;
+
+const RECORD: &str = "cgroup.json";
+const UNIFIED_ROOT: &str = "/sys/fs/cgroup";
+
+/// The cgroup a container owns, as libcontainer is given it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owned {
+    /// `linux.cgroupsPath`, or libcontainer's default `:youki:<id>`.
+    pub path: PathBuf,
+    /// `--systemd-cgroup`.
+    pub systemd: bool,
+}
+
+impl Owned {
+    /// Checks that the cgroup `path` would be new and on a cgroup filesystem, and records it in
+    /// `state_dir` (atomically) before anything creates it.
+    pub fn claim(path: PathBuf, systemd: bool, state_dir: &Path) -> Result<Owned> {
+        for dir in directories(&path, systemd)? {
+            if dir.exists() {
+                bail!(
+                    "cgroup {} already exists: a container gets a cgroup of its own, never a host one (linux.cgroupsPath {:?})",
+                    dir.display(),
+                    path
+                );
+            }
+            check_cgroup_fs(&dir)?;
+        }
+        let owned = Owned { path, systemd };
+        atomic_file::replace(&state_dir.join(RECORD), &serde_json::to_vec(&owned)?, 0o600)?;
+        Ok(owned)
+    }
+
+    /// The cgroup recorded in `state_dir`; `None` when no create got as far as claiming one.
+    pub fn recorded(state_dir: &Path) -> Result<Option<Owned>> {
+        let path = state_dir.join(RECORD);
+        match std::fs::read(&path) {
+            Ok(text) => serde_json::from_slice(&text)
+                .map(Some)
+                .with_context(|| format!("parsing {}", path.display())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+/// Every directory, in every mounted hierarchy, where the cgroup `path` would be: libcgroups
+/// joins the path, leading `/` dropped, to each hierarchy's root; on cgroup v2 with systemd
+/// the unit's cgroup is `<slice expanded>/<prefix>-<name>.scope` (or `<name>` for a slice).
+fn directories(path: &Path, systemd: bool) -> Result<Vec<PathBuf>> {
+    let unified = matches!(get_cgroup_setup(), Ok(CgroupSetup::Unified));
+    if unified && systemd && !path.is_absolute() {
+        return Ok(vec![Path::new(UNIFIED_ROOT).join(systemd_unit_path(path)?)]);
+    }
+    let relative: PathBuf = path
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir))
+        .collect();
+    let mounts = procfs::process::Process::myself()
+        .and_then(|me| me.mountinfo())
+        .context("reading /proc/self/mountinfo")?;
+    Ok(mounts
+        .into_iter()
+        .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
+        .map(|m| m.mount_point.join(&relative))
+        .collect())
+}
+
+/// libcgroups' systemd naming: `slice:prefix:name`, an empty slice meaning `system.slice`.
+fn systemd_unit_path(path: &Path) -> Result<PathBuf> {
+    let text = path.to_string_lossy();
+    let parts: Vec<&str> = text.split(':').collect();
+    let (slice, prefix, name) = match parts[..] {
+        [slice, prefix, name] => (slice, prefix, name),
+        _ => bail!("cgroupsPath {text:?} is not slice:prefix:name"),
+    };
+    let slice = if slice.is_empty() {
+        "system.slice"
+    } else {
+        slice
+    };
+    let unit = if name.ends_with(".slice") {
+        name.to_owned()
+    } else {
+        format!("{prefix}-{name}.scope")
+    };
+    Ok(expand_slice(slice)?.join(unit))
+}
+
+/// systemd's slice nesting: `a-b.slice` lives at `a.slice/a-b.slice`; `-.slice` is the root.
+fn expand_slice(slice: &str) -> Result<PathBuf> {
+    let Some(stem) = slice.strip_suffix(".slice") else {
+        bail!("{slice:?} is not a slice name");
+    };
+    let mut path = PathBuf::new();
+    if stem == "-" {
+        return Ok(path);
+    }
+    let mut prefix = String::new();
+    for part in stem.split('-') {
+        if part.is_empty() {
+            bail!("{slice:?} is not a valid slice name");
+        }
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        path.push(format!("{prefix}.slice"));
+    }
+    Ok(path)
+}
+
+/// What will be created must lie on a cgroup filesystem: its nearest existing ancestor is
+/// checked with statfs.
+fn check_cgroup_fs(dir: &Path) -> Result<()> {
+    let existing = dir
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"));
+    let fs = statfs(existing).with_context(|| format!("statfs {}", existing.display()))?;
+    if fs.filesystem_type() != CGROUP_SUPER_MAGIC && fs.filesystem_type() != CGROUP2_SUPER_MAGIC {
+        bail!(
+            "cgroup {} would not be on a cgroup filesystem ({} is not cgroupfs or cgroup2)",
+            dir.display(),
+            existing.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_expand_as_systemd_nests_them() {
+        assert_eq!(
+            systemd_unit_path(Path::new(
+                "kubepods-besteffort-pod12.slice:cri-containerd:abc"
+            ))
+            .unwrap(),
+            Path::new(
+                "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice/cri-containerd-abc.scope"
+            )
+        );
+        assert_eq!(
+            systemd_unit_path(Path::new(":youki:x")).unwrap(),
+            Path::new("system.slice/youki-x.scope")
+        );
+        assert_eq!(
+            systemd_unit_path(Path::new("-.slice:p:user.slice")).unwrap(),
+            Path::new("user.slice")
+        );
+        assert!(expand_slice("a--b.slice").is_err());
+    }
+
+    #[test]
+    fn the_record_is_absent_until_claimed() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Owned::recorded(dir.path()).unwrap(), None);
+        std::fs::write(dir.path().join(RECORD), "{").unwrap();
+        assert!(
+            Owned::recorded(dir.path()).is_err(),
+            "never trusted half-written"
+        );
+    }
+}
