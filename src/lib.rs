@@ -1,6 +1,7 @@
 //! bootstrap-runc: a runc-compatible OCI runtime that forces the bootstrap-container policy.
 
 pub mod atomic_file;
+pub mod cli;
 pub mod commands;
 pub mod container_id;
 pub mod image;

@@ -1,12 +1,23 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use bootstrap_runc::cli;
 use bootstrap_runc::commands::Cli;
 use bootstrap_runc::logging;
-use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            // runc exits 1 on a usage error; help and version are not errors.
+            return if err.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let log_to_file = cli.log.is_some();
     if let Err(err) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
         eprintln!("bootstrap-runc: {err:#}");
@@ -22,7 +33,7 @@ fn main() -> ExitCode {
             if log_to_file {
                 let _ = writeln!(std::io::stderr(), "bootstrap-runc: {message}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(cli::exit_code(&err))
         }
     }
 }

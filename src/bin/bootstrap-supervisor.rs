@@ -1,11 +1,12 @@
 use std::process::ExitCode;
 
+use bootstrap_runc::cli;
 use bootstrap_runc::logging::{self, LogFormat};
 use bootstrap_runc::supervisor::commands::{Cli, INVALID};
-use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A usage error exits 2 (clap's code, the supervisor's documented one for invalid input).
+    let cli: Cli = cli::parse().unwrap_or_else(|err| err.exit());
     if let Err(err) = logging::init(None, LogFormat::Text, cli.debug) {
         eprintln!("bootstrap-supervisor: {err:#}");
         return ExitCode::from(INVALID as u8);

@@ -2,19 +2,20 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use crate::cli;
 use crate::runtime::create::CreateRequest;
 use crate::runtime::Runtime;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Path to the bundle directory
-    #[arg(short, long, default_value = ".")]
+    #[arg(short, long, default_value = ".", value_parser = cli::absolute)]
     pub bundle: PathBuf,
     /// Unix socket that receives the pseudo-terminal's master fd
-    #[arg(long)]
+    #[arg(long, value_parser = cli::absolute)]
     pub console_socket: Option<PathBuf>,
     /// File to write the container's pid to
-    #[arg(long)]
+    #[arg(long, value_parser = cli::absolute)]
     pub pid_file: Option<PathBuf>,
     /// Do not use pivot_root (for a ramdisk root)
     #[arg(long)]

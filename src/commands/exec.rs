@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use crate::cli::{self, ExitWith};
 use crate::policy::capabilities;
 use crate::runtime::exec::{ExecFlags, ExecProcess, ExecRequest};
 use crate::runtime::foreground::SignalForwarder;
@@ -10,7 +11,7 @@ use crate::runtime::Runtime;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Unix socket that receives the pseudo-terminal's master fd
-    #[arg(long)]
+    #[arg(long, value_parser = cli::absolute)]
     pub console_socket: Option<PathBuf>,
     /// Working directory inside the container
     #[arg(long)]
@@ -28,13 +29,13 @@ pub struct Args {
     #[arg(short = 'g', long)]
     pub additional_gids: Vec<u32>,
     /// process.json describing the whole process (other process flags are ignored)
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = cli::absolute)]
     pub process: Option<PathBuf>,
     /// Return once the process started
     #[arg(short, long)]
     pub detach: bool,
     /// File to write the process's pid to
-    #[arg(long)]
+    #[arg(long, value_parser = cli::absolute)]
     pub pid_file: Option<PathBuf>,
     /// Capability to add, repeatable (still bounded by the policy)
     #[arg(short, long)]
@@ -61,9 +62,6 @@ fn parse_user(user: &str) -> Result<(u32, Option<u32>)> {
 }
 
 fn flags(args: &Args) -> Result<ExecFlags> {
-    if args.command.is_empty() {
-        bail!("exec needs a command or --process");
-    }
     let capabilities = args
         .cap
         .iter()
@@ -80,20 +78,34 @@ fn flags(args: &Args) -> Result<ExecFlags> {
     })
 }
 
+/// Exits with the command's status; a failure to start it exits 255, as runc's `exec` (so a
+/// caller tells it from the command's own `exit 1`). Missing arguments are a usage error (1).
 pub fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
+    if args.process.is_none() && args.command.is_empty() {
+        bail!("exec needs a command or --process");
+    }
+    let failed = |error: anyhow::Error| ExitWith {
+        code: 255,
+        error: error.context("exec failed"),
+    };
     let process = match &args.process {
         Some(path) => ExecProcess::File(path),
-        None => ExecProcess::Flags(flags(args)?),
+        None => ExecProcess::Flags(flags(args).map_err(failed)?),
     };
-    let forwarder = (!args.detach).then(SignalForwarder::install).transpose()?;
-    let pid = runtime.exec(&ExecRequest {
-        id: &args.container_id,
-        process,
-        console_socket: args.console_socket.as_deref(),
-        pid_file: args.pid_file.as_deref(),
-        detach: args.detach,
-        preserve_fds: args.preserve_fds,
-    })?;
+    let forwarder = (!args.detach)
+        .then(SignalForwarder::install)
+        .transpose()
+        .map_err(failed)?;
+    let pid = runtime
+        .exec(&ExecRequest {
+            id: &args.container_id,
+            process,
+            console_socket: args.console_socket.as_deref(),
+            pid_file: args.pid_file.as_deref(),
+            detach: args.detach,
+            preserve_fds: args.preserve_fds,
+        })
+        .map_err(failed)?;
     match forwarder {
         Some(forwarder) => forwarder.wait(pid),
         None => Ok(0),

@@ -1,6 +1,6 @@
-use anyhow::{Context, Result};
-use libcontainer::signal::Signal;
+use anyhow::Result;
 
+use crate::runtime::kill::parse_signal;
 use crate::runtime::Runtime;
 
 #[derive(Debug, clap::Args)]
@@ -9,14 +9,13 @@ pub struct Args {
     #[arg(short, long)]
     pub all: bool,
     pub container_id: String,
-    /// Signal number or name (KILL, SIGKILL, 9)
+    /// Signal number or name (KILL, SIGKILL, 9, 40, RTMIN+6, 0)
     #[arg(default_value = "SIGTERM")]
     pub signal: String,
 }
 
 pub fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
-    let signal = Signal::try_from(args.signal.as_str())
-        .with_context(|| format!("unknown signal {:?}", args.signal))?;
+    let signal = parse_signal(&args.signal)?;
     runtime.kill(&args.container_id, signal, args.all)?;
     Ok(0)
 }

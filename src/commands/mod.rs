@@ -13,12 +13,14 @@ pub mod run;
 pub mod spec;
 pub mod start;
 pub mod state;
+pub mod update;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
+use crate::cli;
 use crate::logging::LogFormat;
 use crate::policy::file::Overrides;
 use crate::runtime::sealed_exe;
@@ -32,10 +34,10 @@ use crate::runtime::Runtime;
 #[command(name = "bootstrap-runc", version, max_term_width = 100)]
 pub struct Cli {
     /// Directory for the containers' state (a tmpfs)
-    #[arg(long, global = true, default_value = DEFAULT_ROOT, value_name = "DIR")]
+    #[arg(long, global = true, default_value = DEFAULT_ROOT, value_name = "DIR", value_parser = cli::absolute)]
     pub root: PathBuf,
     /// Write logs (and errors) to this file instead of stderr
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", value_parser = cli::absolute)]
     pub log: Option<PathBuf>,
     /// Log line format
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -47,11 +49,18 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub systemd_cgroup: bool,
     /// Host directory bound read-only at /.bottlerocket/rootfs [policy file, then /]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", value_parser = cli::absolute)]
     pub host_root: Option<PathBuf>,
     /// Host directory bound rshared at /.bottlerocket/rootfs/mnt [policy file, then /mnt]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", value_parser = cli::absolute)]
     pub host_mount_area: Option<PathBuf>,
+    /// runc's rootless mode: `false` or `auto` (bootstrap containers run as root; `true` is
+    /// refused)
+    #[arg(long, global = true, value_name = "true|false|auto", value_parser = ["false", "auto", "true"])]
+    pub rootless: Option<String>,
+    /// runc's CRIU binary: accepted and ignored (no checkpoint/restore here)
+    #[arg(long, global = true, value_name = "PATH", hide = true)]
+    pub criu: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -80,6 +89,8 @@ pub enum Command {
     Pause(pause::Args),
     /// Resume a paused container
     Resume(resume::Args),
+    /// Change a container's cgroup resources (runc's flags, or JSON with --resources)
+    Update(update::Args),
     /// Print the runtime's features as JSON
     Features(features::Args),
     /// Write a starter config.json
@@ -109,6 +120,12 @@ impl Cli {
 
     /// Runs the command; returns the process exit code.
     pub fn execute(self) -> Result<i32> {
+        if self.rootless.as_deref() == Some("true") {
+            bail!("--rootless true is not supported: bootstrap containers run as root");
+        }
+        if let Some(criu) = &self.criu {
+            log::debug!("--criu {} ignored: no checkpoint/restore", criu.display());
+        }
         match &self.command {
             Command::Create(args) => create::run(args, &self.runtime()?),
             Command::Start(args) => start::run(args, &self.runtime()?),
@@ -121,6 +138,7 @@ impl Cli {
             Command::Exec(args) => exec::run(args, &self.runtime()?),
             Command::Pause(args) => pause::run(args, &self.runtime()?),
             Command::Resume(args) => resume::run(args, &self.runtime()?),
+            Command::Update(args) => update::run(args, &self.runtime()?),
             Command::Features(args) => features::run(args),
             Command::Spec(args) => spec::run(args),
         }

@@ -131,7 +131,7 @@ pub fn apply(mut spec: Spec, policy: &Policy, bundle: &Path) -> Result<Spec, Pol
         check_cgroups_path(path, policy.systemd_cgroup)?;
     }
     if let Some(resources) = linux.resources() {
-        check_cgroup_files(resources)?;
+        check_resources(resources)?;
     }
     // `shared` would carry every mount of the container back to the host: only the mount area
     // propagates, and our own code sets that up.
@@ -308,8 +308,8 @@ fn check_cgroups_path(path: &Path, systemd: bool) -> Result<(), PolicyError> {
 
 /// Resource fields that name files: libcgroups joins them to the cgroup's directory as given,
 /// so an absolute name or `..` would write any host file (`unified` on cgroup v2, the page
-/// size of `hugepageLimits`).
-fn check_cgroup_files(resources: &LinuxResources) -> Result<(), PolicyError> {
+/// size of `hugepageLimits`). Also applied to `update`'s resources.
+pub fn check_resources(resources: &LinuxResources) -> Result<(), PolicyError> {
     let plain =
         |name: &str| !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\0']);
     for key in resources.unified().iter().flat_map(|u| u.keys()) {

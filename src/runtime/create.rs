@@ -10,7 +10,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
 
 use super::cgroup::Owned;
-use super::{derived_bundle, host_mounts, Runtime};
+use super::{derived_bundle, host_mounts, libcontainer_error, Runtime};
 use crate::atomic_file;
 
 /// Lock name for host-wide setup; it starts with `.`, so it is never a container id.
@@ -82,7 +82,7 @@ impl Runtime {
             .with_detach(request.detach)
             .with_no_pivot(request.no_pivot)
             .build()
-            .map_err(anyhow::Error::new)
+            .map_err(libcontainer_error)
             .context("creating the container")?;
         let pid = container
             .pid()

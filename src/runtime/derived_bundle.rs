@@ -73,8 +73,7 @@ pub fn write(
     resolve_bind_sources(&mut spec, bundle);
     let spec = policy::apply(spec, policy, bundle)?;
     let (spec, host_mounts) = host_mounts::split(spec);
-    let config = serde_json::to_vec(&spec).context("serialising the derived config")?;
-    atomic_file::replace(&dir.join("config.json"), &config, 0o600)?;
+    replace_spec(dir, &spec)?;
     let meta = Meta {
         bundle: bundle.to_path_buf(),
         rootfs: spec
@@ -87,6 +86,12 @@ pub fn write(
     atomic_file::replace(&dir.join(META_FILE), &serde_json::to_vec(&meta)?, 0o600)?;
     let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
     Ok((host_mounts, cgroups_path))
+}
+
+/// Replaces the derived config in `dir` atomically (create, and `update`'s new resources).
+pub fn replace_spec(dir: &Path, spec: &Spec) -> Result<()> {
+    let config = serde_json::to_vec(spec).context("serialising the derived config")?;
+    atomic_file::replace(&dir.join("config.json"), &config, 0o600)
 }
 
 pub fn read_meta(dir: &Path) -> Result<Meta> {

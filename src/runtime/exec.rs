@@ -9,7 +9,7 @@ use libcontainer::oci_spec::runtime::{Capability, Process};
 use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
 
-use super::{derived_bundle, Runtime};
+use super::{derived_bundle, libcontainer_error, Runtime};
 use crate::atomic_file;
 use crate::policy;
 
@@ -46,6 +46,9 @@ impl Runtime {
         let id = request.id;
         let lock = self.lock(id)?;
         let container = self.load(id)?;
+        if container.status() == libcontainer::container::ContainerStatus::Paused {
+            bail!("cannot exec in a paused container {id:?}");
+        }
         if !container.can_exec() {
             bail!("cannot exec in container {id:?}: container not running");
         }
@@ -74,7 +77,7 @@ impl Runtime {
             });
         let _ = std::fs::remove_file(&process_file);
         let pid = built
-            .map_err(anyhow::Error::new)
+            .map_err(libcontainer_error)
             .with_context(|| format!("exec in container {id:?}"))?;
         if let Some(pid_file) = request.pid_file {
             super::create::write_pid_file(pid_file, pid)?;

@@ -7,15 +7,16 @@ pub mod derived_bundle;
 pub mod exec;
 pub mod foreground;
 pub mod host_mounts;
+pub mod kill;
 pub mod oci_state;
 pub mod sealed_exe;
 pub mod state_root;
+pub mod update;
 
 use anyhow::{anyhow, bail, Context, Result};
 use libcgroups::common::CgroupManager;
 use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::error::LibcontainerError;
-use libcontainer::signal::Signal;
 
 use crate::container_id;
 use crate::policy::{self, file::Overrides, Policy};
@@ -31,14 +32,30 @@ pub struct Runtime {
 impl Runtime {
     /// The effective policy: flags, then the policy file, then defaults; host paths resolved.
     pub fn policy(&self) -> Result<Policy> {
-        let mut policy = policy::file::load(&policy::file::path(), &self.policy_overrides)?;
-        for (what, path) in [
-            ("host root", &mut policy.host_root),
-            ("host mount area", &mut policy.host_mount_area),
+        let file = policy::file::path();
+        let mut policy = policy::file::load(&file, &self.policy_overrides)?;
+        let flags = &self.policy_overrides;
+        for (what, flag, path) in [
+            (
+                "host-root",
+                flags.host_root.is_some(),
+                &mut policy.host_root,
+            ),
+            (
+                "host-mount-area",
+                flags.host_mount_area.is_some(),
+                &mut policy.host_mount_area,
+            ),
         ] {
+            // Name where the value came from: a flag, else the file or its default.
+            let source = if flag {
+                format!("--{what}")
+            } else {
+                format!("{what} (policy file {}, or its default)", file.display())
+            };
             *path = path
                 .canonicalize()
-                .with_context(|| format!("{what} {}", path.display()))?;
+                .with_context(|| format!("{source} {}", path.display()))?;
         }
         Ok(policy)
     }
@@ -68,14 +85,6 @@ impl Runtime {
             .map_err(|err| status_error(err, id, "start"))
     }
 
-    pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<()> {
-        let _lock = self.lock(id)?;
-        let mut container = self.load(id)?;
-        container
-            .kill(signal, all)
-            .map_err(|err| status_error(err, id, "kill"))
-    }
-
     pub fn pause(&self, id: &str) -> Result<()> {
         let _lock = self.lock(id)?;
         self.load(id)?
@@ -94,13 +103,7 @@ impl Runtime {
     pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
         let _lock = self.lock(id)?;
         let container = self.load(id)?;
-        let config = container.spec().context("reading the container's config")?;
-        let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-            cgroup_path: config.cgroup_path,
-            systemd_cgroup: container.systemd(),
-            container_name: id.to_string(),
-        })
-        .context("opening the container's cgroup")?;
+        let manager = self.cgroup_manager(&container, id)?;
         let mut pids: Vec<i32> = manager
             .get_all_pids()
             .context("listing the container's processes")?
@@ -109,6 +112,39 @@ impl Runtime {
             .collect();
         pids.sort_unstable();
         Ok(pids)
+    }
+}
+
+impl Runtime {
+    /// The manager of the container's own cgroup (the path libcontainer recorded at create,
+    /// which runtime/cgroup.rs checked was new).
+    fn cgroup_manager(
+        &self,
+        container: &Container,
+        id: &str,
+    ) -> Result<libcgroups::common::AnyCgroupManager> {
+        let config = container.spec().context("reading the container's config")?;
+        libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+            cgroup_path: config.cgroup_path,
+            systemd_cgroup: container.systemd(),
+            container_name: id.to_string(),
+        })
+        .context("opening the container's cgroup")
+    }
+}
+
+/// libcontainer's error, in runc's words where libcontainer's name youki (the class of
+/// messages that would point a user at another program).
+fn libcontainer_error(err: LibcontainerError) -> anyhow::Error {
+    use libcontainer::error::ErrInvalidSpec;
+    match err {
+        LibcontainerError::InvalidSpec(ErrInvalidSpec::ConsoleSocketRequired) => anyhow!(
+            "cannot allocate tty if bootstrap-runc will detach without setting console socket"
+        ),
+        LibcontainerError::InvalidSpec(ErrInvalidSpec::InvalidConsoleSocket) => {
+            anyhow!("cannot use console socket if bootstrap-runc will not detach or allocate tty")
+        }
+        other => anyhow::Error::new(other),
     }
 }
 

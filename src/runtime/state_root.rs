@@ -3,14 +3,16 @@
 //! ```text
 //! <root>/<id>/               libcontainer's container directory (state.json, ...)
 //! <root>/.bootstrap/<id>/    ours: the derived config.json and bootstrap.json
-//! <root>/.locks/<id>         per-container lock, held by every command that reads or writes state
-//!                            (never unlinked: a waiter would lock a file a newcomer no longer sees)
+//! <root>/.locks/<id>         per-container lock, held by every command that reads or writes state;
+//!                            unlinked, still held, by the last command when the container has no
+//!                            state (a waiter that then gets the lock sees its file is no longer
+//!                            the path's, and locks the path afresh)
 //! <root>/.empty/             always empty (see sealed_exe)
 //! ```
 //! Names starting with `.` can never be container ids, so ours never collide with libcontainer's.
 
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -30,7 +32,20 @@ pub struct StateRoot {
 /// inherit an flock (it belongs to the open file) and hold it for the container's lifetime;
 /// record locks belong to the process.
 pub struct ContainerLock {
+    /// Closed (the lock released) after `drop` ran.
     _file: File,
+    path: PathBuf,
+    /// The container's state directories: with neither there, the lock file goes on release.
+    state: [PathBuf; 2],
+}
+
+impl Drop for ContainerLock {
+    fn drop(&mut self) {
+        if !self.state.iter().any(|dir| dir.exists()) {
+            // Still holding the lock: nobody can be between its lock and its check.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl StateRoot {
@@ -80,22 +95,35 @@ impl StateRoot {
     /// Takes the container's lock, waiting for other commands on the same container.
     pub fn lock(&self, id: &str) -> Result<ContainerLock> {
         let path = self.path.join(".locks").join(id);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening lock {}", path.display()))?;
-        let whole_file = libc::flock {
-            l_type: libc::F_WRLCK as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
-        fcntl(file.as_raw_fd(), FcntlArg::F_SETLKW(&whole_file))
-            .with_context(|| format!("locking {}", path.display()))?;
-        Ok(ContainerLock { _file: file })
+        loop {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening lock {}", path.display()))?;
+            let whole_file = libc::flock {
+                l_type: libc::F_WRLCK as libc::c_short,
+                l_whence: libc::SEEK_SET as libc::c_short,
+                l_start: 0,
+                l_len: 0,
+                l_pid: 0,
+            };
+            fcntl(file.as_raw_fd(), FcntlArg::F_SETLKW(&whole_file))
+                .with_context(|| format!("locking {}", path.display()))?;
+            // The holder before us may have unlinked the file: then ours locks nothing.
+            let held = file
+                .metadata()
+                .with_context(|| format!("reading lock {}", path.display()))?;
+            let current = std::fs::metadata(&path).ok();
+            if current.is_some_and(|c| c.dev() == held.dev() && c.ino() == held.ino()) {
+                return Ok(ContainerLock {
+                    _file: file,
+                    path,
+                    state: [self.container_dir(id), self.derived_dir(id)],
+                });
+            }
+        }
     }
 
     /// Ids of every container with state here, created or half-created.

@@ -11,6 +11,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use super::settings::{self, Settings};
+use crate::cli;
 
 /// Exit code for invalid settings or usage (clap uses it for usage errors too).
 pub const INVALID: i32 = 2;
@@ -43,7 +44,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct SettingsArg {
     /// Settings file: TOML, or JSON when it ends in .json
-    #[arg(long, default_value = settings::DEFAULT_PATH)]
+    #[arg(long, default_value = settings::DEFAULT_PATH, value_parser = cli::absolute)]
     pub settings: PathBuf,
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::SettingsArg;
+use crate::cli;
 use crate::image::registry::config::RegistryConfig;
 use crate::image::Images;
 use crate::logging::now_rfc3339;
@@ -23,22 +24,22 @@ pub struct Args {
     #[arg(long)]
     pub runtime: Option<PathBuf>,
     /// Persistent state: generated bundles, unpacked images, per-container data and logs
-    #[arg(long, default_value = "/var/lib/bootstrap-containers")]
+    #[arg(long, default_value = "/var/lib/bootstrap-containers", value_parser = cli::absolute)]
     pub state_dir: PathBuf,
     /// This boot's markers, runtime state and report (a tmpfs)
-    #[arg(long, default_value = "/run/bootstrap-containers")]
+    #[arg(long, default_value = "/run/bootstrap-containers", value_parser = cli::absolute)]
     pub run_dir: PathBuf,
     /// JSON report [default: RUN_DIR/report.json]
-    #[arg(long)]
+    #[arg(long, value_parser = cli::absolute)]
     pub report: Option<PathBuf>,
     /// Passed to bootstrap-runc
-    #[arg(long)]
+    #[arg(long, value_parser = cli::absolute)]
     pub host_root: Option<PathBuf>,
     /// Passed to bootstrap-runc
-    #[arg(long)]
+    #[arg(long, value_parser = cli::absolute)]
     pub host_mount_area: Option<PathBuf>,
     /// Registries: insecure, ca-file, auth-file and mirrors per host[:port] (missing: defaults)
-    #[arg(long, default_value = "/etc/bootstrap-containers/registries.toml")]
+    #[arg(long, default_value = "/etc/bootstrap-containers/registries.toml", value_parser = cli::absolute)]
     pub registry_config: PathBuf,
     /// Timeout for containers that set none (none by default, as on Bottlerocket)
     #[arg(long, value_parser = settings::parse_duration)]

@@ -1,0 +1,57 @@
+//! What both binaries' command lines share: flags given twice take the last value, as runc's
+//! flag parsing does (wrappers append their own `--root`), and an error that carries the exit
+//! code a caller must see.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use clap::{Command, CommandFactory, FromArgMatches};
+
+/// Parses the process's arguments into `T`, every flag of every subcommand overriding itself.
+pub fn parse<T: CommandFactory + FromArgMatches>() -> Result<T, clap::Error> {
+    let matches = overriding_self(T::command()).try_get_matches()?;
+    T::from_arg_matches(&matches)
+}
+
+fn overriding_self(command: Command) -> Command {
+    command
+        .args_override_self(true)
+        .mut_subcommands(overriding_self)
+}
+
+/// A path flag's value taken against the working directory, as runc takes its path flags: a
+/// relative `--settings s.toml` or `--state-dir state` names what it says wherever it is used
+/// later (and is handed on to bootstrap-runc absolute).
+pub fn absolute(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let path = Path::new(text);
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    std::env::current_dir()
+        .map(|cwd| cwd.join(path))
+        .map_err(|err| format!("reading the working directory for {text:?}: {err}"))
+}
+
+/// An error with the exit code it must end the process with (runc's 255 for a failed `exec`,
+/// so callers tell it from the command's own exit status).
+#[derive(Debug)]
+pub struct ExitWith {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
+/// The exit code for a command's error: the one it carries, else 1.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    error.downcast_ref::<ExitWith>().map_or(1, |e| e.code)
+}
