@@ -182,16 +182,17 @@ fn hostile_ids_are_refused_before_anything_is_written() {
         (&long, format!("it is {} bytes long", long.len())),
     ];
     for (id, wanted) in &cases {
-        for command in [
-            vec!["create", "--bundle", b, "--", id],
-            vec!["run", "--bundle", b, "--", id],
-            vec!["start", "--", id],
-            vec!["delete", "--force", "--", id],
-            vec!["exec", "--", id, "true"],
-            vec!["kill", "--", id, "KILL"],
-            vec!["state", "--", id],
+        // A failed exec exits 255, as runc's; every other command 1.
+        for (command, code) in [
+            (vec!["create", "--bundle", b, "--", id], 1),
+            (vec!["run", "--bundle", b, "--", id], 1),
+            (vec!["start", "--", id], 1),
+            (vec!["delete", "--force", "--", id], 1),
+            (vec!["exec", "--", id, "true"], 255),
+            (vec!["kill", "--", id, "KILL"], 1),
+            (vec!["state", "--", id], 1),
         ] {
-            f.rt_err(&command, wanted);
+            f.rt_fails(&command, code, wanted);
         }
     }
     let names: Vec<_> = std::fs::read_dir(&f.root)

@@ -192,3 +192,59 @@ fn resource_files_cannot_name_host_files() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
     f.assert_clean();
 }
+
+/// The bind-source race: the policy judges a source under the bundle (so writable), and the
+/// bundle's writer swaps it for a symlink to a host directory before the init mounts it.
+/// strace delays every `open_tree` (libcontainer's bind mount) by a second, so the swap always
+/// lands after the judgement and before the mount; the container must be refused, and the host
+/// directory never writable inside.
+#[test]
+fn a_bind_source_swapped_after_the_judgement_is_refused() {
+    let f = Fixture::new("promise-swap");
+    let host_dir = f.dir.path().join("host-secret");
+    std::fs::create_dir(&host_dir).unwrap();
+    let bundle = f.bundle("swap", &["sh", "-c", "touch /data/written-from-inside"]);
+    let source = bundle.join("data");
+    std::fs::create_dir(&source).unwrap();
+    f.edit_config(&bundle, |c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/data", "type": "bind", "source": "data", "options": ["rbind", "rw"]
+        }))
+    });
+    let id = f.id("swap");
+    let derived = f.root.join(".bootstrap").join(&id).join("config.json");
+    let mut strace = Command::new("strace");
+    strace
+        .args(["-f", "-q", "-o", "/dev/null", "-etrace=open_tree"])
+        .arg("-einject=open_tree:delay_enter=1000000")
+        .arg("--")
+        .arg(f.command().get_program())
+        .args(f.command().get_args())
+        .args(["run", "--bundle", bundle.to_str().unwrap(), &id])
+        .env("BOOTSTRAP_RUNC_POLICY", &f.policy_file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = strace
+        .spawn()
+        .expect("strace (hack/install-deps.sh installs it)");
+    // The derived config is written once the policy has judged the sources.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !derived.exists() {
+        assert!(std::time::Instant::now() < deadline, "create never judged");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    std::fs::rename(&source, bundle.join("data.judged")).unwrap();
+    std::os::unix::fs::symlink(&host_dir, &source).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !host_dir.join("written-from-inside").exists(),
+        "the swapped host directory was writable inside: {stderr}"
+    );
+    assert!(
+        !out.status.success() && stderr.contains("its source was swapped"),
+        "the swap was not caught: {stderr}"
+    );
+    f.assert_clean();
+}

@@ -708,8 +708,9 @@ fn exec_runs_inside_under_the_same_policy() {
     assert!(ran.stdout.contains("fake-host"));
     assert_eq!(f.rt(&["exec", &id, "sh", "-c", "exit 4"]).code, 4);
 
-    f.rt_err(
+    f.rt_fails(
         &["exec", "--cap", "CAP_SYS_PTRACE", &id, "true"],
+        255,
         "CAP_SYS_PTRACE",
     );
     let process = f.dir.path().join("process.json");
@@ -720,8 +721,9 @@ fn exec_runs_inside_under_the_same_policy() {
         .to_string(),
     )
     .unwrap();
-    f.rt_err(
+    f.rt_fails(
         &["exec", "--process", process.to_str().unwrap(), &id],
+        255,
         "CAP_BPF (in bounding)",
     );
 

@@ -140,10 +140,16 @@ impl Fixture {
 
     /// Runs the runtime, expecting exit code 1 with `wanted` in its error output.
     pub fn rt_err(&self, args: &[&str], wanted: &str) -> Ran {
+        self.rt_fails(args, 1, wanted)
+    }
+
+    /// Runs the runtime, expecting exit code `code` (255 for a failed `exec`, as runc's) with
+    /// `wanted` in its error output.
+    pub fn rt_fails(&self, args: &[&str], code: i32, wanted: &str) -> Ran {
         let ran = self.rt(args);
         assert!(
-            ran.code == 1 && ran.stderr.contains(wanted),
-            "bootstrap-runc {args:?}: wanted exit 1 and {wanted:?}, got {}: {}",
+            ran.code == code && ran.stderr.contains(wanted),
+            "bootstrap-runc {args:?}: wanted exit {code} and {wanted:?}, got {}: {}",
             ran.code,
             ran.stderr
         );

@@ -1,5 +1,5 @@
 //! `create`: the policy applied to the bundle, the cgroup claimed, libcontainer's container,
-//! then our host mounts.
+//! its bind mounts checked against what the policy judged, then our host mounts.
 //! Any failure removes everything the attempt made.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
 
 use super::cgroup::Owned;
-use super::{derived_bundle, host_mounts, libcontainer_error, Runtime};
+use super::{bind_sources, derived_bundle, host_mounts, libcontainer_error, Runtime};
 use crate::atomic_file;
 
 /// Lock name for host-wide setup; it starts with `.`, so it is never a container id.
@@ -60,16 +60,16 @@ impl Runtime {
         derived_dir: &Path,
         policy: &crate::policy::Policy,
     ) -> Result<Pid> {
-        let (host_mounts, cgroups_path) = derived_bundle::write(derived_dir, bundle, policy)?;
+        let derived = derived_bundle::write(derived_dir, bundle, policy)?;
         Owned::claim(
-            libcontainer::utils::get_cgroup_path(&cgroups_path, request.id),
+            libcontainer::utils::get_cgroup_path(&derived.cgroups_path, request.id),
             self.systemd_cgroup,
             derived_dir,
         )?;
         {
             // Concurrent creates must not both bind the mount area onto itself.
             let _lock = self.root.lock(MOUNT_AREA_LOCK)?;
-            for mount in host_mounts.iter().filter(|m| m.shared) {
+            for mount in derived.host_mounts.iter().filter(|m| m.shared) {
                 host_mounts::ensure_shared(&mount.source)?;
             }
         }
@@ -87,7 +87,8 @@ impl Runtime {
         let pid = container
             .pid()
             .context("libcontainer reported no pid for the new container")?;
-        host_mounts::attach(pid, &host_mounts)?;
+        bind_sources::verify(pid, &derived.binds)?;
+        host_mounts::attach(pid, &derived.host_mounts)?;
         if let Some(pid_file) = request.pid_file {
             write_pid_file(pid_file, pid)?;
         }

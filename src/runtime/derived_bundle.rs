@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use libcontainer::oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
+use super::bind_sources::{self, Judged};
 use super::host_mounts::{self, HostMount};
 use crate::atomic_file;
 use crate::policy::{self, Policy};
@@ -61,18 +62,24 @@ pub fn read_spec(bundle: &Path) -> Result<Spec> {
     serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// What `create` needs of the derived spec besides the file libcontainer reads.
+pub struct Derived {
+    /// The mounts our own code attaches after libcontainer created the container.
+    pub host_mounts: Vec<HostMount>,
+    /// `linux.cgroupsPath`, as the spec has it.
+    pub cgroups_path: Option<PathBuf>,
+    /// The bind sources as the policy judged them, to check once mounted.
+    pub binds: Vec<Judged>,
+}
+
 /// Applies the policy to the bundle's spec and writes the result into `dir` (which exists and is
-/// empty). Returns the mounts our own code must attach after libcontainer created the
-/// container, and the spec's `linux.cgroupsPath`.
-pub fn write(
-    dir: &Path,
-    bundle: &Path,
-    policy: &Policy,
-) -> Result<(Vec<HostMount>, Option<PathBuf>)> {
+/// empty).
+pub fn write(dir: &Path, bundle: &Path, policy: &Policy) -> Result<Derived> {
     let mut spec = read_spec(bundle)?;
     resolve_bind_sources(&mut spec, bundle);
     let spec = policy::apply(spec, policy, bundle)?;
     let (spec, host_mounts) = host_mounts::split(spec);
+    let binds = bind_sources::judge(spec.mounts().as_deref().unwrap_or_default())?;
     replace_spec(dir, &spec)?;
     let meta = Meta {
         bundle: bundle.to_path_buf(),
@@ -84,8 +91,11 @@ pub fn write(
         policy: policy.clone(),
     };
     atomic_file::replace(&dir.join(META_FILE), &serde_json::to_vec(&meta)?, 0o600)?;
-    let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
-    Ok((host_mounts, cgroups_path))
+    Ok(Derived {
+        host_mounts,
+        cgroups_path: spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()),
+        binds,
+    })
 }
 
 /// Replaces the derived config in `dir` atomically (create, and `update`'s new resources).

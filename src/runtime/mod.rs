@@ -1,5 +1,6 @@
 //! The runtime: container lifecycle on top of libcontainer, with the policy applied on create.
 
+pub mod bind_sources;
 pub mod cgroup;
 pub mod cleanup;
 pub mod create;
@@ -34,28 +35,39 @@ impl Runtime {
     pub fn policy(&self) -> Result<Policy> {
         let file = policy::file::path();
         let mut policy = policy::file::load(&file, &self.policy_overrides)?;
-        let flags = &self.policy_overrides;
         for (what, flag, path) in [
+            ("host root", "--host-root", &mut policy.host_root),
             (
-                "host-root",
-                flags.host_root.is_some(),
-                &mut policy.host_root,
-            ),
-            (
-                "host-mount-area",
-                flags.host_mount_area.is_some(),
+                "host mount area",
+                "--host-mount-area",
                 &mut policy.host_mount_area,
             ),
         ] {
-            // Name where the value came from: a flag, else the file or its default.
-            let source = if flag {
-                format!("--{what}")
-            } else {
-                format!("{what} (policy file {}, or its default)", file.display())
+            // Name where the value came from: the flag, else the file or its default.
+            let source = match (flag, &self.policy_overrides) {
+                (
+                    "--host-root",
+                    Overrides {
+                        host_root: Some(_), ..
+                    },
+                )
+                | (
+                    "--host-mount-area",
+                    Overrides {
+                        host_mount_area: Some(_),
+                        ..
+                    },
+                ) => {
+                    format!("{what} from {flag}")
+                }
+                _ => format!(
+                    "{what} from policy file {} (or its default)",
+                    file.display()
+                ),
             };
             *path = path
                 .canonicalize()
-                .with_context(|| format!("{source} {}", path.display()))?;
+                .with_context(|| format!("{source}: {}", path.display()))?;
         }
         Ok(policy)
     }

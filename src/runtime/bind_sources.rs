@@ -1,0 +1,101 @@
+//! What the policy judged is what is mounted. The policy judges a bind's source by its
+//! canonical path; libcontainer resolves that path again when it mounts, in the container's
+//! init. Whoever can write where the source lies (the bundle, the mount area) could swap it for
+//! a symlink in between and get a writable bind of a host path. So each judged source is opened
+//! right after the judgement with no symlink allowed on the way (its identity: device and
+//! inode), and once libcontainer has mounted everything — the init still waiting for `start`,
+//! nothing of the container run yet — each mount point must hold that same object, or the
+//! container is refused and removed. (Handing libcontainer `/proc/self/fd/N` would not do:
+//! libcontainer 0.7.0 canonicalizes a bind source back to a path before `open_tree`.)
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use libcontainer::oci_spec::runtime::Mount;
+use nix::sys::stat::fstat;
+use nix::unistd::Pid;
+use pathrs::flags::ResolverFlags;
+use pathrs::Root;
+
+use crate::policy;
+
+/// A bind source as the policy judged it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Judged {
+    /// Where it is mounted in the container.
+    pub destination: PathBuf,
+    /// Its canonical host path.
+    pub source: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+/// Opens the source of every bind in `mounts` (the derived spec's, in mount order) that no later
+/// mount hides. A source that is missing is left to libcontainer's error; one reached through a
+/// symlink now was swapped since it was judged, and is refused.
+pub fn judge(mounts: &[Mount]) -> Result<Vec<Judged>> {
+    let host = Root::open("/")
+        .context("opening / for the bind sources")?
+        .with_resolver_flags(ResolverFlags::NO_SYMLINKS);
+    let mut judged = Vec::new();
+    for (i, mount) in mounts.iter().enumerate() {
+        let (true, Some(source)) = (policy::is_bind(mount), mount.source()) else {
+            continue;
+        };
+        let destination = mount.destination();
+        let hidden = mounts[i + 1..]
+            .iter()
+            .any(|later| destination.starts_with(later.destination()));
+        if hidden || !source.exists() {
+            continue;
+        }
+        let handle = host.resolve_nofollow(source).with_context(|| {
+            format!(
+                "bind source {} changed after the policy judged it (a symlink on its path)",
+                source.display()
+            )
+        })?;
+        let stat = fstat(handle.as_fd().as_raw_fd())
+            .with_context(|| format!("stat {}", source.display()))?;
+        judged.push(Judged {
+            destination: destination.clone(),
+            source: source.clone(),
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+        });
+    }
+    Ok(judged)
+}
+
+/// Checks, in the created container whose init is `pid`, that every judged destination holds
+/// its judged source.
+pub fn verify(pid: Pid, judged: &[Judged]) -> Result<()> {
+    if judged.is_empty() {
+        return Ok(());
+    }
+    // A magic link to the container's root: followed, which pathrs' Root::open refuses.
+    let path = Path::new("/proc").join(pid.to_string()).join("root");
+    let root = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let root = Root::from_fd(root);
+    for bind in judged {
+        let checking = || format!("checking the bind mount at {}", bind.destination.display());
+        let handle = root
+            .resolve_nofollow(&bind.destination)
+            .with_context(checking)?;
+        let mounted = fstat(handle.as_fd().as_raw_fd()).with_context(checking)?;
+        if (mounted.st_dev, mounted.st_ino) != (bind.dev, bind.ino) {
+            bail!(
+                "the bind mount at {} is not {}, which the policy judged: its source was swapped before the mount; refusing the container",
+                bind.destination.display(),
+                bind.source.display()
+            );
+        }
+    }
+    Ok(())
+}
