@@ -892,3 +892,80 @@ fn boot_time_to_the_orchestrator() {
     }
     eprint!("{report}");
 }
+
+/// The cgroup promise on cgroup v2 (integration/promise.rs checks it on this host's v1): in a
+/// guest booted with the unified hierarchy, bootstrap-runc is pointed at a host service's
+/// cgroup holding a live process — by absolute path, with `..`, and with `--systemd-cgroup` at
+/// an existing unit's cgroup — and must refuse each, leaving the process and the cgroup as they
+/// were; CRI's `/kubepods/<qos>/pod<uid>/<id>` (parents exist) still runs.
+#[test]
+fn no_config_reaches_a_host_cgroup_on_cgroup_v2() {
+    let mut g = Guest::with_cgroups("victim2", true);
+    for (name, path) in [
+        ("abs", "/victim-svc"),
+        ("dotdot", "/kubepods/../victim-svc"),
+        ("systemd", "system.slice:victim:svc"),
+        ("cri", "/kubepods/besteffort/pod1/v-cri"),
+    ] {
+        let bundle = g.bundle(&format!("victim-{name}"), "true");
+        let config = g.path(&bundle).join("config.json");
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        spec["linux"]["cgroupsPath"] = serde_json::json!(path);
+        std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
+    }
+    let script = g.path("usr/local/lib/boot-test/victim.sh");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+out=/var/lib/boot-test/victim
+rt="bootstrap-runc --root /run/victim-test"
+mkdir /sys/fs/cgroup/victim-svc /sys/fs/cgroup/system.slice/victim-svc.scope
+sleep 1000 & pid=$!
+echo $pid >/sys/fs/cgroup/victim-svc/cgroup.procs
+for case in abs dotdot; do
+  $rt run --bundle /var/lib/bundles/victim-$case v-$case 2>>$out.err; echo "$case $?" >>$out
+  $rt delete --force v-$case
+done
+$rt --systemd-cgroup run --bundle /var/lib/bundles/victim-systemd v-systemd 2>>$out.err
+echo "systemd $?" >>$out
+$rt --systemd-cgroup delete --force v-systemd
+mkdir -p /sys/fs/cgroup/kubepods/besteffort/pod1
+$rt run --bundle /var/lib/bundles/victim-cri v-cri 2>>$out.err; echo "cri $?" >>$out
+kill -0 $pid && echo alive >>$out
+[ "$(cat /sys/fs/cgroup/victim-svc/cgroup.procs)" = "$pid" ] && echo untouched >>$out
+[ -d /sys/fs/cgroup/system.slice/victim-svc.scope ] && echo unit-untouched >>$out
+kill $pid
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    g.add_unit(
+        "boot-test-victim.service",
+        "[Unit]\nBefore=boot-test-finish.service\n[Service]\nType=oneshot\nExecStart=/usr/local/lib/boot-test/victim.sh\n",
+    );
+    let boot = g.boot();
+    let result = std::fs::read_to_string(g.path("var/lib/boot-test/victim")).unwrap_or_default();
+    let errors =
+        std::fs::read_to_string(g.path("var/lib/boot-test/victim.err")).unwrap_or_default();
+    assert_eq!(
+        result.lines().collect::<Vec<_>>(),
+        [
+            "abs 1",
+            "dotdot 1",
+            "systemd 1",
+            "cri 0",
+            "alive",
+            "untouched",
+            "unit-untouched"
+        ],
+        "errors: {errors}\n{}",
+        boot.summary()
+    );
+    assert!(
+        errors.contains("cgroup /sys/fs/cgroup/victim-svc already exists")
+            && errors.contains("must not contain '.' or '..'")
+            && errors.contains("system.slice/victim-svc.scope already exists"),
+        "{errors}"
+    );
+}

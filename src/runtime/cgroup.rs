@@ -30,11 +30,28 @@ pub struct Owned {
 }
 
 impl Owned {
-    /// Checks that the cgroup `path` would be new and on a cgroup filesystem, and records it in
-    /// `state_dir` (atomically) before anything creates it.
-    pub fn claim(path: PathBuf, systemd: bool, state_dir: &Path) -> Result<Owned> {
+    /// Checks that the container's cgroup would be new and on a cgroup filesystem, and records
+    /// it in `state_dir` (atomically) before anything creates it. `cgroups_path` is the spec's;
+    /// without one the cgroup is libcontainer's default for `id`, `:youki:<id>`, which no host
+    /// service has: an empty one there (no process, no child) is what an earlier container of
+    /// this id left when it was killed with its runtime, and is taken over.
+    pub fn claim(
+        cgroups_path: Option<PathBuf>,
+        id: &str,
+        systemd: bool,
+        state_dir: &Path,
+    ) -> Result<Owned> {
+        let explicit = cgroups_path.is_some();
+        let path = libcontainer::utils::get_cgroup_path(&cgroups_path, id);
         for dir in directories(&path, systemd)? {
             if dir.exists() {
+                if !explicit && is_empty(&dir) {
+                    log::warn!(
+                        "taking over the empty cgroup {} an earlier container {id:?} left",
+                        dir.display()
+                    );
+                    continue;
+                }
                 bail!(
                     "cgroup {} already exists: a container gets a cgroup of its own, never a host one (linux.cgroupsPath {:?})",
                     dir.display(),
@@ -125,6 +142,18 @@ fn expand_slice(slice: &str) -> Result<PathBuf> {
         path.push(format!("{prefix}.slice"));
     }
     Ok(path)
+}
+
+/// No process in the cgroup and no cgroup under it.
+fn is_empty(dir: &Path) -> bool {
+    let no_process = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .is_ok_and(|procs| procs.trim().is_empty());
+    let no_child = std::fs::read_dir(dir).is_ok_and(|entries| {
+        !entries
+            .flatten()
+            .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+    });
+    no_process && no_child
 }
 
 /// What will be created must lie on a cgroup filesystem: its nearest existing ancestor is

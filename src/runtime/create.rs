@@ -62,7 +62,8 @@ impl Runtime {
     ) -> Result<Pid> {
         let derived = derived_bundle::write(derived_dir, bundle, policy)?;
         Owned::claim(
-            libcontainer::utils::get_cgroup_path(&derived.cgroups_path, request.id),
+            derived.cgroups_path.clone(),
+            request.id,
             self.systemd_cgroup,
             derived_dir,
         )?;
