@@ -199,6 +199,49 @@ pub fn format_duration(duration: Duration) -> String {
     }
 }
 
+/// The units [`parse_size`] reads, largest first, with their size in bytes.
+const SIZE_UNITS: [(&str, u64); 4] = [
+    ("TiB", 1 << 40),
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+];
+
+/// Parses a size in bytes: a positive integer, alone (bytes) or followed by `KiB`, `MiB`,
+/// `GiB` or `TiB` (e.g. `8GiB`, `500MiB`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let invalid = || {
+        format!("{text:?} is not a size: expected a positive integer of bytes, or followed by KiB, MiB, GiB or TiB (e.g. \"8GiB\", \"500MiB\")")
+    };
+    let (digits, scale) = SIZE_UNITS
+        .into_iter()
+        .find_map(|(unit, scale)| text.strip_suffix(unit).map(|digits| (digits, scale)))
+        .unwrap_or((text, 1));
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let bytes = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{text:?} is too large a size"))?;
+    if bytes == 0 {
+        return Err(format!("{text:?} is not a positive size"));
+    }
+    Ok(bytes)
+}
+
+/// Formats a size the way [`parse_size`] reads it, in the largest exact unit.
+pub fn format_size(bytes: u64) -> String {
+    SIZE_UNITS
+        .into_iter()
+        .find(|(_, scale)| bytes > 0 && bytes % scale == 0)
+        .map_or_else(
+            || bytes.to_string(),
+            |(unit, scale)| format!("{}{unit}", bytes / scale),
+        )
+}
+
 impl Source {
     /// An absolute path is a bundle, `oci-layout:/path:tag` a layout, anything else an image.
     pub fn parse(text: &str) -> Result<Source, String> {

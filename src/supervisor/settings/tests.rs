@@ -307,6 +307,45 @@ fn commands() {
 }
 
 #[test]
+fn sizes() {
+    assert_eq!(parse_size("8GiB"), Ok(8 << 30));
+    assert_eq!(parse_size("500MiB"), Ok(500 << 20));
+    assert_eq!(parse_size("100KiB"), Ok(100 << 10));
+    assert_eq!(parse_size("2TiB"), Ok(2 << 40));
+    assert_eq!(parse_size("4096"), Ok(4096));
+    assert_eq!(parse_size("007MiB"), Ok(7 << 20));
+    for bad in [
+        "", "MiB", "1.5GiB", "-1MiB", "+1MiB", " 1MiB", "1 MiB", "1MB", "1M", "1G", "1gib", "1mib",
+        "1B", "1KiBs", "1é",
+    ] {
+        let err = parse_size(bad).unwrap_err();
+        assert!(err.contains("is not a size"), "{bad:?}: {err}");
+    }
+    assert!(parse_size("0GiB").unwrap_err().contains("not a positive"));
+    assert!(parse_size("0").unwrap_err().contains("not a positive"));
+    assert!(parse_size("99999999999999999999")
+        .unwrap_err()
+        .contains("too large"));
+    assert!(parse_size(&format!("{}KiB", u64::MAX / 1000))
+        .unwrap_err()
+        .contains("too large"));
+    for (bytes, text) in [
+        (8 << 30, "8GiB"),
+        (500 << 20, "500MiB"),
+        (1536 << 20, "1536MiB"),
+        (1 << 40, "1TiB"),
+        (4096, "4KiB"),
+        (1000, "1000"),
+        (0, "0"),
+    ] {
+        assert_eq!(format_size(bytes), text);
+        if bytes > 0 {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+    }
+}
+
+#[test]
 fn durations() {
     let secs = |s| Ok(Duration::from_secs(s));
     assert_eq!(parse_duration("90s"), secs(90));
