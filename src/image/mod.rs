@@ -18,6 +18,7 @@
 //!   image every 2 s.
 //! - after a run, [`Images::collect_garbage`] with every reference the settings still name.
 
+pub mod budget;
 pub mod config;
 pub mod content;
 pub mod layout;
