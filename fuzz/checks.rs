@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use bootstrap_runc::image::unpack;
+use bootstrap_runc::image::{budget, unpack};
 use bootstrap_runc::policy::{self, capabilities, Policy};
 use bootstrap_runc::supervisor::settings::edit;
 use bootstrap_runc::supervisor::{plan, settings};
@@ -257,7 +257,9 @@ pub fn unpack(data: &[u8]) -> Result<(), String> {
     std::fs::create_dir(&rootfs).unwrap();
     std::fs::create_dir(&sentinel).unwrap();
     std::fs::write(sentinel.join("file"), "untouched").unwrap();
-    let applied = unpack::apply_tar(data, &rootfs).map_err(|e| format!("{e:#}"));
+    let budget = budget::Budget::new(budget::Limits::new(u64::MAX));
+    let charge = budget.image(&rootfs).unwrap();
+    let applied = unpack::apply_tar(data, &rootfs, &charge).map_err(|e| format!("{e:#}"));
     let mut outside: Vec<_> = std::fs::read_dir(sandbox.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::budget::Charge;
 use super::config::ImageConfig;
 use super::content::{digest_hex, verify};
 use super::unpack::{self, Compression};
@@ -36,18 +37,23 @@ struct Manifest {
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-/// Unpacks image `tag` of the layout at `layout` into `rootfs` (which must not exist) and
-/// returns its config. On error `rootfs` is removed.
-pub fn unpack_layout(layout: &Path, tag: &str, rootfs: &Path) -> Result<ImageConfig> {
+/// Unpacks image `tag` of the layout at `layout` into `rootfs` (which must not exist), held to
+/// `charge`, and returns its config. On error `rootfs` is removed.
+pub fn unpack_layout(
+    layout: &Path,
+    tag: &str,
+    rootfs: &Path,
+    charge: &Charge,
+) -> Result<ImageConfig> {
     std::fs::create_dir_all(rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
-    let result = unpack_into(layout, tag, rootfs);
+    let result = unpack_into(layout, tag, rootfs, charge);
     if result.is_err() {
         let _ = std::fs::remove_dir_all(rootfs);
     }
     result.with_context(|| format!("unpacking image {}:{tag}", layout.display()))
 }
 
-fn unpack_into(layout: &Path, tag: &str, rootfs: &Path) -> Result<ImageConfig> {
+fn unpack_into(layout: &Path, tag: &str, rootfs: &Path, charge: &Charge) -> Result<ImageConfig> {
     let index: Index = read_json(&layout.join("index.json"))?;
     let descriptor = index
         .manifests
@@ -63,7 +69,7 @@ fn unpack_into(layout: &Path, tag: &str, rootfs: &Path) -> Result<ImageConfig> {
         .context("parsing the image manifest")?;
     let config = ImageConfig::from_config_blob(&read_blob(layout, &manifest.config.digest)?)?;
     for layer in &manifest.layers {
-        apply_layer(layout, layer, rootfs)
+        apply_layer(layout, layer, rootfs, charge)
             .with_context(|| format!("applying layer {}", layer.digest))?;
     }
     Ok(config)
@@ -86,13 +92,14 @@ fn read_blob(layout: &Path, digest: &str) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-fn apply_layer(layout: &Path, layer: &Descriptor, rootfs: &Path) -> Result<()> {
+fn apply_layer(layout: &Path, layer: &Descriptor, rootfs: &Path, charge: &Charge) -> Result<()> {
     let compression = Compression::of_media_type(layer.media_type.as_deref().unwrap_or_default())?;
     unpack::apply_blob(
         &blob_path(layout, &layer.digest)?,
         &layer.digest,
         compression,
         rootfs,
+        charge,
     )
 }
 

@@ -8,14 +8,21 @@
 //! The supervisor uses [`Images`] and nothing else of this module:
 //!
 //! - **in**: a [`Source`] — a registry reference with its [`PullPolicy`], or an OCI layout
-//!   directory and tag; the registry config ([`registry::config::RegistryConfig`], given to
-//!   [`Images::open`]); a stop request to poll (a pull in progress is abandoned within 100 ms
-//!   of it saying so); and the directory that holds the container's root filesystem.
+//!   directory and tag; the registry config ([`registry::config::RegistryConfig`]) and the
+//!   [`Limits`] (both given to [`Images::open`]); a stop request to poll (a pull in progress
+//!   is abandoned within 100 ms of it saying so); and the directory that holds the container's
+//!   root filesystem.
 //! - **out**: a [`Rootfs`] — the path of the container's root filesystem, which the container
 //!   may write (mountpoints) without touching the shared copy, and whose lifetime owns the
 //!   container's overlay (unmounted on drop); the image's [`ImageConfig`]; for a registry
 //!   image, [`Pulled`] (the digest, `pull_ms` and `unpack_ms`). Progress is logged, a line per
 //!   image every 2 s.
+//! - **limits** ([`budget`]): a download or unpack fails, before it writes, when the free space
+//!   or inodes of the filesystem it writes to would fall below a reserve of 5 % of it (space:
+//!   at most 1 GiB), counting what concurrent pulls have reserved, or when an image's unpacked
+//!   file data would pass [`Limits::max_image_bytes`]. Bytes count as written (a sparse
+//!   file's holes are free), blobs staged under `images/tmp` as well as unpacked files. The
+//!   error ([`Refused`]) names the limit, and nothing of the image is left or cached.
 //! - after a run, [`Images::collect_garbage`] with every reference the settings still name.
 
 pub mod budget;
@@ -38,6 +45,8 @@ use anyhow::{anyhow, Context, Result};
 use futures_util::future::{select, Either};
 use oci_client::Reference;
 
+use budget::Budget;
+pub use budget::{Limits, Refused};
 pub use config::ImageConfig;
 use refs::Refs;
 use registry::client::Puller;
@@ -134,6 +143,8 @@ type Shared = Arc<OnceLock<Result<(StoredImage, Pulled), String>>>;
 /// and the registry client.
 pub struct Images {
     store: Store,
+    /// What downloads and unpacks may write, shared by concurrent pulls.
+    budget: Budget,
     refs: Refs,
     puller: Puller,
     /// Polled during pulls: when it says so, the pull is abandoned.
@@ -142,16 +153,19 @@ pub struct Images {
 }
 
 impl Images {
-    /// Opens the store under `state_dir` (removing what an interrupted run left in `tmp/`).
+    /// Opens the store under `state_dir` (removing what an interrupted run left in `tmp/`);
+    /// every image is held to `limits`.
     pub fn open(
         state_dir: &Path,
         registries: RegistryConfig,
+        limits: Limits,
         stop_requested: fn() -> bool,
     ) -> Result<Images> {
         let store = Store::open(state_dir.join("images"))?;
         let refs = Refs::at(store.dir().join("refs.json"));
         Ok(Images {
             store,
+            budget: Budget::new(limits),
             refs,
             puller: Puller::new(registries),
             stop_requested,
@@ -172,7 +186,8 @@ impl Images {
                     std::fs::remove_dir_all(&rootfs)
                         .with_context(|| format!("removing the previous {}", rootfs.display()))?;
                 }
-                let config = layout::unpack_layout(path, tag, &rootfs)?;
+                let charge = self.budget.image(dir)?;
+                let config = layout::unpack_layout(path, tag, &rootfs, &charge)?;
                 Ok(Rootfs {
                     path: rootfs,
                     config,
@@ -260,13 +275,15 @@ impl Images {
         let staging = self.store.staging(text);
         let pulling = Instant::now();
         let is_stored = |digest: &str| self.store.get(digest).is_some();
+        let downloads = self.budget.downloads(self.store.dir())?;
         let downloaded = runtime.block_on(async {
             let pull = std::pin::pin!(registry::download(
                 &self.puller,
                 &reference,
                 text,
                 &staging,
-                &is_stored
+                &is_stored,
+                &downloads,
             ));
             let stop = std::pin::pin!(self.until_stop_requested());
             match select(pull, stop).await {
@@ -276,6 +293,7 @@ impl Images {
                 )),
             }
         });
+        drop(downloads); // what it reserved and did not write is free for the unpack
         let (resolved, downloaded) = match downloaded {
             Ok(downloaded) => downloaded,
             Err(err) => {
@@ -289,12 +307,15 @@ impl Images {
         let pull_ms = pulling.elapsed().as_millis() as u64;
         let obtained = if downloaded {
             let unpacking = Instant::now();
-            let result = self.store.unpack(
-                &resolved.digest,
-                &resolved.manifest,
-                &staging.join("blobs"),
-                &staging,
-            );
+            let result = self.budget.image(self.store.dir()).and_then(|charge| {
+                self.store.unpack(
+                    &resolved.digest,
+                    &resolved.manifest,
+                    &staging.join("blobs"),
+                    &staging,
+                    &charge,
+                )
+            });
             let _ = std::fs::remove_dir_all(&staging);
             let image = result.with_context(|| format!("unpacking {text}"))?;
             let pulled = Pulled {

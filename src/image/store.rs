@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 use oci_client::manifest::OciImageManifest;
 use sha2::{Digest, Sha256};
 
+use super::budget::Charge;
 use super::config::ImageConfig;
 use super::content::{digest_hex, verify};
 use super::unpack::{self, Compression};
@@ -85,13 +86,15 @@ impl Store {
     }
 
     /// Applies the layers of `manifest` (blobs named by their hex digest in `blobs`) in order
-    /// under `staging`, and commits the result as `digest` by a rename.
+    /// under `staging`, held to `charge`, and commits the result as `digest` by a rename. The
+    /// caller removes `staging`, whatever the outcome.
     pub fn unpack(
         &self,
         digest: &str,
         manifest: &OciImageManifest,
         blobs: &Path,
         staging: &Path,
+        charge: &Charge,
     ) -> Result<StoredImage> {
         let config_blob = std::fs::read(blobs.join(digest_hex(&manifest.config.digest)?))
             .context("reading the image config")?;
@@ -107,6 +110,7 @@ impl Store {
                 &layer.digest,
                 Compression::of_media_type(&layer.media_type)?,
                 &rootfs,
+                charge,
             )
             .with_context(|| format!("applying layer {}", layer.digest))?;
         }

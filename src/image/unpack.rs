@@ -6,6 +6,7 @@
 //! Device nodes and setuid files are unpacked as containerd would: a bootstrap container is
 //! trusted root code, and only escapes are errors.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Component, Path, PathBuf};
@@ -14,6 +15,7 @@ use std::sync::mpsc;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use super::budget::Charge;
 use super::content::verify;
 
 /// How a layer blob is compressed, from its media type.
@@ -39,14 +41,16 @@ impl Compression {
     }
 }
 
-/// Applies the layer blob at `blob`, which must hash to `digest`, to `rootfs`. Entries are
-/// unpacked while streaming; the caller throws the rootfs away if this fails. Reading, hashing
-/// and decompressing run on a thread of their own, so they overlap the filesystem work.
+/// Applies the layer blob at `blob`, which must hash to `digest`, to `rootfs`, telling `charge`
+/// what it writes before writing it. Entries are unpacked while streaming; the caller throws
+/// the rootfs away if this fails. Reading, hashing and decompressing run on a thread of their
+/// own, so they overlap the filesystem work.
 pub fn apply_blob(
     blob: &Path,
     digest: &str,
     compression: Compression,
     rootfs: &Path,
+    charge: &Charge,
 ) -> Result<()> {
     let file = File::open(blob).with_context(|| format!("opening layer blob {digest}"))?;
     let (chunks, received) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
@@ -59,6 +63,7 @@ pub fn apply_blob(
             offset: 0,
         },
         rootfs,
+        charge,
     );
     let decoded = decoder
         .join()
@@ -155,9 +160,16 @@ impl Read for ChannelReader {
     }
 }
 
-/// Applies one uncompressed tar layer to `rootfs`.
-pub fn apply_tar(reader: impl Read, rootfs: &Path) -> Result<()> {
-    let mut archive = tar::Archive::new(reader);
+/// Applies one uncompressed tar layer to `rootfs`. Every entry unpacked is an inode for
+/// `charge`, and the file data it reads from the archive (what is written: not a sparse file's
+/// holes, nor a size its header merely claims) is charged before it reaches the file.
+pub fn apply_tar(reader: impl Read, rootfs: &Path, charge: &Charge) -> Result<()> {
+    let metering = Cell::new(false);
+    let mut archive = tar::Archive::new(Metered {
+        inner: reader,
+        charge,
+        metering: &metering,
+    });
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_unpack_xattrs(true);
@@ -165,7 +177,9 @@ pub fn apply_tar(reader: impl Read, rootfs: &Path) -> Result<()> {
     for entry in archive.entries().context("reading the layer")? {
         let mut entry = entry.context("reading a layer entry")?;
         let path = entry.path().context("entry path")?.into_owned();
-        apply_entry(&mut entry, &path, rootfs)
+        apply_entry(&mut entry, &path, rootfs, charge, &metering)
+            // A refusal reaches us wrapped in the tar crate's I/O error: report it plainly.
+            .map_err(|err| charge.refused().map_or(err, anyhow::Error::new))
             .with_context(|| format!("entry {}", path.display()))?;
     }
     Ok(())
@@ -185,7 +199,30 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-fn apply_entry<R: Read>(entry: &mut tar::Entry<R>, path: &Path, rootfs: &Path) -> Result<()> {
+/// Charges what is read while `metering` says so: an entry's data, on its way to the file.
+struct Metered<'a, R> {
+    inner: R,
+    charge: &'a Charge,
+    metering: &'a Cell<bool>,
+}
+
+impl<R: Read> Read for Metered<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.metering.get() {
+            self.charge.data(n as u64).map_err(std::io::Error::other)?;
+        }
+        Ok(n)
+    }
+}
+
+fn apply_entry<R: Read>(
+    entry: &mut tar::Entry<R>,
+    path: &Path,
+    rootfs: &Path,
+    charge: &Charge,
+    metering: &Cell<bool>,
+) -> Result<()> {
     let relative = confined(path)?;
     let Some(name) = relative.file_name().and_then(|n| n.to_str()) else {
         return Ok(()); // the root directory itself
@@ -225,7 +262,11 @@ fn apply_entry<R: Read>(entry: &mut tar::Entry<R>, path: &Path, rootfs: &Path) -
             remove_any(&existing)?;
         }
     }
-    if !entry.unpack_in(rootfs).context("unpacking")? {
+    charge.entry()?;
+    metering.set(true);
+    let unpacked = entry.unpack_in(rootfs);
+    metering.set(false);
+    if !unpacked.context("unpacking")? {
         bail!("refused: it would be written outside the root filesystem");
     }
     Ok(())
@@ -278,7 +319,13 @@ fn remove_any(path: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::budget::{Budget, Limits};
     use super::*;
+
+    /// A charge held to the reserve of `dir`'s filesystem only.
+    fn unlimited(dir: &Path) -> Charge {
+        Budget::new(Limits::new(u64::MAX)).image(dir).unwrap()
+    }
 
     #[test]
     fn confined_refuses_escapes() {
@@ -327,12 +374,12 @@ mod tests {
         std::fs::create_dir(&rootfs).unwrap();
         std::fs::write(dir.path().join("precious"), b"x").unwrap();
         std::fs::write(rootfs.join("gone"), b"x").unwrap();
-        assert!(apply_tar(file(".wh..").as_slice(), &rootfs).is_err());
-        assert!(apply_tar(file(".wh.").as_slice(), &rootfs).is_err());
+        assert!(apply_tar(file(".wh..").as_slice(), &rootfs, &unlimited(&rootfs)).is_err());
+        assert!(apply_tar(file(".wh.").as_slice(), &rootfs, &unlimited(&rootfs)).is_err());
         assert!(dir.path().join("precious").exists() && rootfs.exists());
-        apply_tar(file(".wh.gone").as_slice(), &rootfs).unwrap();
+        apply_tar(file(".wh.gone").as_slice(), &rootfs, &unlimited(&rootfs)).unwrap();
         assert!(!rootfs.join("gone").exists());
-        assert!(apply_tar(file("../escape").as_slice(), &rootfs).is_err());
+        assert!(apply_tar(file("../escape").as_slice(), &rootfs, &unlimited(&rootfs)).is_err());
         assert!(!dir.path().join("escape").exists());
     }
 
@@ -349,6 +396,7 @@ mod tests {
             ])
             .as_slice(),
             dir.path(),
+            &unlimited(dir.path()),
         )
         .unwrap();
         assert!(!dir.path().join("etc/old").exists() && !dir.path().join("etc/sub").exists());
@@ -366,12 +414,12 @@ mod tests {
             ("evil", tar::EntryType::Symlink, outside.to_str().unwrap()),
             ("evil/pwned", tar::EntryType::Regular, ""),
         ]);
-        let err = apply_tar(planted.as_slice(), &rootfs).unwrap_err();
+        let err = apply_tar(planted.as_slice(), &rootfs, &unlimited(&rootfs)).unwrap_err();
         assert!(format!("{err:#}").contains("is a symlink"), "{err:#}");
         assert!(!outside.join("pwned").exists());
         // A hard link whose target lies behind the planted symlink is refused too.
         let linked = layer(&[("copy", tar::EntryType::Link, "evil/secret")]);
-        assert!(apply_tar(linked.as_slice(), &rootfs).is_err());
+        assert!(apply_tar(linked.as_slice(), &rootfs, &unlimited(&rootfs)).is_err());
     }
 
     #[test]
@@ -384,11 +432,103 @@ mod tests {
             ])
             .as_slice(),
             dir.path(),
+            &unlimited(dir.path()),
         )
         .unwrap();
         use std::os::unix::fs::MetadataExt;
         let a = dir.path().join("a").metadata().unwrap();
         assert_eq!(a.ino(), dir.path().join("b").metadata().unwrap().ino());
+    }
+
+    /// A layer of one regular file `name` holding `size` bytes of `byte`.
+    fn big_file(name: &str, size: u64, byte: u8) -> Vec<u8> {
+        let mut layer = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        layer
+            .append_data(&mut header, name, std::io::repeat(byte).take(size))
+            .unwrap();
+        layer.into_inner().unwrap()
+    }
+
+    #[test]
+    fn the_image_limit_stops_a_file_before_it_is_written_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Budget::new(Limits {
+            max_image_bytes: 1 << 20,
+            max_image_bytes_name: "--max-image-size 1MiB".into(),
+        });
+        let charge = budget.image(dir.path()).unwrap();
+        apply_tar(
+            big_file("small", 1000, b'a').as_slice(),
+            dir.path(),
+            &charge,
+        )
+        .unwrap();
+        let err = apply_tar(
+            big_file("big", 4 << 20, b'b').as_slice(),
+            dir.path(),
+            &charge,
+        )
+        .unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "entry big: the image's unpacked size passed --max-image-size 1MiB"
+        );
+        let written = dir.path().join("big").metadata().unwrap().len();
+        assert!(written + 1000 <= 1 << 20, "{written} bytes written");
+        assert_eq!(charge.written(), 1000 + written);
+    }
+
+    /// A GNU sparse file of `real` bytes whose only data is its last `data` bytes.
+    fn sparse_file(name: &str, real: u64, data: u64) -> Vec<u8> {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(name).unwrap();
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::GNUSparse);
+        header.set_size(data);
+        let gnu = header.as_gnu_mut().unwrap();
+        gnu.set_real_size(real);
+        gnu.sparse[0].set_offset(real - data);
+        gnu.sparse[0].set_length(data);
+        header.set_cksum();
+        let mut layer = tar::Builder::new(Vec::new());
+        layer
+            .append(&header, std::io::repeat(b'x').take(data))
+            .unwrap();
+        layer.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_sparse_file_counts_the_data_written_not_its_apparent_size() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Budget::new(Limits::new(1 << 20));
+        let charge = budget.image(dir.path()).unwrap();
+        // 64 GiB apparent: more than the limit and than the filesystem.
+        let real = 64 << 30;
+        apply_tar(
+            sparse_file("holes", real, 4096).as_slice(),
+            dir.path(),
+            &charge,
+        )
+        .unwrap();
+        let unpacked = dir.path().join("holes").metadata().unwrap();
+        assert_eq!(unpacked.len(), real);
+        assert!(
+            unpacked.blocks() * 512 < 1 << 20,
+            "{} blocks",
+            unpacked.blocks()
+        );
+        assert_eq!(charge.written(), 4096);
     }
 
     #[test]

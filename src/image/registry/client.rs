@@ -17,6 +17,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use tokio::io::AsyncWrite;
 
+use super::super::budget::{Charge, Refused};
 use super::config::RegistryConfig;
 use super::credentials;
 use super::progress::Progress;
@@ -112,14 +113,16 @@ impl Puller {
         })
     }
 
-    /// Downloads `blob` to `dest`, verified (oci-client checks the digest as it streams);
-    /// nothing is at `dest` unless the whole blob arrived intact.
+    /// Downloads `blob` to `dest`, verified (oci-client checks the digest as it streams),
+    /// telling `charge` what it writes before writing it; nothing is at `dest` unless the whole
+    /// blob arrived intact.
     pub async fn fetch(
         &self,
         resolved: &Resolved,
         blob: &OciDescriptor,
         dest: &Path,
         progress: &Progress,
+        charge: &Charge,
     ) -> Result<()> {
         if dest.exists() {
             progress.add(blob.size.max(0) as u64);
@@ -128,6 +131,9 @@ impl Puller {
         let host = resolved.reference.resolve_registry();
         let client = self.client(host)?;
         let partial = dest.with_extension("partial");
+        charge
+            .entry()
+            .with_context(|| format!("downloading blob {}", blob.digest))?;
         let file = tokio::fs::File::create(&partial)
             .await
             .with_context(|| format!("creating {}", partial.display()))?;
@@ -139,9 +145,12 @@ impl Puller {
                 Counting {
                     inner: file,
                     progress,
+                    charge,
                 },
             )
             .await
+            // A refusal reaches us wrapped in oci-client's I/O error: report it plainly.
+            .map_err(|err| charge.refused().map_or(err.into(), anyhow::Error::new))
             .with_context(|| format!("downloading blob {} from {host}", blob.digest));
         if let Err(err) = result {
             let _ = std::fs::remove_file(&partial);
@@ -177,10 +186,12 @@ fn certificates(path: &Path) -> Result<Vec<Certificate>> {
     Ok(certificates)
 }
 
-/// Failures no retry can fix: the image or the credentials are wrong.
+/// Failures no retry can fix: the image or the credentials are wrong, or the image would not
+/// fit.
 pub fn is_permanent(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
-        matches!(
+        cause.is::<Refused>()
+            || matches!(
             cause.downcast_ref::<OciDistributionError>(),
             Some(
                 OciDistributionError::AuthenticationFailure(_)
@@ -202,10 +213,11 @@ pub fn is_permanent(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Counts what is written, for progress.
+/// Counts what is written, for progress, and charges it before writing it.
 struct Counting<'a, W> {
     inner: W,
     progress: &'a Progress,
+    charge: &'a Charge,
 }
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for Counting<'_, W> {
@@ -214,10 +226,17 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Counting<'_, W> {
         cx: &mut TaskContext<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = poll {
-            self.progress.add(n as u64);
+        let offered = buf.len() as u64;
+        if let Err(refused) = self.charge.data(offered) {
+            return Poll::Ready(Err(std::io::Error::other(refused)));
         }
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let written = match poll {
+            Poll::Ready(Ok(n)) => n as u64,
+            _ => 0,
+        };
+        self.charge.refund(offered - written);
+        self.progress.add(written);
         poll
     }
 

@@ -14,25 +14,27 @@ use anyhow::{Context, Result};
 use futures_util::future::try_join_all;
 use oci_client::Reference;
 
+use super::budget::Charge;
 use super::content::digest_hex;
 use client::{is_permanent, Puller, Resolved};
 use progress::Progress;
 
 /// Resolves `reference` (spelled `text` in messages) and downloads its config and layers into
-/// `<staging>/blobs/<hex>`, retrying on Bottlerocket's schedule; a failure no retry can fix
-/// fails at once. Returns `false` when `stored(digest)` says the resolved image needs no
-/// download.
+/// `<staging>/blobs/<hex>`, held to `charge`, retrying on Bottlerocket's schedule; a failure no
+/// retry can fix fails at once. Returns `false` when `stored(digest)` says the resolved image
+/// needs no download.
 pub async fn download(
     puller: &Puller,
     reference: &Reference,
     text: &str,
     staging: &Path,
     stored: &(dyn Fn(&str) -> bool + Sync),
+    charge: &Charge,
 ) -> Result<(Resolved, bool)> {
     let scale = backoff::scale();
     let mut retry = 0;
     loop {
-        match download_once(puller, reference, text, staging, stored).await {
+        match download_once(puller, reference, text, staging, stored, charge).await {
             Ok(pulled) => return Ok(pulled),
             Err(err) if is_permanent(&err) => {
                 return Err(err.context(format!("pulling {text} (not retried)")))
@@ -64,6 +66,7 @@ async fn download_once(
     text: &str,
     staging: &Path,
     stored: &(dyn Fn(&str) -> bool + Sync),
+    charge: &Charge,
 ) -> Result<(Resolved, bool)> {
     let resolved = puller.resolve(reference).await?;
     if stored(&resolved.digest) {
@@ -88,7 +91,9 @@ async fn download_once(
             let blobs = &blobs;
             async move {
                 let dest = blobs.join(digest_hex(&blob.digest)?);
-                puller.fetch(resolved, blob, &dest, progress).await?;
+                puller
+                    .fetch(resolved, blob, &dest, progress, charge)
+                    .await?;
                 if blob.digest != resolved.manifest.config.digest {
                     progress.layer_done();
                 }

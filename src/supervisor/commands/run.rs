@@ -8,7 +8,7 @@ use anyhow::Result;
 use super::SettingsArg;
 use crate::cli;
 use crate::image::registry::config::RegistryConfig;
-use crate::image::Images;
+use crate::image::{Images, Limits};
 use crate::logging::now_rfc3339;
 use crate::supervisor::cgroup::Delegated;
 use crate::supervisor::execute::{stop_requested, verdict, Executor, Runtime};
@@ -44,6 +44,9 @@ pub struct Args {
     /// Timeout for containers that set none (none by default, as on Bottlerocket)
     #[arg(long, value_parser = settings::parse_duration)]
     pub default_timeout: Option<Duration>,
+    /// The most an image may unpack to (file data, all layers), e.g. 8GiB, 500MiB, or bytes
+    #[arg(long, default_value = "8GiB", value_parser = settings::parse_size)]
+    pub max_image_size: u64,
 }
 
 /// Every registry image the settings name, whatever the container's mode: their images stay.
@@ -81,6 +84,13 @@ pub fn run(args: &Args) -> Result<i32> {
     let images = Arc::new(Images::open(
         &args.state_dir,
         RegistryConfig::load(&args.registry_config)?,
+        Limits {
+            max_image_bytes: args.max_image_size,
+            max_image_bytes_name: format!(
+                "--max-image-size {}",
+                settings::format_size(args.max_image_size)
+            ),
+        },
         stop_requested,
     )?);
     // Dropped (the cgroup given back) once every container is gone.
