@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -282,14 +282,18 @@ fn raw_layer(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
     tar.into_inner().unwrap()
 }
 
-/// An OCI layout at `dir/layout` whose `latest` is busybox plus `layers` (gzipped), running
-/// `cmd`.
 /// A tar layer and how it is compressed in the image.
 enum Layer {
     Gzip(Vec<u8>),
     Zstd(Vec<u8>),
+    /// Compressed already: the gzip blob and the digest of the tar in it.
+    Gzipped {
+        blob: Vec<u8>,
+        diff_id: String,
+    },
 }
 
+/// An OCI layout at `dir/layout` whose `latest` is busybox plus `layers`, running `cmd`.
 fn layout(dir: &Path, layers: &[Layer], cmd: &[&str]) -> PathBuf {
     let layout = dir.join("layout");
     let blobs = layout.join("blobs/sha256");
@@ -303,19 +307,20 @@ fn layout(dir: &Path, layers: &[Layer], cmd: &[&str]) -> PathBuf {
     let mut diff_ids = Vec::new();
     let base = Layer::Gzip(busybox_layer(dir));
     for layer in std::iter::once(&base).chain(layers) {
-        let (tar, blob, media_type) = match layer {
+        let (diff_id, blob, media_type) = match layer {
             Layer::Gzip(tar) => {
                 let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 gz.write_all(tar).unwrap();
-                (tar, gz.finish().unwrap(), "tar+gzip")
+                (sha256(tar), gz.finish().unwrap(), "tar+gzip")
             }
             Layer::Zstd(tar) => (
-                tar,
+                sha256(tar),
                 zstd::encode_all(tar.as_slice(), 3).unwrap(),
                 "tar+zstd",
             ),
+            Layer::Gzipped { blob, diff_id } => (diff_id.clone(), blob.clone(), "tar+gzip"),
         };
-        diff_ids.push(sha256(tar));
+        diff_ids.push(diff_id);
         let mut d = put(&blob);
         d["mediaType"] = format!("application/vnd.oci.image.layer.v1.{media_type}").into();
         descriptors.push(d);
@@ -792,5 +797,300 @@ fn a_stopped_supervisor_abandons_a_pull_at_once() {
     assert!(!status.success());
     assert_eq!(b.outcome("x")["status"], "interrupted");
     assert_no_staging_left(&b);
+    b.assert_clean();
+}
+
+/// A gzip layer of one file, `bomb`, of `size` zero bytes: a few hundred KiB that inflate a
+/// thousandfold. Streamed, so the tar is never in memory.
+fn gzip_bomb(size: u64) -> Layer {
+    struct Tee {
+        gz: flate2::write::GzEncoder<Vec<u8>>,
+        tar: Sha256,
+    }
+    impl Write for Tee {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.tar.update(buf);
+            self.gz.write_all(buf)?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.gz.flush()
+        }
+    }
+    let mut tar = tar::Builder::new(Tee {
+        gz: flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best()),
+        tar: Sha256::new(),
+    });
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, "bomb", std::io::repeat(0).take(size))
+        .unwrap();
+    let tee = tar.into_inner().unwrap();
+    Layer::Gzipped {
+        blob: tee.gz.finish().unwrap(),
+        diff_id: format!("sha256:{:x}", tee.tar.finalize()),
+    }
+}
+
+/// A tmpfs of `size` (as mount(8) says it: `100m`) at `dir`, unmounted on drop.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size},mode=0755").as_str()),
+        )
+        .unwrap();
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The reserve the supervisor must keep free here: 5 % (at most 1 GiB).
+    fn reserve(&self) -> u64 {
+        let fs = nix::sys::statvfs::statvfs(&self.dir).unwrap();
+        (fs.blocks() * fs.fragment_size() / 20).min(1 << 30)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// The least free space and inodes a filesystem had while watched.
+struct Least {
+    bytes: u64,
+    inodes: u64,
+}
+
+/// Runs `cmd` while watching the free space and inodes of `dir`'s filesystem (every
+/// millisecond).
+fn run_watching_free_space(mut cmd: Command, dir: &Path) -> (std::process::Output, Least) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        let dir = dir.to_path_buf();
+        std::thread::spawn(move || {
+            let mut least = Least {
+                bytes: u64::MAX,
+                inodes: u64::MAX,
+            };
+            while !done.load(Ordering::Relaxed) {
+                let fs = nix::sys::statvfs::statvfs(&dir).unwrap();
+                least.bytes = least.bytes.min(fs.blocks_available() * fs.fragment_size());
+                least.inodes = least.inodes.min(fs.files_available());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            least
+        })
+    };
+    let out = cmd.output();
+    done.store(true, Ordering::Relaxed);
+    let least = watcher.join().unwrap();
+    (out.unwrap(), least)
+}
+
+/// Nothing of the refused image is left in `b`'s state dir: no staging, no cached image, no
+/// container rootfs.
+fn assert_nothing_of_the_image_left(b: &Boot, short: &str) {
+    assert_no_staging_left(b);
+    assert!(cached_images(b).is_empty(), "a refused image is cached");
+    let rootfs = b
+        .state_dir
+        .join("containers")
+        .join(b.name(short))
+        .join("rootfs");
+    assert!(!rootfs.exists(), "{} is left", rootfs.display());
+}
+
+/// The bomb as `short`'s source on a 100 MiB tmpfs state dir: the container is a runtime error
+/// naming the reserve, the filesystem never fills, and nothing of the image is left.
+fn bomb_stops_at_the_reserve(b: &Boot, short: &str, what: &str) {
+    let tmpfs = Tmpfs::mount(&b.state_dir, "100m");
+    let reserve = tmpfs.reserve();
+    assert_eq!(reserve, 5 << 20);
+    let _ = std::fs::remove_dir_all(&b.run_dir);
+    let (out, least) = run_watching_free_space(b.command(), &b.state_dir);
+    let least_free = least.bytes;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let outcome = b.outcome(short);
+    assert_eq!(outcome["status"], "runtime-error", "{outcome}");
+    let error = outcome["error"].as_str().unwrap();
+    eprintln!("{error}\nleast free: {least_free} bytes");
+    let wanted = format!(
+        "would leave less than the reserve of 5.0 MiB free on the filesystem of {}/{what} (5 % of it, at most 1.0 GiB)",
+        b.state_dir.display()
+    );
+    assert!(error.contains(&wanted), "{error}");
+    assert!(
+        least_free + (1 << 20) >= reserve,
+        "the free space fell to {least_free} bytes, below the reserve of {reserve}"
+    );
+    assert_nothing_of_the_image_left(b, short);
+    drop(tmpfs);
+}
+
+#[test]
+fn a_gzip_bomb_in_a_layout_stops_at_the_reserve_of_a_small_filesystem() {
+    let b = Boot::new("bomb-layout");
+    let image = layout(b.f.dir.path(), &[gzip_bomb(300 << 20)], &["true"]);
+    let source = format!("oci-layout:{}:latest", image.display());
+    b.write_settings(&container(&b.name("x"), &source, ALWAYS));
+    bomb_stops_at_the_reserve(&b, "x", &format!("containers/{}", b.name("x")));
+    b.assert_clean();
+}
+
+#[test]
+fn a_gzip_bomb_from_a_registry_stops_at_the_reserve_of_a_small_filesystem() {
+    let b = Boot::new("bomb-reg");
+    let registry = Registry::start(Access::Plain);
+    let image = layout(b.f.dir.path(), &[gzip_bomb(300 << 20)], &["true"]);
+    registry.provide(&b, "x", &image, "team/bomb:v1");
+    registry.configure(&b, "");
+    bomb_stops_at_the_reserve(&b, "x", "images");
+    b.assert_clean();
+}
+
+#[test]
+fn a_blob_that_would_pass_the_reserve_is_not_downloaded() {
+    let b = Boot::new("bomb-blob");
+    let registry = Registry::start(Access::Plain);
+    // 40 MiB that gzip cannot shrink, for a 32 MiB filesystem.
+    let mut rng = fastrand::Rng::with_seed(7);
+    let noise: Vec<u8> = std::iter::repeat_with(|| rng.u8(..))
+        .take(40 << 20)
+        .collect();
+    let layer = raw_layer(&[("noise", tar::EntryType::Regular, "", &noise)]);
+    let image = layout(b.f.dir.path(), &[Layer::Gzip(layer)], &["true"]);
+    registry.provide(&b, "x", &image, "team/noise:v1");
+    registry.configure(&b, "");
+    let tmpfs = Tmpfs::mount(&b.state_dir, "32m");
+    let reserve = tmpfs.reserve();
+    let (out, least) = run_watching_free_space(b.command(), &b.state_dir);
+    let least_free = least.bytes;
+    assert_eq!(out.status.code(), Some(1));
+    let error = b.outcome("x")["error"].as_str().unwrap().to_owned();
+    eprintln!("{error}\nleast free: {least_free} bytes");
+    assert!(
+        error.contains("(not retried)")
+            && error.contains("downloading blob")
+            && error.contains(&format!(
+                "would leave less than the reserve of 1.6 MiB free on the filesystem of {}/images",
+                b.state_dir.display()
+            )),
+        "{error}"
+    );
+    assert!(
+        least_free + (1 << 20) >= reserve,
+        "the free space fell to {least_free} bytes, below the reserve of {reserve}"
+    );
+    assert_nothing_of_the_image_left(&b, "x");
+    drop(tmpfs);
+    b.assert_clean();
+}
+
+#[test]
+fn max_image_size_stops_an_image_unpacking_past_it() {
+    let b = Boot::new("bomb-max");
+    let registry = Registry::start(Access::Plain);
+    let image = layout(b.f.dir.path(), &[gzip_bomb(300 << 20)], &["true"]);
+    registry.push(&image, "team/big:v1");
+    registry.configure(&b, "");
+    b.write_settings(&format!(
+        "{}{}",
+        container(
+            &b.name("layout"),
+            &format!("oci-layout:{}:latest", image.display()),
+            ALWAYS
+        ),
+        container(
+            &b.name("registry"),
+            &format!("{}/team/big:v1", registry.host),
+            ALWAYS
+        ),
+    ));
+    // Room for the whole image: only the limit stops it.
+    let tmpfs = Tmpfs::mount(&b.state_dir, "1g");
+    let out = b
+        .command()
+        .args(["--max-image-size", "50MiB"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    for short in ["layout", "registry"] {
+        let outcome = b.outcome(short);
+        assert_eq!(outcome["status"], "runtime-error", "{outcome}");
+        let error = outcome["error"].as_str().unwrap();
+        eprintln!("{error}");
+        assert!(
+            error.contains("entry bomb: the image's unpacked size passed --max-image-size 50MiB"),
+            "{error}"
+        );
+        assert_nothing_of_the_image_left(&b, short);
+    }
+    drop(tmpfs);
+    b.assert_clean();
+
+    let bad = b
+        .command()
+        .args(["--max-image-size", "50MB"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("--max-image-size") && stderr.contains("\"50MB\" is not a size"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_layer_of_many_files_stops_at_the_inode_reserve() {
+    let b = Boot::new("bomb-inodes");
+    let names: Vec<String> = (0..5000).map(|i| format!("many/{i}")).collect();
+    let entries: Vec<_> = names
+        .iter()
+        .map(|name| (name.as_str(), tar::EntryType::Regular, "", &b""[..]))
+        .collect();
+    let image = layout(
+        b.f.dir.path(),
+        &[Layer::Gzip(raw_layer(&entries))],
+        &["true"],
+    );
+    let source = format!("oci-layout:{}:latest", image.display());
+    b.write_settings(&container(&b.name("x"), &source, ALWAYS));
+    // Room for busybox's few hundred files, not for 5000 more.
+    let tmpfs = Tmpfs::mount(&b.state_dir, "100m,nr_inodes=4000");
+    let (out, least) = run_watching_free_space(b.command(), &b.state_dir);
+    assert_eq!(out.status.code(), Some(1));
+    let error = b.outcome("x")["error"].as_str().unwrap().to_owned();
+    eprintln!("{error}\nleast free inodes: {}", least.inodes);
+    assert!(
+        error.contains(&format!(
+            "would leave fewer than the reserve of 200 free inodes on the filesystem of {}/containers/{} (5 % of its inodes)",
+            b.state_dir.display(),
+            b.name("x")
+        )),
+        "{error}"
+    );
+    assert!(least.inodes >= 200, "free inodes fell to {}", least.inodes);
+    assert_nothing_of_the_image_left(&b, "x");
+    drop(tmpfs);
     b.assert_clean();
 }
