@@ -342,7 +342,7 @@ fn path_flags_are_taken_against_the_working_directory() {
     let stderr = String::from_utf8_lossy(&ran.stderr);
     assert!(
         stderr.contains(&format!(
-            "--host-mount-area {}",
+            "from --host-mount-area: {}",
             cwd.join("no-such-area").display()
         )),
         "{stderr}"
