@@ -277,14 +277,15 @@ impl Images {
         let is_stored = |digest: &str| self.store.get(digest).is_some();
         let downloads = self.budget.downloads(self.store.dir())?;
         let downloaded = runtime.block_on(async {
-            let pull = std::pin::pin!(registry::download(
-                &self.puller,
-                &reference,
+            let download = registry::Download {
+                puller: &self.puller,
+                reference: &reference,
                 text,
-                &staging,
-                &is_stored,
-                &downloads,
-            ));
+                staging: &staging,
+                stored: &is_stored,
+                charge: &downloads,
+            };
+            let pull = std::pin::pin!(download.run());
             let stop = std::pin::pin!(self.until_stop_requested());
             match select(pull, stop).await {
                 Either::Left((pulled, _)) => pulled,

@@ -1,5 +1,5 @@
 //! Pulling images from OCI registries: per-registry settings (`registries.toml`), credentials,
-//! the client, Bottlerocket's retry schedule and progress lines. [`download`] brings one
+//! the client, Bottlerocket's retry schedule and progress lines. [`Download`] brings one
 //! image's blobs into a staging directory; unpacking them is the store's job.
 
 pub mod backoff;
@@ -19,87 +19,96 @@ use super::content::digest_hex;
 use client::{is_permanent, Puller, Resolved};
 use progress::Progress;
 
-/// Resolves `reference` (spelled `text` in messages) and downloads its config and layers into
-/// `<staging>/blobs/<hex>`, held to `charge`, retrying on Bottlerocket's schedule; a failure no
-/// retry can fix fails at once. Returns `false` when `stored(digest)` says the resolved image
-/// needs no download.
-pub async fn download(
-    puller: &Puller,
-    reference: &Reference,
-    text: &str,
-    staging: &Path,
-    stored: &(dyn Fn(&str) -> bool + Sync),
-    charge: &Charge,
-) -> Result<(Resolved, bool)> {
-    let scale = backoff::scale();
-    let mut retry = 0;
-    loop {
-        match download_once(puller, reference, text, staging, stored, charge).await {
-            Ok(pulled) => return Ok(pulled),
-            Err(err) if is_permanent(&err) => {
-                return Err(err.context(format!("pulling {text} (not retried)")))
-            }
-            Err(err) if retry == backoff::RETRIES => {
-                return Err(err.context(format!(
-                    "pulling {text}: retries exhausted after {} attempts",
-                    retry + 1
-                )))
-            }
-            Err(err) => {
-                let wait = backoff::delay(retry, backoff::jitter(), scale);
-                log::warn!(
-                    "{text}: pull attempt {} failed: {err:#}; retrying in {:.1} s",
-                    retry + 1,
-                    wait.as_secs_f64()
-                );
-                tokio::time::sleep(wait).await;
-                retry += 1;
+/// One image's download into a staging directory: its config and layers go to
+/// `<staging>/blobs/<hex>`, held to `charge`.
+pub struct Download<'a> {
+    pub puller: &'a Puller,
+    pub reference: &'a Reference,
+    /// The reference as the settings spell it, for messages.
+    pub text: &'a str,
+    pub staging: &'a Path,
+    /// Whether an image digest is stored already: then nothing is downloaded.
+    pub stored: &'a (dyn Fn(&str) -> bool + Sync),
+    pub charge: &'a Charge,
+}
+
+impl Download<'_> {
+    /// Resolves the reference and downloads the image, retrying on Bottlerocket's schedule; a
+    /// failure no retry can fix fails at once. Returns `false` when the resolved image is
+    /// stored already (nothing downloaded).
+    pub async fn run(&self) -> Result<(Resolved, bool)> {
+        let text = self.text;
+        let scale = backoff::scale();
+        let mut retry = 0;
+        loop {
+            match self.once().await {
+                Ok(pulled) => return Ok(pulled),
+                Err(err) if is_permanent(&err) => {
+                    return Err(err.context(format!("pulling {text} (not retried)")))
+                }
+                Err(err) if retry == backoff::RETRIES => {
+                    return Err(err.context(format!(
+                        "pulling {text}: retries exhausted after {} attempts",
+                        retry + 1
+                    )))
+                }
+                Err(err) => {
+                    let wait = backoff::delay(retry, backoff::jitter(), scale);
+                    log::warn!(
+                        "{text}: pull attempt {} failed: {err:#}; retrying in {:.1} s",
+                        retry + 1,
+                        wait.as_secs_f64()
+                    );
+                    tokio::time::sleep(wait).await;
+                    retry += 1;
+                }
             }
         }
     }
-}
 
-/// One attempt; blobs that arrived whole in an earlier attempt are kept.
-async fn download_once(
-    puller: &Puller,
-    reference: &Reference,
-    text: &str,
-    staging: &Path,
-    stored: &(dyn Fn(&str) -> bool + Sync),
-    charge: &Charge,
-) -> Result<(Resolved, bool)> {
-    let resolved = puller.resolve(reference).await?;
-    if stored(&resolved.digest) {
-        log::info!("{text}: {} is already cached", resolved.digest);
-        return Ok((resolved, false));
-    }
-    let blobs = staging.join("blobs");
-    std::fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
-    let manifest = &resolved.manifest;
-    let total = manifest.config.size.max(0) as u64
-        + manifest
-            .layers
-            .iter()
-            .map(|l| l.size.max(0) as u64)
-            .sum::<u64>();
-    let progress = Progress::new(text, manifest.layers.len(), total);
-    let downloads = std::iter::once(&manifest.config)
-        .chain(&manifest.layers)
-        .map(|blob| {
-            let progress = &progress;
-            let resolved = &resolved;
-            let blobs = &blobs;
-            async move {
-                let dest = blobs.join(digest_hex(&blob.digest)?);
-                puller
-                    .fetch(resolved, blob, &dest, progress, charge)
-                    .await?;
-                if blob.digest != resolved.manifest.config.digest {
-                    progress.layer_done();
+    /// One attempt; blobs that arrived whole in an earlier attempt are kept.
+    async fn once(&self) -> Result<(Resolved, bool)> {
+        let Download {
+            puller,
+            reference,
+            text,
+            staging,
+            stored,
+            charge,
+        } = *self;
+        let resolved = puller.resolve(reference).await?;
+        if stored(&resolved.digest) {
+            log::info!("{text}: {} is already cached", resolved.digest);
+            return Ok((resolved, false));
+        }
+        let blobs = staging.join("blobs");
+        std::fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
+        let manifest = &resolved.manifest;
+        let total = manifest.config.size.max(0) as u64
+            + manifest
+                .layers
+                .iter()
+                .map(|l| l.size.max(0) as u64)
+                .sum::<u64>();
+        let progress = Progress::new(text, manifest.layers.len(), total);
+        let downloads = std::iter::once(&manifest.config)
+            .chain(&manifest.layers)
+            .map(|blob| {
+                let progress = &progress;
+                let resolved = &resolved;
+                let blobs = &blobs;
+                async move {
+                    let dest = blobs.join(digest_hex(&blob.digest)?);
+                    puller
+                        .fetch(resolved, blob, &dest, progress, charge)
+                        .await?;
+                    if blob.digest != resolved.manifest.config.digest {
+                        progress.layer_done();
+                    }
+                    anyhow::Ok(())
                 }
-                anyhow::Ok(())
-            }
-        });
-    try_join_all(downloads).await?;
-    Ok((resolved, true))
+            });
+        try_join_all(downloads).await?;
+        Ok((resolved, true))
+    }
 }
