@@ -165,13 +165,8 @@ fn send(pid: Pid, signal: i32) -> Result<()> {
 fn wait_gone(pid: Pid) {
     let deadline = Instant::now() + Duration::from_secs(1);
     while Instant::now() < deadline {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty()
-            || stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|s| s.trim_start().starts_with(['Z', 'X']))
-        {
+        let state = procfs::process::Process::new(pid.as_raw()).and_then(|p| p.stat());
+        if state.map_or(true, |stat| matches!(stat.state, 'Z' | 'X')) {
             return;
         }
         std::thread::sleep(Duration::from_millis(2));

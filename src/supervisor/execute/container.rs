@@ -116,11 +116,8 @@ impl Executor {
                         "{}: timed out after {timeout:?}; sending SIGTERM",
                         step.name
                     );
-                    let _ = self
-                        .runtime
-                        .command(&step.name)
-                        .args(["kill", &step.id, "TERM"])
-                        .status();
+                    self.runtime
+                        .try_run(&step.name, &["kill", &step.id, "TERM"]);
                     match rx.recv_timeout(GRACE) {
                         Ok(status) => status,
                         Err(_) => {
@@ -128,11 +125,8 @@ impl Executor {
                                 "{}: still running after {GRACE:?}; killing all its processes",
                                 step.name
                             );
-                            let _ = self
-                                .runtime
-                                .command(&step.name)
-                                .args(["kill", "--all", &step.id, "KILL"])
-                                .status();
+                            self.runtime
+                                .try_run(&step.name, &["kill", "--all", &step.id, "KILL"]);
                             rx.recv()?
                         }
                     }

@@ -38,6 +38,12 @@ impl Runtime {
         cmd
     }
 
+    /// Runs `bootstrap-runc <args>` for container `name` and waits for it. Best effort, for
+    /// kills and deletes: the container may be gone already, and its log says why if not.
+    pub fn try_run(&self, name: &str, args: &[&str]) {
+        let _ = self.command(name).args(args).status();
+    }
+
     /// The runtime's JSON log for container `name`.
     pub fn log(&self, name: &str) -> PathBuf {
         self.run_dir

@@ -40,11 +40,8 @@ impl Executor {
                 }
                 Some(Marker::Started) => {
                     log::warn!("{}: an earlier run was interrupted; removing what it left and running it again", step.name);
-                    let _ = self
-                        .runtime
-                        .command(&step.name)
-                        .args(["delete", "--force", &step.id])
-                        .status();
+                    self.runtime
+                        .try_run(&step.name, &["delete", "--force", &step.id]);
                 }
                 None => {}
             }
@@ -132,11 +129,8 @@ impl Executor {
             running.len()
         );
         for step in plan.steps.iter().filter(|s| running.contains(&s.name)) {
-            let _ = self
-                .runtime
-                .command(&step.name)
-                .args(["kill", "--all", &step.id, "KILL"])
-                .status();
+            self.runtime
+                .try_run(&step.name, &["kill", "--all", &step.id, "KILL"]);
         }
         for _ in running {
             if let Ok(mut outcome) = done_rx.recv() {
