@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 
 use crate::cli;
 use crate::logging::LogFormat;
-use crate::policy::file::Overrides;
+use crate::policy::{self, file::Overrides};
 use crate::runtime::sealed_exe;
 use crate::runtime::state_root::{StateRoot, DEFAULT_ROOT};
 use crate::runtime::Runtime;
@@ -54,6 +54,11 @@ pub struct Cli {
     /// Host directory bound rshared at /.bottlerocket/rootfs/mnt [policy file, then /mnt]
     #[arg(long, global = true, value_name = "PATH", value_parser = cli::absolute)]
     pub host_mount_area: Option<PathBuf>,
+    /// Host directories bound read-write and rshared at /.bottlerocket/rootfs<dir>,
+    /// comma-separated; '' for none [policy file, then
+    /// /var/lib/containerd,/var/lib/docker,/var/lib/kubelet]
+    #[arg(long, global = true, value_name = "LIST", value_parser = policy::file::parse_shared_dirs)]
+    pub shared_dirs: Option<policy::file::DirList>,
     /// runc's rootless mode: `false` or `auto` (bootstrap containers run as root; `true` is
     /// refused)
     #[arg(long, global = true, value_name = "true|false|auto", value_parser = ["false", "auto", "true"])]
@@ -113,6 +118,7 @@ impl Cli {
             policy_overrides: Overrides {
                 host_root: self.host_root.clone(),
                 host_mount_area: self.host_mount_area.clone(),
+                shared_dirs: self.shared_dirs.clone().map(|list| list.0),
                 systemd_cgroup: self.systemd_cgroup,
             },
         })

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::{capabilities, Policy};
+use super::{capabilities, seccomp, Policy, MOUNT_AREA_TARGET};
 
 pub const DEFAULT_PATH: &str = "/etc/bootstrap-runc/policy.toml";
 /// Another policy file; containerd passes no flags, so this is how its runtime gets one.
@@ -21,6 +21,9 @@ struct PolicyFile {
     extra_capabilities: Vec<String>,
     #[serde(default)]
     writable_binds: Vec<PathBuf>,
+    shared_dirs: Option<Vec<PathBuf>>,
+    host_certs: Option<PathBuf>,
+    seccomp: Option<seccomp::Mode>,
 }
 
 /// What the command line says; it wins over the file.
@@ -28,6 +31,8 @@ struct PolicyFile {
 pub struct Overrides {
     pub host_root: Option<PathBuf>,
     pub host_mount_area: Option<PathBuf>,
+    /// `--shared-dirs`: `Some(vec![])` is "none".
+    pub shared_dirs: Option<Vec<PathBuf>>,
     /// `--systemd-cgroup`.
     pub systemd_cgroup: bool,
 }
@@ -80,20 +85,89 @@ pub fn resolve(text: Option<&str>, overrides: &Overrides) -> Result<Policy> {
             .unwrap_or(defaults.host_mount_area),
         extra_capabilities: extra,
         writable_binds: file.writable_binds,
+        shared_dirs: overrides
+            .shared_dirs
+            .clone()
+            .or(file.shared_dirs)
+            .unwrap_or(defaults.shared_dirs),
+        host_certs: file.host_certs.unwrap_or(defaults.host_certs),
+        seccomp: file.seccomp.unwrap_or(defaults.seccomp),
         systemd_cgroup: overrides.systemd_cgroup,
     };
     for (key, path) in [
         ("host-root", &policy.host_root),
         ("host-mount-area", &policy.host_mount_area),
+        ("host-certs", &policy.host_certs),
     ]
     .into_iter()
     .chain(policy.writable_binds.iter().map(|p| ("writable-binds", p)))
+    .chain(policy.shared_dirs.iter().map(|p| ("shared-dirs", p)))
     {
         if !path.is_absolute() {
             bail!("{key}: {} is not an absolute path", path.display());
         }
     }
+    check_shared_dirs(&policy.shared_dirs)?;
     Ok(policy)
+}
+
+/// Each shared directory is a read-write, propagating mount on the read-only host root: not
+/// the root itself, not in the mount area (its copy there propagates to the host: stacking a
+/// bind on it would leave that bind on the host), and not one inside another (the same).
+fn check_shared_dirs(dirs: &[PathBuf]) -> Result<()> {
+    let mount_area = Path::new(MOUNT_AREA_TARGET)
+        .strip_prefix(super::HOST_ROOT_TARGET)
+        .map(|p| Path::new("/").join(p))
+        .unwrap_or_default();
+    for (i, dir) in dirs.iter().enumerate() {
+        let text = dir.to_string_lossy();
+        if text.split('/').any(|part| part == "." || part == "..") {
+            bail!(
+                "shared-dirs: {} must not contain '.' or '..'",
+                dir.display()
+            );
+        }
+        if dir.parent().is_none() {
+            bail!("shared-dirs: / would make the whole host root writable");
+        }
+        if dir.starts_with(&mount_area) {
+            bail!(
+                "shared-dirs: {} is in the mount area ({}), which is shared already",
+                dir.display(),
+                mount_area.display()
+            );
+        }
+        for other in &dirs[i + 1..] {
+            if dir.starts_with(other) || other.starts_with(dir) {
+                bail!(
+                    "shared-dirs: {} and {} overlap; list the outer one only",
+                    dir.display(),
+                    other.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--shared-dirs`'s value (a type of its own, so clap takes it as one value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirList(pub Vec<PathBuf>);
+
+/// Parses `--shared-dirs`: comma-separated absolute paths; empty means none.
+pub fn parse_shared_dirs(list: &str) -> Result<DirList, String> {
+    list.split(',')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| {
+            let path = PathBuf::from(dir);
+            if path.is_absolute() {
+                Ok(path)
+            } else {
+                Err(format!("{dir} is not an absolute path"))
+            }
+        })
+        .collect::<Result<_, _>>()
+        .map(DirList)
 }
 
 #[cfg(test)]
@@ -119,6 +193,9 @@ mod tests {
             host-mount-area = "/file-mnt"
             extra-capabilities = ["CAP_SYS_PTRACE", "sys_rawio"]
             writable-binds = ["/var/lib/x"]
+            shared-dirs = ["/data/containerd"]
+            host-certs = "/etc/pki/tls/certs"
+            seccomp = "unconfined"
         "#;
         let policy = resolve(Some(text), &Overrides::default()).unwrap();
         assert_eq!(policy.host_root, Path::new("/file-root"));
@@ -128,15 +205,32 @@ mod tests {
             [Capability::SysPtrace, Capability::SysRawio]
         );
         assert_eq!(policy.writable_binds, [PathBuf::from("/var/lib/x")]);
+        assert_eq!(policy.shared_dirs, [PathBuf::from("/data/containerd")]);
+        assert_eq!(policy.host_certs, Path::new("/etc/pki/tls/certs"));
+        assert_eq!(policy.seccomp, seccomp::Mode::Unconfined);
 
         let overrides = Overrides {
             host_root: Some("/flag-root".into()),
-            host_mount_area: None,
-            systemd_cgroup: false,
+            shared_dirs: Some(parse_shared_dirs("").unwrap().0),
+            ..Default::default()
         };
         let policy = resolve(Some(text), &overrides).unwrap();
         assert_eq!(policy.host_root, Path::new("/flag-root"));
         assert_eq!(policy.host_mount_area, Path::new("/file-mnt"));
+        assert!(policy.shared_dirs.is_empty(), "--shared-dirs '' means none");
+    }
+
+    #[test]
+    fn shared_dirs_flag() {
+        assert_eq!(
+            parse_shared_dirs("/a,/b/c").unwrap().0,
+            [PathBuf::from("/a"), PathBuf::from("/b/c")]
+        );
+        assert!(parse_shared_dirs("/a,b").unwrap_err().contains("b is not"));
+        assert_eq!(
+            resolve(None, &Overrides::default()).unwrap().shared_dirs,
+            crate::policy::default_shared_dirs()
+        );
     }
 
     #[test]
@@ -156,6 +250,22 @@ mod tests {
                 "writable-binds = [\"x\"]",
                 "writable-binds: x is not an absolute path",
             ),
+            ("shared-dirs = [\"/\"]", "whole host root"),
+            ("shared-dirs = [\"/mnt/x\"]", "in the mount area"),
+            ("shared-dirs = [\"/var/lib/../x\"]", "'.' or '..'"),
+            (
+                "shared-dirs = [\"var\"]",
+                "shared-dirs: var is not an absolute path",
+            ),
+            (
+                "shared-dirs = [\"/var/lib\", \"/var/lib/kubelet\"]",
+                "overlap",
+            ),
+            (
+                "host-certs = \"certs\"",
+                "host-certs: certs is not an absolute path",
+            ),
+            ("seccomp = \"strict\"", "unknown variant"),
         ] {
             let err = format!(
                 "{:#}",

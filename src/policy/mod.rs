@@ -3,10 +3,13 @@
 //! Whatever the config asks for, the result has CAP_SYS_ADMIN, a read-only root, the host root
 //! read-only at `/.bottlerocket/rootfs` and the host's mount area read-write and rshared at
 //! `/.bottlerocket/rootfs/mnt`; and nothing in it exceeds the policy (capabilities, mounts,
-//! namespaces, hooks).
+//! namespaces, hooks). It also builds the rest of the world Bottlerocket's host-ctr gives a
+//! bootstrap container: the storage directories read-write and rshared, the kernel's modules and
+//! sources, the host's certificates and debugfs, and a default seccomp profile.
 
 pub mod capabilities;
 pub mod file;
+pub mod seccomp;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path, PathBuf};
@@ -22,9 +25,23 @@ use thiserror::Error;
 pub const BOTTLEROCKET_DIR: &str = "/.bottlerocket";
 pub const HOST_ROOT_TARGET: &str = "/.bottlerocket/rootfs";
 pub const MOUNT_AREA_TARGET: &str = "/.bottlerocket/rootfs/mnt";
+/// Where the host's CA certificates (`host-certs`) are, read-only (host-ctr's path).
+pub const CERTS_TARGET: &str = "/.bottlerocket/certs";
+/// The host's kernel modules, read-only at the same path (host-ctr's), for the image's own kmod.
+pub const MODULES_DIR: &str = "/lib/modules";
+/// The host's kernel sources and headers, read-only at the same path (host-ctr's).
+pub const KERNEL_SOURCES_DIR: &str = "/usr/src/kernels";
+/// The host's debugfs, read-write (host-ctr's), when debugfs is mounted there.
+pub const DEBUGFS_DIR: &str = "/sys/kernel/debug";
 
-/// runc's default masked paths; a config may add to them, never remove them.
-pub const MASKED_PATHS: [&str; 11] = [
+/// Bottlerocket's bootstrap mounts that exist only when their host source does: the policy
+/// always asks for them, and the runtime drops those the host lacks (runtime/environment.rs).
+/// A config may mount nothing at or under them.
+pub const WHEN_PRESENT: [&str; 4] = [MODULES_DIR, KERNEL_SOURCES_DIR, DEBUGFS_DIR, CERTS_TARGET];
+
+/// runc's default masked paths but `/sys/firmware`, which Bottlerocket unmasks for bootstrap
+/// containers; a config may add to them, never remove them.
+pub const MASKED_PATHS: [&str; 10] = [
     "/proc/acpi",
     "/proc/asound",
     "/proc/kcore",
@@ -34,7 +51,6 @@ pub const MASKED_PATHS: [&str; 11] = [
     "/proc/timer_stats",
     "/proc/sched_debug",
     "/proc/scsi",
-    "/sys/firmware",
     "/sys/devices/virtual/powercap",
 ];
 
@@ -53,6 +69,18 @@ pub struct Policy {
     pub host_mount_area: PathBuf,
     pub extra_capabilities: Vec<Capability>,
     pub writable_binds: Vec<PathBuf>,
+    /// Host directories (absolute, read under `host_root`) bound read-write and rshared at
+    /// `/.bottlerocket/rootfs<dir>`, created (0711) when missing: Bottlerocket's storage
+    /// directories, so that a disk mounted there inside reaches the host.
+    #[serde(default = "default_shared_dirs")]
+    pub shared_dirs: Vec<PathBuf>,
+    /// The host's CA certificates directory (absolute, read under `host_root`), read-only at
+    /// `/.bottlerocket/certs` when present.
+    #[serde(default = "default_host_certs")]
+    pub host_certs: PathBuf,
+    /// The seccomp profile of a config that brings none.
+    #[serde(default)]
+    pub seccomp: seccomp::Mode,
     /// The cgroup driver (`--systemd-cgroup`, not a policy-file key): it decides which form
     /// `linux.cgroupsPath` must have. Recorded with the container like the rest.
     #[serde(default)]
@@ -66,16 +94,32 @@ impl Default for Policy {
             host_mount_area: PathBuf::from("/mnt"),
             extra_capabilities: Vec::new(),
             writable_binds: Vec::new(),
+            shared_dirs: default_shared_dirs(),
+            host_certs: default_host_certs(),
+            seccomp: seccomp::Mode::default(),
             systemd_cgroup: false,
         }
     }
+}
+
+/// Bottlerocket's storage directories: containerd's, docker's and kubelet's state.
+pub fn default_shared_dirs() -> Vec<PathBuf> {
+    ["/var/lib/containerd", "/var/lib/docker", "/var/lib/kubelet"]
+        .into_iter()
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Where Debian, Ubuntu and Bottlerocket keep the trusted CA certificates.
+pub fn default_host_certs() -> PathBuf {
+    PathBuf::from("/etc/ssl/certs")
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PolicyError {
     #[error("the bootstrap policy refuses capabilities outside its ceiling: {}; an operator can allow them with extra-capabilities in the policy file", describe_refused(.0))]
     Capabilities(BTreeMap<String, Vec<&'static str>>),
-    #[error("the bootstrap policy refuses the mount at {0}: {BOTTLEROCKET_DIR} itself and everything under {HOST_ROOT_TARGET} are the policy's own")]
+    #[error("the bootstrap policy refuses the mount at {0}: {BOTTLEROCKET_DIR} itself, everything under {HOST_ROOT_TARGET}, and {reserved} with all under them are the policy's own", reserved = WHEN_PRESENT.join(", "))]
     ReservedMount(PathBuf),
     #[error("the bootstrap policy refuses the {typ:?} mount at {destination}: besides binds, a config may only mount {}; the container can mount other filesystems itself", PSEUDO_FILESYSTEMS.join(", "))]
     MountType { typ: String, destination: PathBuf },
@@ -140,6 +184,10 @@ pub fn apply(mut spec: Spec, policy: &Policy, bundle: &Path) -> Result<Spec, Pol
         _ => "slave",
     };
     linux.set_rootfs_propagation(Some(propagation.to_string()));
+    if linux.seccomp().is_none() && policy.seccomp == seccomp::Mode::Default {
+        let ceiling = capabilities::ceiling(&policy.extra_capabilities);
+        linux.set_seccomp(Some(seccomp::default_profile(&ceiling)));
+    }
     let mut masked = linux.masked_paths().clone().unwrap_or_default();
     for path in MASKED_PATHS {
         if !masked.iter().any(|m| m == path) {
@@ -345,7 +393,10 @@ fn confine_mounts(
     for mut mount in requested {
         // runc takes a relative destination against the container's root.
         let destination = clean(mount.destination());
-        if destination == bottlerocket || destination.starts_with(host_root_target) {
+        if destination == bottlerocket
+            || destination.starts_with(host_root_target)
+            || WHEN_PRESENT.iter().any(|dir| destination.starts_with(dir))
+        {
             return Err(PolicyError::ReservedMount(destination));
         }
         mount.set_destination(destination);
@@ -372,6 +423,16 @@ fn confine_mounts(
             &["nosuid", "nodev", "mode=1777", "size=65536k"],
         ));
     }
+    // After the config's own mounts (its /sys included), as host-ctr orders them.
+    let read_only = ["rbind", "ro", "rro"];
+    for dir in [MODULES_DIR, KERNEL_SOURCES_DIR] {
+        mounts.push(bind(&under(&policy.host_root, dir), dir, &read_only));
+    }
+    mounts.push(bind(
+        &under(&policy.host_root, DEBUGFS_DIR),
+        DEBUGFS_DIR,
+        &["rbind", "rw"],
+    ));
     mounts.push(bind(
         &policy.host_root,
         HOST_ROOT_TARGET,
@@ -382,7 +443,25 @@ fn confine_mounts(
         MOUNT_AREA_TARGET,
         &["rbind", "rw", "rshared"],
     ));
+    for dir in &policy.shared_dirs {
+        mounts.push(bind(
+            &under(&policy.host_root, dir),
+            &under(Path::new(HOST_ROOT_TARGET), dir).to_string_lossy(),
+            &["rbind", "rw", "rshared"],
+        ));
+    }
+    mounts.push(bind(
+        &under(&policy.host_root, &policy.host_certs),
+        CERTS_TARGET,
+        &read_only,
+    ));
     Ok(mounts)
+}
+
+/// `dir` (absolute) read under `root`.
+pub fn under(root: &Path, dir: impl AsRef<Path>) -> PathBuf {
+    let dir = clean(dir.as_ref());
+    root.join(dir.strip_prefix("/").unwrap_or(&dir))
 }
 
 /// A bind mount, as runc and libcontainer recognise one.

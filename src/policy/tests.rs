@@ -21,6 +21,7 @@ fn policy() -> Policy {
         extra_capabilities: vec![],
         writable_binds: vec![PathBuf::from("/var/lib/writable")],
         systemd_cgroup: false,
+        ..Policy::default()
     }
 }
 
@@ -322,6 +323,14 @@ fn refuses_mounts_on_the_policy_paths() {
         "/x/../.bottlerocket/rootfs",
         "//.bottlerocket/./rootfs/",
         ".bottlerocket/rootfs",
+        "/lib/modules",
+        "/lib/modules/6.1/extra",
+        "/usr/src/kernels",
+        "/sys/kernel/debug",
+        "/sys/kernel/debug/tracing",
+        "/.bottlerocket/certs",
+        "/.bottlerocket/certs/ca.pem",
+        "/lib/x/../modules",
     ] {
         let mut value = serde_json::to_value(base_spec()).unwrap();
         value["mounts"] = json!([{"destination": destination, "type": "tmpfs", "source": "tmpfs"}]);
@@ -551,7 +560,10 @@ fn applying_twice_changes_nothing_more() {
             .clone()
             .unwrap()
             .into_iter()
-            .filter(|m| !m.destination().starts_with(BOTTLEROCKET_DIR))
+            .filter(|m| {
+                !m.destination().starts_with(BOTTLEROCKET_DIR)
+                    && !WHEN_PRESENT.iter().any(|d| m.destination() == Path::new(d))
+            })
             .collect(),
     ));
     assert_eq!(applied(again_input), once);
@@ -686,4 +698,111 @@ fn resource_file_names_stay_in_the_cgroup() {
             "{resources} was accepted"
         );
     }
+}
+
+#[test]
+fn bottlerocket_environment_mounts_follow_the_configs() {
+    let mut value = serde_json::to_value(base_spec()).unwrap();
+    value["mounts"] =
+        json!([{"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro"]}]);
+    let spec = apply(spec_from(value), &policy(), bundle()).unwrap();
+    let mounts = spec.mounts().clone().unwrap();
+    let at = |d: &str| {
+        let i = mounts
+            .iter()
+            .position(|m| m.destination() == Path::new(d))
+            .unwrap_or_else(|| panic!("no mount at {d}"));
+        (i, &mounts[i])
+    };
+    let options = |m: &Mount| m.options().clone().unwrap_or_default();
+    let (sys, _) = at("/sys");
+    for (dir, source, read_only) in [
+        ("/lib/modules", "/host/lib/modules", true),
+        ("/usr/src/kernels", "/host/usr/src/kernels", true),
+        ("/sys/kernel/debug", "/host/sys/kernel/debug", false),
+        (CERTS_TARGET, "/host/etc/ssl/certs", true),
+    ] {
+        let (i, mount) = at(dir);
+        assert!(i > sys, "{dir} comes after the config's /sys");
+        assert_eq!(mount.source().as_deref(), Some(Path::new(source)));
+        assert_eq!(
+            options(mount).contains(&"rro".to_string()),
+            read_only,
+            "{dir}"
+        );
+        assert!(!options(mount).contains(&"rshared".to_string()), "{dir}");
+    }
+    for dir in ["/var/lib/containerd", "/var/lib/docker", "/var/lib/kubelet"] {
+        let (_, mount) = at(&format!("{HOST_ROOT_TARGET}{dir}"));
+        assert_eq!(
+            mount.source().as_deref(),
+            Some(Path::new(&format!("/host{dir}")))
+        );
+        assert_eq!(options(mount), ["rbind", "rw", "rshared"]);
+    }
+}
+
+#[test]
+fn shared_dirs_come_from_the_policy_alone() {
+    let mut policy = policy();
+    policy.shared_dirs = vec![PathBuf::from("/data/x")];
+    let spec = apply(base_spec(), &policy, bundle()).unwrap();
+    let shared: Vec<_> = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| m.options().iter().flatten().any(|o| o == "rshared"))
+        .map(|m| m.destination().clone())
+        .collect();
+    assert_eq!(
+        shared,
+        [
+            PathBuf::from(MOUNT_AREA_TARGET),
+            PathBuf::from("/.bottlerocket/rootfs/data/x")
+        ]
+    );
+}
+
+#[test]
+fn sys_firmware_is_not_masked() {
+    let mut spec = base_spec();
+    spec.linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_masked_paths(Some(vec![]));
+    let spec = applied(spec);
+    let masked = spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .masked_paths()
+        .clone()
+        .unwrap();
+    assert!(!masked.iter().any(|m| m == "/sys/firmware"), "{masked:?}");
+    assert!(masked.iter().any(|m| m == "/proc/kcore"));
+}
+
+#[test]
+fn seccomp_is_a_default_not_a_ceiling() {
+    let seccomp = |spec: &Spec| spec.linux().as_ref().unwrap().seccomp().clone();
+    let default = seccomp(&applied(base_spec())).expect("a default profile");
+    assert_eq!(
+        default.default_action(),
+        libcontainer::oci_spec::runtime::LinuxSeccompAction::ScmpActErrno
+    );
+
+    // A config's own profile is used as it is, however loose.
+    let mut value = serde_json::to_value(base_spec()).unwrap();
+    value["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW"});
+    let own = seccomp(&applied(spec_from(value))).unwrap();
+    assert_eq!(
+        own.default_action(),
+        libcontainer::oci_spec::runtime::LinuxSeccompAction::ScmpActAllow
+    );
+    assert!(own.syscalls().is_none());
+
+    let mut unconfined = policy();
+    unconfined.seccomp = seccomp::Mode::Unconfined;
+    let spec = apply(base_spec(), &unconfined, bundle()).unwrap();
+    assert!(seccomp(&spec).is_none());
 }

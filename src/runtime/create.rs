@@ -10,7 +10,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
 
 use super::cgroup::Owned;
-use super::{bind_sources, derived_bundle, host_mounts, libcontainer_error, Runtime};
+use super::{bind_sources, derived_bundle, environment, host_mounts, libcontainer_error, Runtime};
 use crate::atomic_file;
 
 /// Lock name for host-wide setup; it starts with `.`, so it is never a container id.
@@ -68,11 +68,9 @@ impl Runtime {
             derived_dir,
         )?;
         {
-            // Concurrent creates must not both bind the mount area onto itself.
+            // Concurrent creates must not both bind a shared source onto itself.
             let _lock = self.root.lock(MOUNT_AREA_LOCK)?;
-            for mount in derived.host_mounts.iter().filter(|m| m.shared) {
-                host_mounts::ensure_shared(&mount.source)?;
-            }
+            environment::prepare_shared(&derived.host_mounts, &policy.host_root)?;
         }
         let container = ContainerBuilder::new(request.id.to_string(), SyscallType::default())
             .with_root_path(self.root.path())?

@@ -12,6 +12,7 @@ use libcontainer::oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
 use super::bind_sources::{self, Judged};
+use super::environment;
 use super::host_mounts::{self, HostMount};
 use crate::atomic_file;
 use crate::policy::{self, Policy};
@@ -77,7 +78,8 @@ pub struct Derived {
 pub fn write(dir: &Path, bundle: &Path, policy: &Policy) -> Result<Derived> {
     let mut spec = read_spec(bundle)?;
     resolve_bind_sources(&mut spec, bundle);
-    let spec = policy::apply(spec, policy, bundle)?;
+    let mut spec = policy::apply(spec, policy, bundle)?;
+    environment::present(&mut spec, &policy.host_root)?;
     let (spec, host_mounts) = host_mounts::split(spec);
     let binds = bind_sources::judge(spec.mounts().as_deref().unwrap_or_default())?;
     replace_spec(dir, &spec)?;

@@ -6,7 +6,9 @@
 //! namespace with `open_tree`, set read-only and propagation on the detached copies with
 //! `mount_setattr`, and `move_mount` them into the container's namespace. A clone of a shared
 //! mount joins its peer group, so the mount area propagates both ways; the host root copy is
-//! made a slave, so nothing mounted there inside the container reaches the host.
+//! made a slave, so nothing mounted there inside the container reaches the host. The shared
+//! directories propagate as the mount area does; the certificates are a read-only slave copy.
+//! Making the shared sources propagate on the host side is environment.rs's part.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -21,7 +23,7 @@ use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
-use crate::policy::{BOTTLEROCKET_DIR, HOST_ROOT_TARGET};
+use crate::policy::{BOTTLEROCKET_DIR, CERTS_TARGET, HOST_ROOT_TARGET};
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
@@ -45,13 +47,13 @@ pub struct HostMount {
     pub shared: bool,
 }
 
-/// Takes the mounts at or under `/.bottlerocket/rootfs` (only the policy puts any there) out of
-/// the spec handed to libcontainer.
+/// Takes the mounts at or under `/.bottlerocket/rootfs` and at `/.bottlerocket/certs` (only the
+/// policy puts any there) out of the spec handed to libcontainer.
 pub fn split(mut spec: Spec) -> (Spec, Vec<HostMount>) {
     let mounts = spec.mounts_mut().take().unwrap_or_default();
-    let (ours, theirs): (Vec<_>, Vec<_>) = mounts
-        .into_iter()
-        .partition(|m| m.destination().starts_with(HOST_ROOT_TARGET));
+    let (ours, theirs): (Vec<_>, Vec<_>) = mounts.into_iter().partition(|m| {
+        m.destination().starts_with(HOST_ROOT_TARGET) || m.destination() == Path::new(CERTS_TARGET)
+    });
     spec.set_mounts(Some(theirs));
     let host_mounts = ours
         .into_iter()
@@ -66,78 +68,6 @@ pub fn split(mut spec: Spec) -> (Spec, Vec<HostMount>) {
         })
         .collect();
     (spec, host_mounts)
-}
-
-/// Makes `path` a shared mount point on the host if it is not one, so that mounts made in the
-/// container's copy propagate back. Returns whether anything changed.
-pub fn ensure_shared(path: &Path) -> Result<bool> {
-    let mountinfo =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    match mount_point_propagation(&mountinfo, path) {
-        Some(true) => return Ok(false),
-        Some(false) => {}
-        None => nix::mount::mount(
-            Some(path),
-            path,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .with_context(|| format!("bind-mounting {} onto itself", path.display()))?,
-    }
-    nix::mount::mount(
-        None::<&str>,
-        path,
-        None::<&str>,
-        MsFlags::MS_SHARED,
-        None::<&str>,
-    )
-    .with_context(|| format!("making {} a shared mount", path.display()))?;
-    log::info!(
-        "made the host mount area {} a shared mount point so mounts made in bootstrap containers reach the host",
-        path.display()
-    );
-    Ok(true)
-}
-
-/// For the top-most mount at `path`: `Some(shared?)`, or `None` if `path` is no mount point.
-fn mount_point_propagation(mountinfo: &str, path: &Path) -> Option<bool> {
-    mountinfo
-        .lines()
-        .rev()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let mount_point = unescape_mountinfo(fields.get(4)?);
-            let separator = fields.iter().position(|f| *f == "-")?;
-            let shared = fields[6..separator]
-                .iter()
-                .any(|f| f.starts_with("shared:"));
-            (Path::new(&mount_point) == path).then_some(shared)
-        })
-        .next()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let octal = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("0");
-            out.push(u8::from_str_radix(octal, 8).unwrap_or(b'?'));
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Attaches `mounts` inside the mount namespace of the container whose init is `pid`.
@@ -329,35 +259,6 @@ impl Drop for InMountNamespace {
 mod tests {
     use super::*;
 
-    const MOUNTINFO: &str = "\
-22 27 0:21 / /proc rw,relatime - proc proc rw
-27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
-40 27 0:40 / /mnt rw,relatime - tmpfs tmpfs rw
-41 40 0:41 / /mnt rw,relatime shared:7 master:2 - tmpfs tmpfs rw
-42 27 0:42 / /with\\040space rw - tmpfs tmpfs rw
-";
-
-    #[test]
-    fn finds_the_top_most_mount_and_its_propagation() {
-        assert_eq!(
-            mount_point_propagation(MOUNTINFO, Path::new("/")),
-            Some(true)
-        );
-        assert_eq!(
-            mount_point_propagation(MOUNTINFO, Path::new("/proc")),
-            Some(false)
-        );
-        assert_eq!(
-            mount_point_propagation(MOUNTINFO, Path::new("/mnt")),
-            Some(true)
-        );
-        assert_eq!(
-            mount_point_propagation(MOUNTINFO, Path::new("/with space")),
-            Some(false)
-        );
-        assert_eq!(mount_point_propagation(MOUNTINFO, Path::new("/srv")), None);
-    }
-
     #[test]
     fn split_takes_out_only_the_host_mounts() {
         let spec = crate::policy::apply(
@@ -371,6 +272,12 @@ mod tests {
         )
         .unwrap();
         let (spec, host) = split(spec);
+        let shared_dir = |dir: &str| HostMount {
+            source: dir.into(),
+            target: format!("/.bottlerocket/rootfs{dir}").into(),
+            read_only: false,
+            shared: true,
+        };
         assert_eq!(
             host,
             [
@@ -385,6 +292,15 @@ mod tests {
                     target: "/.bottlerocket/rootfs/mnt".into(),
                     read_only: false,
                     shared: true
+                },
+                shared_dir("/var/lib/containerd"),
+                shared_dir("/var/lib/docker"),
+                shared_dir("/var/lib/kubelet"),
+                HostMount {
+                    source: "/etc/ssl/certs".into(),
+                    target: CERTS_TARGET.into(),
+                    read_only: true,
+                    shared: false
                 },
             ]
         );

@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod cleanup;
 pub mod create;
 pub mod derived_bundle;
+pub mod environment;
 pub mod exec;
 pub mod foreground;
 pub mod host_mounts;

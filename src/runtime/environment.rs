@@ -1,0 +1,329 @@
+//! The host side of the policy's environment: which of Bottlerocket's optional mounts this host
+//! has, and the shared mounts made ready.
+//!
+//! The policy (policy/mod.rs) is pure: it always asks for `/lib/modules`, `/usr/src/kernels`,
+//! `/sys/kernel/debug` and the certificates, and for every shared directory. Here, against the
+//! host: [`present`] drops the optional mounts whose source the host lacks and gives the rest
+//! their real path; [`prepare_shared`] creates missing shared directories and makes sure each
+//! shared source propagates, since a container's mount only reaches the host through a shared
+//! mount on the host side.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use libcontainer::oci_spec::runtime::Spec;
+use nix::mount::MsFlags;
+use pathrs::flags::ResolverFlags;
+use pathrs::{error::ErrorKind, InodeType, Root};
+use std::os::unix::fs::PermissionsExt;
+
+use super::host_mounts::HostMount;
+use crate::policy::{DEBUGFS_DIR, MOUNT_AREA_TARGET, WHEN_PRESENT};
+
+/// Drops the policy's optional mounts (`WHEN_PRESENT`) whose source is missing under
+/// `host_root`, and the debugfs bind unless debugfs is mounted there; gives the others their
+/// source as resolved inside `host_root` (a host's `/lib` is often a symlink to `usr/lib`).
+/// Errors: a source that exists but is no directory, or cannot be resolved.
+pub fn present(spec: &mut Spec, host_root: &Path) -> Result<()> {
+    let Some(mounts) = spec.mounts_mut() else {
+        return Ok(());
+    };
+    let root = Root::open(host_root)
+        .with_context(|| format!("opening the host root {}", host_root.display()))?;
+    let mut kept = Vec::with_capacity(mounts.len());
+    for mut mount in mounts.drain(..) {
+        let destination = mount.destination();
+        if !WHEN_PRESENT.iter().any(|dir| destination == Path::new(dir)) {
+            kept.push(mount);
+            continue;
+        }
+        let source = mount.source().clone().unwrap_or_default();
+        let what = || format!("{} for {}", source.display(), destination.display());
+        let inside = source.strip_prefix(host_root).unwrap_or(&source);
+        let handle = match root.resolve(inside) {
+            Ok(handle) => handle,
+            Err(err) if err.kind() == ErrorKind::OsError(Some(libc::ENOENT)) => {
+                log::debug!("no host {}: not mounted", what());
+                continue;
+            }
+            Err(err) => return Err(err).with_context(|| format!("resolving host {}", what())),
+        };
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", handle.as_fd().as_raw_fd()))
+            .with_context(|| format!("reading the real path of host {}", what()))?;
+        if !real.is_dir() {
+            bail!("host {} is not a directory", what());
+        }
+        if destination == Path::new(DEBUGFS_DIR) && !is_mount_of(&real, "debugfs")? {
+            log::debug!("no debugfs mounted at host {}: not mounted", real.display());
+            continue;
+        }
+        mount.set_source(Some(real));
+        kept.push(mount);
+    }
+    *mounts = kept;
+    Ok(())
+}
+
+fn is_mount_of(path: &Path, fs_type: &str) -> Result<bool> {
+    Ok(mounts()?
+        .iter()
+        .any(|m| m.fs_type == fs_type && m.point == path))
+}
+
+/// Makes every shared host mount in `mounts` ready: the mount area as before (a shared mount
+/// point of its own), and each shared directory created if missing (root, 0711, as Bottlerocket
+/// ships them; no symlink followed under `host_root`) and propagating. The caller holds the
+/// state root's lock for host-wide setup.
+pub fn prepare_shared(mounts: &[HostMount], host_root: &Path) -> Result<()> {
+    for mount in mounts.iter().filter(|m| m.shared) {
+        let area = mount.target == Path::new(MOUNT_AREA_TARGET);
+        if !area {
+            create_shared_dir(&mount.source, host_root)?;
+        }
+        let what = if area {
+            "host mount area"
+        } else {
+            "shared directory"
+        };
+        let table = mounts_table()?;
+        let path = &mount.source;
+        match sharing(&table, path, area) {
+            Sharing::Ready => continue,
+            Sharing::MakeShared => {}
+            Sharing::BindAndShare => nix::mount::mount(
+                Some(path),
+                path,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .with_context(|| format!("bind-mounting the {what} {} onto itself", path.display()))?,
+            Sharing::Refuse(submount) => bail!(
+                "the {what} {} is on a private mount and has mounts under it ({}); binding a \
+                 live tree onto itself is not safe, so make it shared on the host first \
+                 (`mount --make-rshared /` as systemd does, or a shared bind made before \
+                 anything is mounted under it), or leave it out of shared-dirs",
+                path.display(),
+                submount.display()
+            ),
+        }
+        nix::mount::mount(
+            None::<&str>,
+            path,
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .with_context(|| format!("making the {what} {} a shared mount", path.display()))?;
+        log::info!(
+            "made the {what} {} a shared mount point so mounts made in bootstrap containers reach the host",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn create_shared_dir(source: &Path, host_root: &Path) -> Result<()> {
+    let inside = source.strip_prefix(host_root).unwrap_or(source);
+    let root = Root::open(host_root)
+        .with_context(|| format!("opening the host root {}", host_root.display()))?
+        .with_resolver_flags(ResolverFlags::NO_SYMLINKS);
+    let refused = |err: pathrs::error::Error| {
+        anyhow::Error::new(err).context(format!(
+            "shared directory {}: not a plain directory path (no symlink is followed under the host root)",
+            source.display()
+        ))
+    };
+    match root.resolve(inside) {
+        Ok(handle) => {
+            let meta = nix::sys::stat::fstat(handle.as_fd().as_raw_fd())
+                .with_context(|| format!("stat {}", source.display()))?;
+            if meta.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                bail!("shared directory {} is not a directory", source.display());
+            }
+            Ok(())
+        }
+        Err(err) if err.kind() == ErrorKind::OsError(Some(libc::ENOENT)) => {
+            if let Some(parent) = inside.parent().filter(|p| !p.as_os_str().is_empty()) {
+                root.mkdir_all(parent, &std::fs::Permissions::from_mode(0o755))
+                    .map_err(refused)?;
+            }
+            match root.create(
+                inside,
+                &InodeType::Directory(std::fs::Permissions::from_mode(0o711)),
+            ) {
+                Ok(()) => {}
+                Err(err) if err.kind() == ErrorKind::OsError(Some(libc::EEXIST)) => {}
+                Err(err) => return Err(refused(err)),
+            }
+            log::info!("created the shared directory {} (0711)", source.display());
+            Ok(())
+        }
+        Err(err) => Err(refused(err)),
+    }
+}
+
+/// One line of mountinfo: what the decisions need.
+#[derive(Debug)]
+struct MountEntry {
+    point: PathBuf,
+    shared: bool,
+    fs_type: String,
+}
+
+fn mounts() -> Result<Vec<MountEntry>> {
+    let mounts = procfs::process::Process::myself()
+        .and_then(|me| me.mountinfo())
+        .context("reading /proc/self/mountinfo")?;
+    Ok(mounts
+        .into_iter()
+        .map(|m| MountEntry {
+            point: PathBuf::from(unescape_mountinfo(&m.mount_point.to_string_lossy())),
+            shared: m
+                .opt_fields
+                .iter()
+                .any(|f| matches!(f, procfs::process::MountOptFields::Shared(_))),
+            fs_type: m.fs_type,
+        })
+        .collect())
+}
+
+fn mounts_table() -> Result<Vec<(PathBuf, bool)>> {
+    Ok(mounts()?.into_iter().map(|m| (m.point, m.shared)).collect())
+}
+
+/// What a shared source needs on the host for a container's mounts to reach it.
+#[derive(Debug, PartialEq, Eq)]
+enum Sharing {
+    /// It propagates as it is.
+    Ready,
+    /// It is a mount point, private: make it shared.
+    MakeShared,
+    /// Bind it onto itself and make that shared.
+    BindAndShare,
+    /// A shared directory on a private mount with this mount under it: never self-bind a live
+    /// tree (its pod volumes and overlays would be copied and pinned).
+    Refuse(PathBuf),
+}
+
+/// Decides over `mounts` ((mount point, shared?) in mountinfo order, later ones on top). The
+/// mount area must be a shared mount point of its own, as Bottlerocket's `/mnt` is; a shared
+/// directory may also lie inside a shared mount (systemd makes `/` shared).
+fn sharing(mounts: &[(PathBuf, bool)], path: &Path, mount_area: bool) -> Sharing {
+    if let Some((_, shared)) = mounts.iter().rev().find(|(point, _)| point == path) {
+        return if *shared {
+            Sharing::Ready
+        } else {
+            Sharing::MakeShared
+        };
+    }
+    if mount_area {
+        return Sharing::BindAndShare;
+    }
+    let containing = mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, (point, _))| path.starts_with(point))
+        .max_by_key(|(i, (point, _))| (point.components().count(), *i));
+    if containing.is_some_and(|(_, (_, shared))| *shared) {
+        return Sharing::Ready;
+    }
+    match mounts.iter().find(|(point, _)| point.starts_with(path)) {
+        Some((submount, _)) => Sharing::Refuse(submount.clone()),
+        None => Sharing::BindAndShare,
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal; procfs leaves them so.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let octal = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("0");
+            out.push(u8::from_str_radix(octal, 8).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(entries: &[(&str, bool)]) -> Vec<(PathBuf, bool)> {
+        entries
+            .iter()
+            .map(|(p, s)| (PathBuf::from(p), *s))
+            .collect()
+    }
+
+    #[test]
+    fn mount_area_must_be_a_shared_mount_point() {
+        let mounts = table(&[
+            ("/", true),
+            ("/mnt", false),
+            ("/mnt", true),
+            ("/srv", false),
+        ]);
+        assert_eq!(sharing(&mounts, Path::new("/mnt"), true), Sharing::Ready);
+        assert_eq!(
+            sharing(&mounts, Path::new("/srv"), true),
+            Sharing::MakeShared
+        );
+        // Inside a shared `/` is not enough for the mount area: it gets a mount point of its own.
+        assert_eq!(
+            sharing(&mounts, Path::new("/data"), true),
+            Sharing::BindAndShare
+        );
+    }
+
+    #[test]
+    fn shared_dirs_use_a_shared_mount_as_it_is() {
+        let shared_root = table(&[("/", true), ("/var/lib/kubelet/pods/x", false)]);
+        assert_eq!(
+            sharing(&shared_root, Path::new("/var/lib/kubelet"), false),
+            Sharing::Ready
+        );
+        let private_root = table(&[("/", false), ("/var", true), ("/var/lib/docker", false)]);
+        assert_eq!(
+            sharing(&private_root, Path::new("/var/lib/containerd"), false),
+            Sharing::Ready,
+            "the deepest mount holding it decides"
+        );
+        assert_eq!(
+            sharing(&private_root, Path::new("/var/lib/docker"), false),
+            Sharing::MakeShared
+        );
+    }
+
+    #[test]
+    fn a_live_private_tree_is_never_bound_onto_itself() {
+        let mounts = table(&[("/", false), ("/var/lib/kubelet/pods/x/volume", false)]);
+        assert_eq!(
+            sharing(&mounts, Path::new("/var/lib/kubelet"), false),
+            Sharing::Refuse("/var/lib/kubelet/pods/x/volume".into())
+        );
+        assert_eq!(
+            sharing(&mounts, Path::new("/var/lib/containerd"), false),
+            Sharing::BindAndShare
+        );
+    }
+
+    #[test]
+    fn unescapes_mountinfo_paths() {
+        assert_eq!(unescape_mountinfo("/with\\040space"), "/with space");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+}
