@@ -59,7 +59,7 @@ supervisor() { # state-dir
   rm -rf "$work/run/"*
   "$bin/bootstrap-supervisor" run --settings "$work/settings.toml" --runtime "$bin/bootstrap-runc" \
     --registry-config "$work/registries.toml" --state-dir "$1" --run-dir "$work/run" \
-    --host-mount-area "$work/mnt" >/dev/null 2>"$work/supervisor.err" \
+    --host-mount-area "$work/mnt" --shared-dirs "" >/dev/null 2>"$work/supervisor.err" \
     || { cat "$work/supervisor.err" >&2; exit 1; }
 }
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }

@@ -29,7 +29,7 @@ bench() { # name bundle
   rm -rf "$work/run/"*
   start=$(date +%s%N)
   "$bin/bootstrap-supervisor" run --settings "$settings" --runtime "$bin/bootstrap-runc" \
-    --state-dir "$work/state" --run-dir "$work/run" --host-mount-area "$work/mnt" >/dev/null 2>&1 &
+    --state-dir "$work/state" --run-dir "$work/run" --host-mount-area "$work/mnt" --shared-dirs "" >/dev/null 2>&1 &
   pid=$!
   while [ -e "/proc/$pid/status" ]; do
     sample=$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)

@@ -27,7 +27,7 @@ time_us() {
   end=$(date +%s%N)
   echo $(( (end - start) / 1000 ))
 }
-run_ours() { time_us "$ours" --root "$work/state/ours" --host-mount-area "$work/mnt" run --bundle "$work/bundle" bench; }
+run_ours() { time_us "$ours" --root "$work/state/ours" --host-mount-area "$work/mnt" --shared-dirs "" run --bundle "$work/bundle" bench; }
 run_runc() { time_us runc --root "$work/state/runc" run --bundle "$work/bundle" bench; }
 
 for _ in 1 2 3 4 5; do run_ours >/dev/null; run_runc >/dev/null; done

@@ -55,7 +55,7 @@ echo
 echo "== bootstrap-supervisor run"
 set +e
 "$bin/bootstrap-supervisor" run --settings "$demo/settings.toml" --runtime "$bin/bootstrap-runc" \
-  --state-dir "$demo/state" --run-dir "$demo/run" --host-mount-area "$demo/mnt"
+  --state-dir "$demo/state" --run-dir "$demo/run" --host-mount-area "$demo/mnt" --shared-dirs ""
 code=$?
 set -e
 echo "exit code: $code ($( [ $code = 0 ] && echo 'boot goes on' || echo 'boot halts'))"

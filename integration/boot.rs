@@ -18,6 +18,9 @@ const MAKE_BUNDLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/make-bundle
 /// Every boot is killed after this long (a boot here takes 1–2 s plus what the containers do).
 const BOOT_LIMIT: Duration = Duration::from_secs(120);
 const SETTINGS: &str = "etc/bootstrap-containers/settings.toml";
+const SUPERVISOR_ENV: &str = "etc/bootstrap-containers/supervisor.env";
+/// The stop grace the guests' supervisor gets (host-ctr's 20 s would slow every timeout test).
+const STOP_GRACE: &str = "2s";
 
 /// One guest: an overlay of the cached root (lower) with a private upper layer, booted as
 /// often as a test wants. Dropping it kills whatever it left running, unmounts the overlay and
@@ -120,6 +123,13 @@ impl Guest {
             "boot-root.sh install: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Through the unit's EnvironmentFile, as an operator sets it.
+        std::fs::create_dir_all(guest.path("etc/bootstrap-containers")).unwrap();
+        std::fs::write(
+            guest.path(SUPERVISOR_ENV),
+            format!("BOOTSTRAP_STOP_GRACE={STOP_GRACE}\n"),
+        )
+        .unwrap();
         guest
     }
 
@@ -733,6 +743,13 @@ fn a_hanging_container_is_killed_at_its_timeout_and_the_boot_goes_on() {
     let outcomes = boot.outcomes("hang");
     assert!(
         outcomes.len() == 1 && outcomes[0].starts_with("timed-out"),
+        "{}",
+        boot.summary()
+    );
+    // The grace came from the unit's EnvironmentFile.
+    let grace = format!("SIGKILL to all its processes in {STOP_GRACE}");
+    assert!(
+        boot.supervisor().iter().any(|m| m.contains(&grace)),
         "{}",
         boot.summary()
     );

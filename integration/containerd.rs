@@ -183,7 +183,9 @@ impl Containerd {
         }
         let mounts: Vec<_> = host_mounts_under(&self.host_root)
             .into_iter()
-            .filter(|(point, _)| point != &self.mount_area)
+            .filter(|(point, _)| {
+                !common::shared_on_purpose(point, &self.host_root, &self.mount_area)
+            })
             .collect();
         assert!(mounts.is_empty(), "mounts left: {mounts:?}");
     }

@@ -171,7 +171,7 @@ fn mounts_under_the_real_host_root_never_reach_the_host() {
     let out = std::process::Command::new(common::BIN)
         .arg("--root")
         .arg(&f.root)
-        .args(["--host-root", "/", "--host-mount-area"])
+        .args(["--host-root", "/", "--shared-dirs", "", "--host-mount-area"])
         .arg(&f.mount_area)
         .env("BOOTSTRAP_RUNC_POLICY", &f.policy_file)
         .args(["run", "--bundle", bundle.to_str().unwrap(), &id])

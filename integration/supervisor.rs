@@ -284,6 +284,62 @@ fn a_stopped_supervisor_kills_its_containers_and_reports_them_interrupted() {
 }
 
 #[test]
+fn stopping_gives_sigterm_then_the_grace_then_sigkill() {
+    let b = Boot::new("grace");
+    let polite = b.bundle(
+        "polite",
+        "trap 'sleep 1; echo cleaned > /.bottlerocket/rootfs/mnt/cleaned; exit 0' TERM; \
+         echo up > /.bottlerocket/rootfs/mnt/polite-up; sleep 100 & wait",
+    );
+    // PID 1 of its namespace: SIGTERM does nothing, only the SIGKILL after the grace ends it.
+    let stubborn = b.bundle(
+        "stubborn",
+        "echo up > /.bottlerocket/rootfs/mnt/stubborn-up; exec sleep 100",
+    );
+    b.write_settings(&format!(
+        "{}{}",
+        container(&b.name("polite"), &polite, "mode = \"always\""),
+        container(&b.name("stubborn"), &stubborn, "mode = \"always\""),
+    ));
+    let child = b
+        .command()
+        .args(["--stop-grace", "3s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for up in ["polite-up", "stubborn-up"] {
+        while !b.f.mount_area.join(up).exists() {
+            assert!(Instant::now() < deadline, "{up}: container did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let stopped = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let took = stopped.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(10),
+        "--stop-grace 3s, stopping took {took:?}"
+    );
+    assert_eq!(out.status.code(), Some(0), "no essential container");
+    assert_eq!(
+        std::fs::read_to_string(b.f.mount_area.join("cleaned")).unwrap(),
+        "cleaned\n",
+        "SIGTERM first, and time to clean up"
+    );
+    for name in ["polite", "stubborn"] {
+        assert_eq!(b.outcome(name)["status"], "interrupted", "{name}");
+    }
+    b.assert_clean();
+}
+
+#[test]
 fn settings_file_is_whole_whenever_the_supervisor_dies() {
     let b = Boot::new("torn");
     let ok = b.bundle("ok", "true");
@@ -361,6 +417,8 @@ fn timeout_stops_the_container_and_counts_as_failure() {
     assert_eq!(b.outcome("polite")["status"], "timed-out");
     assert_eq!(b.outcome("stubborn")["status"], "timed-out");
     assert!(b.outcome("polite")["run_ms"].as_u64().unwrap() < 5000);
+    // The timeout, then the whole stop grace (BOOTSTRAP_STOP_GRACE=2s) before SIGKILL.
+    assert!(b.outcome("stubborn")["run_ms"].as_u64().unwrap() >= 3000);
     assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
     b.assert_clean();
 }

@@ -169,16 +169,16 @@ impl Fixture {
             let cgroups = cgroup_dirs(id);
             assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
         }
-        let mounts = self.mounts_outside_mount_area();
+        let mounts = self.unexpected_mounts();
         assert!(mounts.is_empty(), "mounts left behind: {mounts:#?}");
     }
 
-    /// Mounts under the fixture's directory other than the mount area itself (which the
-    /// runtime makes a shared mount point on purpose).
-    pub fn mounts_outside_mount_area(&self) -> Vec<String> {
+    /// Mounts under the fixture's directory other than those the runtime makes shared mount
+    /// points on purpose (the mount area, the shared directories).
+    pub fn unexpected_mounts(&self) -> Vec<String> {
         host_mounts_under(self.dir.path())
             .into_iter()
-            .filter(|(point, _)| point != &self.mount_area)
+            .filter(|(point, _)| !shared_on_purpose(point, &self.host_root, &self.mount_area))
             .map(|(point, line)| format!("{}: {line}", point.display()))
             .collect()
     }
@@ -191,6 +191,15 @@ impl Drop for Fixture {
         }
         unmount_all_under(self.dir.path());
     }
+}
+
+/// The default shared directories, as the policy names them.
+pub const SHARED_DIRS: [&str; 3] = ["var/lib/containerd", "var/lib/docker", "var/lib/kubelet"];
+
+/// Whether `point` is a mount the runtime leaves on the host on purpose: the mount area, or a
+/// default shared directory, made a shared mount point of its own on a private host root.
+pub fn shared_on_purpose(point: &Path, host_root: &Path, mount_area: &Path) -> bool {
+    point == mount_area || SHARED_DIRS.iter().any(|dir| point == host_root.join(dir))
 }
 
 /// A temporary directory for one test (integration tests need root).

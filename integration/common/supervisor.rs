@@ -68,6 +68,8 @@ impl Boot {
             .arg(&self.registry_config)
             // Pull retries wait milliseconds, not seconds.
             .env("BOOTSTRAP_SUPERVISOR_BACKOFF_SCALE", "0.01")
+            // A short stop grace (host-ctr's 20 s would slow every timeout test).
+            .env("BOOTSTRAP_STOP_GRACE", "2s")
             .env("BOOTSTRAP_RUNC_POLICY", &self.f.policy_file)
             .stdin(Stdio::null());
         cmd
@@ -116,7 +118,7 @@ impl Boot {
         }
         let cgroups = super::cgroup_dirs(&format!("boot.{}", self.tag));
         assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
-        let mounts = self.f.mounts_outside_mount_area();
+        let mounts = self.f.unexpected_mounts();
         assert!(mounts.is_empty(), "mounts left: {mounts:?}");
     }
 }

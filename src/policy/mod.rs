@@ -39,8 +39,8 @@ pub const DEBUGFS_DIR: &str = "/sys/kernel/debug";
 /// A config may mount nothing at or under them.
 pub const WHEN_PRESENT: [&str; 4] = [MODULES_DIR, KERNEL_SOURCES_DIR, DEBUGFS_DIR, CERTS_TARGET];
 
-/// runc's default masked paths but `/sys/firmware`, which Bottlerocket unmasks for bootstrap
-/// containers; a config may add to them, never remove them.
+/// runc's default masked paths but `/sys/firmware`; a config may add to them, never remove
+/// them.
 pub const MASKED_PATHS: [&str; 10] = [
     "/proc/acpi",
     "/proc/asound",
@@ -53,6 +53,9 @@ pub const MASKED_PATHS: [&str; 10] = [
     "/proc/scsi",
     "/sys/devices/virtual/powercap",
 ];
+
+/// Unmasked for bootstrap containers, even if the config masks it (Bottlerocket's host-ctr).
+pub const UNMASKED: &str = "/sys/firmware";
 
 /// Filesystems a config may mount besides binds: they expose nothing of the host's disks
 /// (an overlay's upperdir or a block device's filesystem would, writable, bypassing the
@@ -189,6 +192,8 @@ pub fn apply(mut spec: Spec, policy: &Policy, bundle: &Path) -> Result<Spec, Pol
         linux.set_seccomp(Some(seccomp::default_profile(&ceiling)));
     }
     let mut masked = linux.masked_paths().clone().unwrap_or_default();
+    // host-ctr unmasks it for bootstrap containers; runc's and containerd's defaults mask it.
+    masked.retain(|path| clean(Path::new(path)) != Path::new(UNMASKED));
     for path in MASKED_PATHS {
         if !masked.iter().any(|m| m == path) {
             masked.push(path.to_string());

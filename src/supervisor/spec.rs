@@ -138,10 +138,6 @@ pub fn from_image(config: &ImageConfig, rootfs: &Path, host_root: &Path) -> Resu
     let mut resources = LinuxResources::default();
     resources.set_devices(Some(vec![allow_all]));
     linux.set_resources(Some(resources));
-    // host-ctr unmasks /sys/firmware for bootstrap containers; runc's default list masks it.
-    if let Some(masked) = linux.masked_paths_mut() {
-        masked.retain(|path| path != "/sys/firmware");
-    }
 
     let mounts = spec.mounts_mut().get_or_insert_with(Vec::new);
     for file in ["etc/resolv.conf", "etc/hosts"] {

@@ -10,6 +10,7 @@ use crate::cli;
 use crate::image::registry::config::RegistryConfig;
 use crate::image::{Images, Limits};
 use crate::logging::now_rfc3339;
+use crate::policy;
 use crate::supervisor::cgroup::Delegated;
 use crate::supervisor::execute::{stop_requested, verdict, Executor, Runtime};
 use crate::supervisor::plan::{plan, PlanOptions};
@@ -38,6 +39,13 @@ pub struct Args {
     /// Passed to bootstrap-runc
     #[arg(long, value_parser = cli::absolute)]
     pub host_mount_area: Option<PathBuf>,
+    /// Passed to bootstrap-runc: comma-separated host directories shared read-write, '' for none
+    #[arg(long, value_name = "LIST", value_parser = policy::file::parse_shared_dirs)]
+    pub shared_dirs: Option<policy::file::DirList>,
+    /// How long a stopped container (timeout, or the supervisor stopping) has between SIGTERM
+    /// and SIGKILL to all its processes (host-ctr's 20 s)
+    #[arg(long, env = "BOOTSTRAP_STOP_GRACE", default_value = "20s", value_parser = settings::parse_duration)]
+    pub stop_grace: Duration,
     /// Registries: insecure, ca-file, auth-file and mirrors per host[:port] (missing: defaults)
     #[arg(long, default_value = "/etc/bootstrap-containers/registries.toml", value_parser = cli::absolute)]
     pub registry_config: PathBuf,
@@ -102,10 +110,12 @@ pub fn run(args: &Args) -> Result<i32> {
             run_dir: args.run_dir.clone(),
             host_root: args.host_root.clone(),
             host_mount_area: args.host_mount_area.clone(),
+            shared_dirs: args.shared_dirs.clone().map(|list| list.0),
         },
         state_dir: args.state_dir.clone(),
         images: images.clone(),
         cgroup_parent: cgroup.as_ref().map(|c| c.parent().to_path_buf()),
+        stop_grace: args.stop_grace,
     };
     let containers = executor.execute(&plan)?;
     if let Err(err) = images.collect_garbage(&image_references(&settings)) {

@@ -1,6 +1,6 @@
 //! One container's run: its bundle prepared, `bootstrap-runc run` with its output streamed and
-//! logged, the timeout (SIGTERM, a grace, SIGKILL to every process), and the outcome
-//! classified.
+//! logged, its stop on timeout or on the supervisor's stop request (SIGTERM, the stop grace,
+//! SIGKILL to every process), and the outcome classified.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::stop::stop_requested;
 use super::{blank_outcome, Executor};
@@ -18,8 +18,15 @@ use crate::supervisor::plan::Step;
 use crate::supervisor::report::{ImageOutcome, Outcome, Status};
 use crate::supervisor::settings;
 
-/// After SIGTERM on timeout, how long a container has before everything in it is SIGKILLed.
-const GRACE: Duration = Duration::from_secs(10);
+/// How often a running container's thread looks for the supervisor's stop request.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Why the supervisor ended a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    TimedOut,
+    Interrupted,
+}
 
 impl Executor {
     pub(super) fn run_step(&self, step: &Step) -> Outcome {
@@ -72,13 +79,14 @@ impl Executor {
         let result = self.run_container(step, &prepared.dir);
         outcome.run_ms = running.elapsed().as_millis() as u64;
         match result {
-            Ok((status, timed_out)) => self.classify(step, status, timed_out, outcome),
+            Ok((status, ending)) => self.classify(step, status, ending, outcome),
             Err(err) => outcome.error = Some(format!("{err:#}")),
         }
     }
 
-    /// Runs the container to its end (or its timeout); returns the runtime's exit status.
-    fn run_container(&self, step: &Step, bundle: &Path) -> Result<(ExitStatus, bool)> {
+    /// Runs the container to its end, or stops it on its timeout or the supervisor's stop
+    /// request; returns the runtime's exit status and why it was stopped, if it was.
+    fn run_container(&self, step: &Step, bundle: &Path) -> Result<(ExitStatus, Option<Ending>)> {
         let _ = std::fs::remove_file(self.runtime.log(&step.name));
         let log_path = self
             .state_dir
@@ -105,49 +113,88 @@ impl Executor {
         std::thread::spawn(move || {
             let _ = tx.send(child.wait());
         });
-        let mut timed_out = false;
-        let status = match step.container.timeout {
-            None => rx.recv()?,
-            Some(timeout) => match rx.recv_timeout(timeout) {
-                Ok(status) => status,
-                Err(_) => {
-                    timed_out = true;
-                    log::warn!(
-                        "{}: timed out after {timeout:?}; sending SIGTERM",
-                        step.name
-                    );
-                    self.runtime
-                        .try_run(&step.name, &["kill", &step.id, "TERM"]);
-                    match rx.recv_timeout(GRACE) {
-                        Ok(status) => status,
-                        Err(_) => {
-                            log::warn!(
-                                "{}: still running after {GRACE:?}; killing all its processes",
-                                step.name
-                            );
-                            self.runtime
-                                .try_run(&step.name, &["kill", "--all", &step.id, "KILL"]);
-                            rx.recv()?
-                        }
-                    }
-                }
-            },
+        let deadline = step.container.timeout.map(|timeout| Instant::now() + timeout);
+        let mut ending = None;
+        let status = loop {
+            let wait = deadline.map_or(STOP_POLL, |deadline| {
+                deadline.saturating_duration_since(Instant::now()).min(STOP_POLL)
+            });
+            match rx.recv_timeout(wait) {
+                Ok(status) => break status,
+                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the runtime's waiter vanished"),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            ending = if stop_requested() {
+                Some(Ending::Interrupted)
+            } else if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                Some(Ending::TimedOut)
+            } else {
+                None
+            };
+            if let Some(ending) = ending {
+                break self.stop(step, ending, &rx)?;
+            }
         }
         .context("waiting for the runtime")?;
         for stream in streams {
             let _ = stream.join();
         }
-        Ok((status, timed_out))
+        Ok((status, ending))
+    }
+
+    /// host-ctr's stop: SIGTERM to the container's init, then, after the grace, SIGKILL to
+    /// every process in it. Returns how the runtime ended.
+    fn stop(
+        &self,
+        step: &Step,
+        ending: Ending,
+        rx: &mpsc::Receiver<std::io::Result<ExitStatus>>,
+    ) -> Result<std::io::Result<ExitStatus>> {
+        let grace = self.stop_grace;
+        let why = match ending {
+            Ending::TimedOut => format!(
+                "timed out after {}",
+                settings::format_duration(step.container.timeout.unwrap_or_default())
+            ),
+            Ending::Interrupted => "the supervisor is stopping".to_string(),
+        };
+        log::warn!(
+            "{}: {why}; sending SIGTERM, SIGKILL to all its processes in {}",
+            step.name,
+            settings::format_duration(grace)
+        );
+        self.runtime
+            .try_run(&step.name, &["kill", &step.id, "TERM"]);
+        match rx.recv_timeout(grace) {
+            Ok(status) => Ok(status),
+            Err(_) => {
+                log::warn!(
+                    "{}: still running after {}; killing all its processes",
+                    step.name,
+                    settings::format_duration(grace)
+                );
+                self.runtime
+                    .try_run(&step.name, &["kill", "--all", &step.id, "KILL"]);
+                rx.recv().context("waiting for the runtime")
+            }
+        }
     }
 
     /// Tells a container that failed from a runtime that did: the runtime writes every error
     /// of its own to its JSON log; a container's exit code never does.
-    fn classify(&self, step: &Step, status: ExitStatus, timed_out: bool, outcome: &mut Outcome) {
+    fn classify(
+        &self,
+        step: &Step,
+        status: ExitStatus,
+        ending: Option<Ending>,
+        outcome: &mut Outcome,
+    ) {
         use std::os::unix::process::ExitStatusExt;
         let code = status.code();
         let runtime_error = last_error(&self.runtime.log(&step.name));
         outcome.status = match (code, &runtime_error) {
-            _ if timed_out => Status::TimedOut,
+            _ if ending == Some(Ending::TimedOut) => Status::TimedOut,
+            _ if ending == Some(Ending::Interrupted) => Status::Interrupted,
             (Some(0), _) => Status::Succeeded,
             (Some(_), Some(_)) | (None, _) => Status::RuntimeError,
             (Some(_), None) => Status::Failed,
@@ -165,11 +212,17 @@ impl Executor {
         if outcome.status == Status::RuntimeError && outcome.error.is_none() {
             outcome.error = runtime_error;
         }
-        if timed_out {
-            outcome.error = Some(format!(
-                "timed out after {}",
-                settings::format_duration(step.container.timeout.unwrap_or_default())
-            ));
+        match ending {
+            Some(Ending::TimedOut) => {
+                outcome.error = Some(format!(
+                    "timed out after {}",
+                    settings::format_duration(step.container.timeout.unwrap_or_default())
+                ))
+            }
+            Some(Ending::Interrupted) => {
+                outcome.error = Some("the supervisor was stopped".to_string())
+            }
+            None => {}
         }
     }
 }

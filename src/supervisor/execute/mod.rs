@@ -10,6 +10,7 @@ pub mod stop;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use runtime::Runtime;
 pub use stop::stop_requested;
@@ -30,6 +31,8 @@ pub struct Executor {
     pub images: Arc<Images>,
     /// On cgroup v2, the supervisor's cgroup: the containers' cgroups go under it (cgroup.rs).
     pub cgroup_parent: Option<PathBuf>,
+    /// Between SIGTERM and SIGKILL when a container is stopped (timeout or interrupt).
+    pub stop_grace: Duration,
 }
 
 pub(super) fn blank_outcome(step: &Step, status: Status) -> Outcome {

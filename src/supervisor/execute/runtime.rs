@@ -16,11 +16,13 @@ pub struct Runtime {
     pub host_root: Option<PathBuf>,
     /// `--host-mount-area`, when given.
     pub host_mount_area: Option<PathBuf>,
+    /// `--shared-dirs`, when given.
+    pub shared_dirs: Option<Vec<PathBuf>>,
 }
 
 impl Runtime {
     /// `bootstrap-runc --root ... --log ... --log-format json [--host-root ...]
-    /// [--host-mount-area ...]` for container `name`, stdin from /dev/null; the caller adds the
+    /// [--host-mount-area ...] [--shared-dirs ...]` for container `name`, stdin from /dev/null; the caller adds the
     /// subcommand.
     pub fn command(&self, name: &str) -> Command {
         let mut cmd = Command::new(&self.binary);
@@ -33,6 +35,10 @@ impl Runtime {
         }
         if let Some(area) = &self.host_mount_area {
             cmd.arg("--host-mount-area").arg(area);
+        }
+        if let Some(dirs) = &self.shared_dirs {
+            let list: Vec<&str> = dirs.iter().filter_map(|d| d.to_str()).collect();
+            cmd.arg("--shared-dirs").arg(list.join(","));
         }
         cmd.stdin(Stdio::null());
         cmd

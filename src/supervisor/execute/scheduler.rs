@@ -115,8 +115,9 @@ impl Executor {
             .collect())
     }
 
-    /// The supervisor was asked to stop (the unit is being stopped): kill what runs, start
-    /// nothing more, and leave no `finished` marker, so a later run this boot runs them again.
+    /// The supervisor was asked to stop (the unit is being stopped): start nothing more, wait
+    /// for the running containers (each thread stops its own: SIGTERM, the stop grace,
+    /// SIGKILL), and leave no `finished` marker, so a later run this boot runs them again.
     fn interrupt(
         &self,
         plan: &Plan,
@@ -125,13 +126,9 @@ impl Executor {
         outcomes: &mut BTreeMap<String, Outcome>,
     ) {
         log::warn!(
-            "stopping: killing {} running bootstrap container(s)",
+            "stopping: stopping {} running bootstrap container(s)",
             running.len()
         );
-        for step in plan.steps.iter().filter(|s| running.contains(&s.name)) {
-            self.runtime
-                .try_run(&step.name, &["kill", "--all", &step.id, "KILL"]);
-        }
         for _ in running {
             if let Ok(mut outcome) = done_rx.recv() {
                 outcome.status = Status::Interrupted;
