@@ -284,6 +284,32 @@ fn a_stopped_supervisor_kills_its_containers_and_reports_them_interrupted() {
 }
 
 #[test]
+fn shared_dirs_are_passed_to_the_runtime() {
+    let b = Boot::new("shdirs");
+    let write = b.bundle("write", "echo x > /.bottlerocket/rootfs/srv/data/x");
+    b.write_settings(&container(&b.name("write"), &write, "mode = \"always\""));
+    let ran = b
+        .command()
+        .args(["--shared-dirs", "/srv/data"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ran.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.f.host_root.join("srv/data/x")).unwrap(),
+        "x\n"
+    );
+    assert!(!b.f.host_root.join("var/lib/containerd").exists());
+    // The runtime's shared mount point for /srv/data is on purpose, as the mount area's.
+    common::unmount_all_under(&b.f.host_root.join("srv"));
+    b.assert_clean();
+}
+
+#[test]
 fn stopping_gives_sigterm_then_the_grace_then_sigkill() {
     let b = Boot::new("grace");
     let polite = b.bundle(

@@ -73,32 +73,22 @@ fn is_mount_of(path: &Path, fs_type: &str) -> Result<bool> {
 
 /// Makes every shared host mount in `mounts` ready: the mount area as before (a shared mount
 /// point of its own), and each shared directory created if missing (root, 0711, as Bottlerocket
-/// ships them; no symlink followed under `host_root`) and propagating. The caller holds the
-/// state root's lock for host-wide setup.
+/// ships them; no symlink followed under `host_root`) and propagating. Everything is decided
+/// before anything changes, so a refused directory leaves the host as it was. The caller holds
+/// the state root's lock for host-wide setup.
 pub fn prepare_shared(mounts: &[HostMount], host_root: &Path) -> Result<()> {
+    let table = mounts_table()?;
+    let mut work = Vec::new();
     for mount in mounts.iter().filter(|m| m.shared) {
         let area = mount.target == Path::new(MOUNT_AREA_TARGET);
-        if !area {
-            create_shared_dir(&mount.source, host_root)?;
-        }
         let what = if area {
             "host mount area"
         } else {
             "shared directory"
         };
-        let table = mounts_table()?;
+        let missing = !area && !shared_dir_exists(&mount.source, host_root)?;
         let path = &mount.source;
         match sharing(&table, path, area) {
-            Sharing::Ready => continue,
-            Sharing::MakeShared => {}
-            Sharing::BindAndShare => nix::mount::mount(
-                Some(path),
-                path,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .with_context(|| format!("bind-mounting the {what} {} onto itself", path.display()))?,
             Sharing::Refuse(submount) => bail!(
                 "the {what} {} is on a private mount and has mounts under it ({}); binding a \
                  live tree onto itself is not safe, so make it shared on the host first \
@@ -107,6 +97,24 @@ pub fn prepare_shared(mounts: &[HostMount], host_root: &Path) -> Result<()> {
                 path.display(),
                 submount.display()
             ),
+            decision => work.push((path, what, missing, decision)),
+        }
+    }
+    for (path, what, missing, decision) in work {
+        if missing {
+            create_shared_dir(path, host_root)?;
+        }
+        match decision {
+            Sharing::Ready => continue,
+            Sharing::BindAndShare => nix::mount::mount(
+                Some(path),
+                path,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .with_context(|| format!("bind-mounting the {what} {} onto itself", path.display()))?,
+            Sharing::MakeShared | Sharing::Refuse(_) => {}
         }
         nix::mount::mount(
             None::<&str>,
@@ -124,44 +132,57 @@ pub fn prepare_shared(mounts: &[HostMount], host_root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn create_shared_dir(source: &Path, host_root: &Path) -> Result<()> {
-    let inside = source.strip_prefix(host_root).unwrap_or(source);
-    let root = Root::open(host_root)
+/// The shared directory's path under `host_root`, resolved with no symlink allowed.
+fn shared_dir_root(host_root: &Path) -> Result<Root> {
+    Ok(Root::open(host_root)
         .with_context(|| format!("opening the host root {}", host_root.display()))?
-        .with_resolver_flags(ResolverFlags::NO_SYMLINKS);
-    let refused = |err: pathrs::error::Error| {
+        .with_resolver_flags(ResolverFlags::NO_SYMLINKS))
+}
+
+fn refused(source: &Path) -> impl Fn(pathrs::error::Error) -> anyhow::Error + '_ {
+    move |err| {
         anyhow::Error::new(err).context(format!(
             "shared directory {}: not a plain directory path (no symlink is followed under the host root)",
             source.display()
         ))
-    };
-    match root.resolve(inside) {
+    }
+}
+
+/// Whether the shared directory exists; an error if it is reached through a symlink or is no
+/// directory.
+fn shared_dir_exists(source: &Path, host_root: &Path) -> Result<bool> {
+    let inside = source.strip_prefix(host_root).unwrap_or(source);
+    match shared_dir_root(host_root)?.resolve(inside) {
         Ok(handle) => {
             let meta = nix::sys::stat::fstat(handle.as_fd().as_raw_fd())
                 .with_context(|| format!("stat {}", source.display()))?;
             if meta.st_mode & libc::S_IFMT != libc::S_IFDIR {
                 bail!("shared directory {} is not a directory", source.display());
             }
-            Ok(())
+            Ok(true)
         }
-        Err(err) if err.kind() == ErrorKind::OsError(Some(libc::ENOENT)) => {
-            if let Some(parent) = inside.parent().filter(|p| !p.as_os_str().is_empty()) {
-                root.mkdir_all(parent, &std::fs::Permissions::from_mode(0o755))
-                    .map_err(refused)?;
-            }
-            match root.create(
-                inside,
-                &InodeType::Directory(std::fs::Permissions::from_mode(0o711)),
-            ) {
-                Ok(()) => {}
-                Err(err) if err.kind() == ErrorKind::OsError(Some(libc::EEXIST)) => {}
-                Err(err) => return Err(refused(err)),
-            }
-            log::info!("created the shared directory {} (0711)", source.display());
-            Ok(())
-        }
-        Err(err) => Err(refused(err)),
+        Err(err) if err.kind() == ErrorKind::OsError(Some(libc::ENOENT)) => Ok(false),
+        Err(err) => Err(refused(source)(err)),
     }
+}
+
+fn create_shared_dir(source: &Path, host_root: &Path) -> Result<()> {
+    let inside = source.strip_prefix(host_root).unwrap_or(source);
+    let root = shared_dir_root(host_root)?;
+    if let Some(parent) = inside.parent().filter(|p| !p.as_os_str().is_empty()) {
+        root.mkdir_all(parent, &std::fs::Permissions::from_mode(0o755))
+            .map_err(refused(source))?;
+    }
+    match root.create(
+        inside,
+        &InodeType::Directory(std::fs::Permissions::from_mode(0o711)),
+    ) {
+        Ok(()) => {}
+        Err(err) if err.kind() == ErrorKind::OsError(Some(libc::EEXIST)) => {}
+        Err(err) => return Err(refused(source)(err)),
+    }
+    log::info!("created the shared directory {} (0711)", source.display());
+    Ok(())
 }
 
 /// One line of mountinfo: what the decisions need.

@@ -113,11 +113,16 @@ impl Executor {
         std::thread::spawn(move || {
             let _ = tx.send(child.wait());
         });
-        let deadline = step.container.timeout.map(|timeout| Instant::now() + timeout);
+        let deadline = step
+            .container
+            .timeout
+            .map(|timeout| Instant::now() + timeout);
         let mut ending = None;
         let status = loop {
             let wait = deadline.map_or(STOP_POLL, |deadline| {
-                deadline.saturating_duration_since(Instant::now()).min(STOP_POLL)
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(STOP_POLL)
             });
             match rx.recv_timeout(wait) {
                 Ok(status) => break status,

@@ -1,0 +1,366 @@
+//! The bootstrap container's world as Bottlerocket's host-ctr builds it: the storage
+//! directories shared read-write, the host's modules, sources, certificates and debugfs, the
+//! unmasked /sys/firmware, and the default seccomp profile. Every host here is a fake host root
+//! in a temp dir; nothing is created in, mounted on or made shared on the real /var/lib.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{host_mounts_under, Fixture, Ran, SHARED_DIRS};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+fn run_in(f: &Fixture, name: &str, script: &str) -> Ran {
+    let bundle = f.bundle(name, &["sh", "-c", script]);
+    let id = f.id(name);
+    f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id])
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// Binds the fake host root onto itself with the given propagation, as a host's `/` is.
+fn host_root_mount(f: &Fixture, propagation: MsFlags) {
+    let root = &f.host_root;
+    if !host_mounts_under(root)
+        .iter()
+        .any(|(point, _)| point == root)
+    {
+        mount(
+            Some(root),
+            root,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+    }
+    mount(None::<&str>, root, None::<&str>, propagation, None::<&str>).unwrap();
+}
+
+#[test]
+fn shared_dirs_are_created_writable_and_propagate_to_the_host() {
+    let f = Fixture::new("shdirs");
+    let script = r#"
+        set -e
+        echo data > /.bottlerocket/rootfs/var/lib/kubelet/config
+        mkdir /.bottlerocket/rootfs/var/lib/containerd/disk
+        mount -t tmpfs disk /.bottlerocket/rootfs/var/lib/containerd/disk
+        echo on-disk > /.bottlerocket/rootfs/var/lib/containerd/disk/f
+        for other in /.bottlerocket/rootfs/var/lib/other /.bottlerocket/rootfs/var/x; do
+            if touch $other 2>/dev/null; then echo "WROTE $other"; fi
+        done
+    "#;
+    let ran = run_in(&f, "s", script);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(!ran.stdout.contains("WROTE"), "{}", ran.stdout);
+    for dir in SHARED_DIRS {
+        let path = f.host_root.join(dir);
+        assert!(path.is_dir(), "{dir} not created");
+        assert_eq!(mode(&path), 0o711, "{dir}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(f.host_root.join("var/lib/kubelet/config")).unwrap(),
+        "data\n"
+    );
+    let disk = f.host_root.join("var/lib/containerd/disk");
+    assert_eq!(
+        host_mounts_under(&disk).len(),
+        1,
+        "the container's mount did not reach the host"
+    );
+    assert_eq!(
+        std::fs::read_to_string(disk.join("f")).unwrap(),
+        "on-disk\n"
+    );
+    umount2(&disk, MntFlags::MNT_DETACH).unwrap();
+    assert!(
+        ran.stderr.contains("created the shared directory"),
+        "{}",
+        ran.stderr
+    );
+    f.assert_clean();
+}
+
+#[test]
+fn an_empty_list_shares_nothing() {
+    let f = Fixture::new("shnone");
+    let bundle = f.bundle(
+        "n",
+        &[
+            "sh",
+            "-c",
+            "grep -c ' /.bottlerocket/rootfs/var' /proc/self/mountinfo || true",
+        ],
+    );
+    let id = f.id("n");
+    let ran = f.rt(&[
+        "--shared-dirs",
+        "",
+        "run",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(ran.stdout.trim(), "0");
+    assert!(!f.host_root.join("var").exists());
+    f.assert_clean();
+}
+
+#[test]
+fn a_shared_mount_is_used_as_it_is_and_a_live_private_tree_is_refused() {
+    let f = Fixture::new("shlive");
+    let volume = f.host_root.join("var/lib/kubelet/pods/p1/volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    host_root_mount(&f, MsFlags::MS_SHARED);
+    mount(
+        Some("tmpfs"),
+        &volume,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let script = "set -e; mkdir /.bottlerocket/rootfs/var/lib/kubelet/m; \
+                  mount -t tmpfs m /.bottlerocket/rootfs/var/lib/kubelet/m";
+    let ran = run_in(&f, "shared", script);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let kubelet = f.host_root.join("var/lib/kubelet");
+    let points: Vec<PathBuf> = host_mounts_under(&kubelet)
+        .into_iter()
+        .map(|(point, _)| point)
+        .collect();
+    assert!(
+        points.contains(&kubelet.join("m")),
+        "no propagation: {points:?}"
+    );
+    assert!(
+        !points.contains(&kubelet),
+        "a directory on a shared mount was bound onto itself: {points:?}"
+    );
+    umount2(&kubelet.join("m"), MntFlags::MNT_DETACH).unwrap();
+
+    // The same live tree on a private mount: refused, and nothing on the host changes.
+    host_root_mount(&f, MsFlags::MS_PRIVATE);
+    let before = host_mounts_under(&f.host_root);
+    let ran = run_in(&f, "private", "true");
+    assert_eq!(ran.code, 1);
+    for wanted in [
+        "shared directory",
+        "var/lib/kubelet is on a private mount and has mounts under it",
+        "make it shared",
+    ] {
+        assert!(ran.stderr.contains(wanted), "{wanted:?}: {}", ran.stderr);
+    }
+    assert_eq!(host_mounts_under(&f.host_root), before);
+    umount2(&volume, MntFlags::MNT_DETACH).unwrap();
+    umount2(&f.host_root, MntFlags::MNT_DETACH).unwrap();
+    f.assert_clean();
+}
+
+#[test]
+fn a_symlinked_shared_dir_is_refused() {
+    let f = Fixture::new("shlink");
+    std::fs::create_dir_all(f.host_root.join("var/lib")).unwrap();
+    std::os::unix::fs::symlink("/etc", f.host_root.join("var/lib/docker")).unwrap();
+    let ran = run_in(&f, "l", "true");
+    assert_eq!(ran.code, 1);
+    assert!(
+        ran.stderr
+            .contains("var/lib/docker: not a plain directory path (no symlink is followed"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        !f.host_root.join("var/lib/containerd").exists(),
+        "changed the host before refusing"
+    );
+    f.assert_clean();
+}
+
+#[test]
+fn modules_sources_certs_and_debugfs_when_the_host_has_them() {
+    let f = Fixture::new("optional");
+    let h = &f.host_root;
+    // A merged-/usr host: /lib is a relative symlink, resolved inside the host root.
+    std::fs::create_dir_all(h.join("usr/lib/modules/6.1.0")).unwrap();
+    std::fs::write(h.join("usr/lib/modules/6.1.0/modules.dep"), "dep\n").unwrap();
+    std::os::unix::fs::symlink("usr/lib", h.join("lib")).unwrap();
+    std::fs::create_dir_all(h.join("etc/ssl/certs")).unwrap();
+    std::fs::write(h.join("etc/ssl/certs/ca-certificates.crt"), "PEM\n").unwrap();
+    let debug = h.join("sys/kernel/debug");
+    std::fs::create_dir_all(&debug).unwrap();
+    mount(
+        Some("debugfs"),
+        &debug,
+        Some("debugfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let script = r#"
+        cat /lib/modules/6.1.0/modules.dep /.bottlerocket/certs/ca-certificates.crt
+        for f in /lib/modules/x /.bottlerocket/certs/x; do
+            if touch $f 2>/dev/null; then echo "WROTE $f"; fi
+        done
+        awk '{print "mount", $5, $6, $9}' /proc/self/mountinfo
+    "#;
+    let ran = run_in(&f, "o", script);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(ran.stdout.starts_with("dep\nPEM\n"), "{}", ran.stdout);
+    assert!(!ran.stdout.contains("WROTE"), "{}", ran.stdout);
+    let mounted = |point: &str| {
+        ran.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("mount "))
+            .filter(|l| l.split(' ').next() == Some(point))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let debugfs = mounted("/sys/kernel/debug");
+    assert!(
+        debugfs
+            .iter()
+            .any(|m| m.starts_with("/sys/kernel/debug rw,") && m.ends_with(" debugfs")),
+        "{}",
+        ran.stdout
+    );
+    assert!(mounted("/usr/src/kernels").is_empty(), "the host has none");
+    assert!(
+        mounted("/sys/firmware").is_empty(),
+        "/sys/firmware is masked"
+    );
+    assert!(
+        !mounted("/proc/keys").is_empty(),
+        "runc's other masks stay: {}",
+        ran.stdout
+    );
+
+    // No debugfs on the host: none inside.
+    umount2(&debug, MntFlags::MNT_DETACH).unwrap();
+    let ran = run_in(&f, "n", "awk '{print $5}' /proc/self/mountinfo");
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        !ran.stdout.lines().any(|l| l == "/sys/kernel/debug"),
+        "{}",
+        ran.stdout
+    );
+    f.assert_clean();
+}
+
+#[test]
+fn config_mounts_on_the_environment_paths_are_refused() {
+    let f = Fixture::new("envres");
+    for (name, destination) in [
+        ("mods", "/lib/modules"),
+        ("certs", "/.bottlerocket/certs/x"),
+    ] {
+        let bundle = f.bundle(name, &["true"]);
+        f.edit_config(&bundle, |config| {
+            config["mounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!(
+                    {"destination": destination, "type": "tmpfs", "source": "tmpfs"}
+                ));
+        });
+        let id = f.id(name);
+        let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+        assert_eq!(ran.code, 1, "{destination}");
+        assert!(
+            ran.stderr
+                .contains(&format!("refuses the mount at {destination}")),
+            "{}",
+            ran.stderr
+        );
+    }
+    f.assert_clean();
+}
+
+/// The static syscall probe (integration/probe/syscalls.c), built into `dir`.
+fn probe(dir: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/probe/syscalls.c");
+    let out = dir.join("probe");
+    let built = Command::new("cc")
+        .args(["-static", "-O", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    out
+}
+
+const PROBED: [&str; 8] = [
+    "keyctl",
+    "mount",
+    "umount2",
+    "swapon",
+    "swapoff",
+    "init_module",
+    "finit_module",
+    "mknod",
+];
+
+/// Runs the probe in a fresh container; returns (syscall, errno) pairs.
+fn probed(
+    f: &Fixture,
+    name: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Vec<(String, i32)> {
+    let mut args = vec!["/bin/probe"];
+    args.extend(PROBED);
+    let bundle = f.bundle(name, &args);
+    std::fs::copy(probe(f.dir.path()), bundle.join("rootfs/bin/probe")).unwrap();
+    f.edit_config(&bundle, edit);
+    let id = f.id(name);
+    let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    ran.stdout
+        .lines()
+        .map(|line| {
+            let (name, errno) = line.split_once(' ').unwrap();
+            (name.to_string(), errno.parse().unwrap())
+        })
+        .collect()
+}
+
+fn errno_of(results: &[(String, i32)], name: &str) -> i32 {
+    results.iter().find(|(n, _)| n == name).unwrap().1
+}
+
+#[test]
+fn seccomp_default_profile_denies_and_allows_as_bottlerocket() {
+    let f = Fixture::new("seccomp");
+    let results = probed(&f, "default", |_| {});
+    assert_eq!(errno_of(&results, "keyctl"), libc::EPERM, "{results:?}");
+    for name in &PROBED[1..] {
+        let errno = errno_of(&results, name);
+        assert_ne!(errno, libc::EPERM, "{name} is blocked: {results:?}");
+        assert_ne!(errno, 0, "{name} succeeded: {results:?}");
+    }
+
+    // A config's own profile is used as it is.
+    let results = probed(&f, "own", |config| {
+        config["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["swapon"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        });
+    });
+    assert_ne!(errno_of(&results, "keyctl"), libc::EPERM, "{results:?}");
+    assert_eq!(errno_of(&results, "swapon"), libc::EPERM, "{results:?}");
+
+    // The policy can turn the default off.
+    std::fs::write(&f.policy_file, "seccomp = \"unconfined\"\n").unwrap();
+    let results = probed(&f, "unconfined", |_| {});
+    assert_ne!(errno_of(&results, "keyctl"), libc::EPERM, "{results:?}");
+    f.assert_clean();
+}
