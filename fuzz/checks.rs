@@ -69,6 +69,8 @@ fn policies() -> Vec<Policy> {
     };
     let systemd = Policy {
         systemd_cgroup: true,
+        shared_dirs: vec![PathBuf::from("/data/state")],
+        seccomp: policy::seccomp::Mode::Unconfined,
         ..Policy::default()
     };
     vec![Policy::default(), generous, systemd]
@@ -98,6 +100,7 @@ pub fn policy(data: &[u8]) {
             }
             if let Ok(confined) = policy::apply(spec.clone(), &policy, bundle) {
                 check_spec(&confined, &policy, bundle);
+                check_seccomp(&spec, &confined, &policy);
             }
         }
     }
@@ -196,34 +199,95 @@ fn check_spec(spec: &Spec, policy: &Policy, bundle: &Path) {
     for path in policy::MASKED_PATHS {
         assert!(masked.iter().any(|m| m == path), "{path} not masked");
     }
+    assert!(
+        !masked
+            .iter()
+            .any(|m| Path::new(m) == Path::new("/sys/firmware")),
+        "/sys/firmware masked"
+    );
 
+    // The policy's mounts, in order, after the config's: written out here, independently.
+    let under = |dir: &Path| policy.host_root.join(dir.strip_prefix("/").unwrap());
+    let mut expected: Vec<(PathBuf, PathBuf, &str)> =
+        ["/lib/modules", "/usr/src/kernels", "/sys/kernel/debug"]
+            .iter()
+            .map(|dir| {
+                let access = if *dir == "/sys/kernel/debug" {
+                    "rw"
+                } else {
+                    "ro"
+                };
+                (PathBuf::from(dir), under(Path::new(dir)), access)
+            })
+            .collect();
+    expected.push((
+        PathBuf::from(policy::HOST_ROOT_TARGET),
+        policy.host_root.clone(),
+        "ro",
+    ));
+    expected.push((
+        PathBuf::from(policy::MOUNT_AREA_TARGET),
+        policy.host_mount_area.clone(),
+        "shared",
+    ));
+    for dir in &policy.shared_dirs {
+        expected.push((
+            Path::new(policy::HOST_ROOT_TARGET).join(dir.strip_prefix("/").unwrap()),
+            under(dir),
+            "shared",
+        ));
+    }
+    expected.push((
+        PathBuf::from(policy::CERTS_TARGET),
+        under(&policy.host_certs),
+        "ro",
+    ));
     let mounts = spec.mounts().clone().unwrap_or_default();
-    let reserved = Path::new(policy::HOST_ROOT_TARGET);
     let n = mounts.len();
-    assert!(n >= 3, "the policy's own mounts are missing");
+    let first_policy = n
+        .checked_sub(expected.len())
+        .expect("the policy's own mounts are missing");
     assert_eq!(mounts[0].destination(), Path::new(policy::BOTTLEROCKET_DIR));
-    assert_eq!(mounts[n - 2].destination(), reserved);
-    assert_eq!(
-        mounts[n - 2].source().as_deref(),
-        Some(policy.host_root.as_path())
-    );
-    assert_eq!(
-        mounts[n - 1].destination(),
-        Path::new(policy::MOUNT_AREA_TARGET)
-    );
+    for (mount, (destination, source, access)) in mounts[first_policy..].iter().zip(&expected) {
+        assert_eq!(mount.destination(), destination);
+        assert_eq!(
+            mount.source().as_ref(),
+            Some(source),
+            "{}",
+            destination.display()
+        );
+        let options = mount.options().clone().unwrap_or_default();
+        let has = |o: &str| options.iter().any(|x| x == o);
+        match *access {
+            "ro" => assert!(has("ro") && has("rro") && !has("rw") && !has("rshared")),
+            "rw" => assert!(has("rw") && !has("rshared")),
+            _ => assert!(has("rw") && has("rshared")),
+        }
+    }
+    let reserved = Path::new(policy::HOST_ROOT_TARGET);
     let pseudo: HashSet<&str> = [
         "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2",
     ]
     .into();
-    for mount in &mounts[1..n - 2] {
+    for mount in &mounts[1..first_policy] {
         let destination = mount.destination();
         assert!(
             destination != Path::new(policy::BOTTLEROCKET_DIR)
-                && !destination.starts_with(reserved),
+                && !destination.starts_with(reserved)
+                && !expected.iter().any(|(d, _, _)| destination.starts_with(d)),
             "a config mount at {}",
             destination.display()
         );
         assert!(destination.is_absolute(), "{}", destination.display());
+        assert!(
+            !mount
+                .options()
+                .iter()
+                .flatten()
+                .any(|o| o == "rshared" || o == "shared"),
+            "a config mount at {} asks to propagate",
+            destination.display()
+        );
         if policy::is_bind(mount) {
             let source = mount.source().as_deref().expect("bind source");
             let writable = source.starts_with(&policy.host_mount_area)
@@ -244,6 +308,18 @@ fn check_spec(spec: &Spec, policy: &Policy, bundle: &Path) {
             let typ = mount.typ().as_deref().unwrap_or_default();
             assert!(pseudo.contains(typ), "a {typ:?} mount passed");
         }
+    }
+}
+
+/// A config's own profile is kept as it is; without one, the policy's default applies unless
+/// the policy says unconfined.
+fn check_seccomp(input: &Spec, confined: &Spec, policy: &Policy) {
+    let own = input.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let result = confined.linux().as_ref().and_then(|l| l.seccomp().clone());
+    match (own, policy.seccomp) {
+        (Some(own), _) => assert_eq!(result, Some(own), "a config's profile was changed"),
+        (None, policy::seccomp::Mode::Default) => assert!(result.is_some(), "no default profile"),
+        (None, policy::seccomp::Mode::Unconfined) => assert!(result.is_none()),
     }
 }
 

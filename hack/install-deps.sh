@@ -10,6 +10,7 @@ packages=(
   runc                        # the benchmark's baseline
   containerd umoci            # containerd integration tests: a private containerd, local images
   strace                      # fault-injection tests: SIGKILL at syscall boundaries
+  gcc libc6-dev               # seccomp tests: a static syscall probe (integration/probe)
   docker-registry skopeo      # registry tests: a real registry on loopback, images pushed to it
   apache2-utils openssl       # registry tests: htpasswd for basic auth, a private CA for TLS
 )

@@ -405,6 +405,11 @@ fn confine_mounts(
             return Err(PolicyError::ReservedMount(destination));
         }
         mount.set_destination(destination);
+        // Only the policy's own mounts propagate to the host (libcontainer 0.7.0 ignores these
+        // options; a later one would honour them).
+        if let Some(options) = mount.options_mut() {
+            options.retain(|o| o != "shared" && o != "rshared");
+        }
         if is_bind(&mount) {
             let source = clean(&bundle.join(mount.source().clone().unwrap_or_default()));
             if !may_write(&source, policy, bundle) {

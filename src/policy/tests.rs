@@ -806,3 +806,19 @@ fn seccomp_is_a_default_not_a_ceiling() {
     let spec = apply(base_spec(), &unconfined, bundle()).unwrap();
     assert!(seccomp(&spec).is_none());
 }
+
+#[test]
+fn config_mounts_never_ask_to_propagate() {
+    let mut value = serde_json::to_value(base_spec()).unwrap();
+    value["mounts"] = json!([{"destination": "/data", "type": "bind", "source": "/mnt/x",
+        "options": ["rbind", "rw", "rshared"]}, {"destination": "/t", "type": "tmpfs",
+        "source": "tmpfs", "options": ["shared"]}]);
+    let spec = apply(spec_from(value), &policy(), bundle()).unwrap();
+    for destination in ["/data", "/t"] {
+        let options = mount_at(&spec, destination).options().clone().unwrap();
+        assert!(
+            !options.iter().any(|o| o.ends_with("shared")),
+            "{options:?}"
+        );
+    }
+}

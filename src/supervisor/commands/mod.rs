@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every enabled bootstrap container (the boot-time job)
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// Validate the settings and show what would run (no root needed)
     Plan(plan::Args),
     /// Print settings as JSON: bootstrap-containers[.NAME[.FIELD]]
