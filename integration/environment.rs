@@ -44,6 +44,8 @@ fn host_root_mount(f: &Fixture, propagation: MsFlags) {
 #[test]
 fn shared_dirs_are_created_writable_and_propagate_to_the_host() {
     let f = Fixture::new("shdirs");
+    // A private host root: each directory is bound onto itself and made shared.
+    host_root_mount(&f, MsFlags::MS_PRIVATE);
     let script = r#"
         set -e
         echo data > /.bottlerocket/rootfs/var/lib/kubelet/config
@@ -82,6 +84,8 @@ fn shared_dirs_are_created_writable_and_propagate_to_the_host() {
         "{}",
         ran.stderr
     );
+    // The private host root this test made, with the shared mount points in it.
+    common::unmount_all_under(&f.host_root);
     f.assert_clean();
 }
 
@@ -170,8 +174,7 @@ fn a_symlinked_shared_dir_is_refused() {
     let ran = run_in(&f, "l", "true");
     assert_eq!(ran.code, 1);
     assert!(
-        ran.stderr
-            .contains("var/lib/docker: not a plain directory path (no symlink is followed"),
+        ran.stderr.contains("var/lib/docker: a symlink on its path"),
         "{}",
         ran.stderr
     );
@@ -190,6 +193,7 @@ fn modules_sources_certs_and_debugfs_when_the_host_has_them() {
     std::fs::create_dir_all(h.join("usr/lib/modules/6.1.0")).unwrap();
     std::fs::write(h.join("usr/lib/modules/6.1.0/modules.dep"), "dep\n").unwrap();
     std::os::unix::fs::symlink("usr/lib", h.join("lib")).unwrap();
+    std::fs::create_dir_all(h.join("usr/src/kernels/6.1.0")).unwrap();
     std::fs::create_dir_all(h.join("etc/ssl/certs")).unwrap();
     std::fs::write(h.join("etc/ssl/certs/ca-certificates.crt"), "PEM\n").unwrap();
     let debug = h.join("sys/kernel/debug");
@@ -204,14 +208,19 @@ fn modules_sources_certs_and_debugfs_when_the_host_has_them() {
     .unwrap();
     let script = r#"
         cat /lib/modules/6.1.0/modules.dep /.bottlerocket/certs/ca-certificates.crt
-        for f in /lib/modules/x /.bottlerocket/certs/x; do
+        ls /usr/src/kernels
+        for f in /lib/modules/x /.bottlerocket/certs/x /usr/src/kernels/x; do
             if touch $f 2>/dev/null; then echo "WROTE $f"; fi
         done
         awk '{print "mount", $5, $6, $9}' /proc/self/mountinfo
     "#;
     let ran = run_in(&f, "o", script);
     assert_eq!(ran.code, 0, "{}", ran.stderr);
-    assert!(ran.stdout.starts_with("dep\nPEM\n"), "{}", ran.stdout);
+    assert!(
+        ran.stdout.starts_with("dep\nPEM\n6.1.0\n"),
+        "{}",
+        ran.stdout
+    );
     assert!(!ran.stdout.contains("WROTE"), "{}", ran.stdout);
     let mounted = |point: &str| {
         ran.stdout
@@ -229,7 +238,6 @@ fn modules_sources_certs_and_debugfs_when_the_host_has_them() {
         "{}",
         ran.stdout
     );
-    assert!(mounted("/usr/src/kernels").is_empty(), "the host has none");
     assert!(
         mounted("/sys/firmware").is_empty(),
         "/sys/firmware is masked"
@@ -248,6 +256,84 @@ fn modules_sources_certs_and_debugfs_when_the_host_has_them() {
         !ran.stdout.lines().any(|l| l == "/sys/kernel/debug"),
         "{}",
         ran.stdout
+    );
+    f.assert_clean();
+}
+
+#[test]
+fn image_symlinks_cannot_move_the_environment() {
+    let f = Fixture::new("imglinks");
+    std::fs::create_dir_all(f.host_root.join("lib/modules/6.1.0")).unwrap();
+    // The image's own /lib/modules is a symlink: followed inside the rootfs, as libcontainer does.
+    let bundle = f.bundle("modlink", &["ls", "/lib/modules", "/usr/lib/modules"]);
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("usr/lib/modules")).unwrap();
+    std::fs::create_dir_all(rootfs.join("lib")).unwrap();
+    std::os::unix::fs::symlink("/usr/lib/modules", rootfs.join("lib/modules")).unwrap();
+    let id = f.id("modlink");
+    let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(ran.stdout.matches("6.1.0").count(), 2, "{}", ran.stdout);
+
+    // An image whose /.bottlerocket points at a host directory: refused, the host untouched.
+    let victim = f.dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let bundle = f.bundle("brlink", &["true"]);
+    std::os::unix::fs::symlink(&victim, bundle.join("rootfs/.bottlerocket")).unwrap();
+    // Where libcontainer, resolving inside the rootfs, mounts the policy's tmpfs.
+    let inside = bundle
+        .join("rootfs")
+        .join(victim.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(inside).unwrap();
+    let id = f.id("brlink");
+    let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+    assert_eq!(ran.code, 1);
+    assert!(
+        ran.stderr
+            .contains("/.bottlerocket is not the policy's directory"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        0,
+        "host dir written"
+    );
+    f.assert_clean();
+}
+
+#[test]
+fn a_read_only_root_without_the_mount_point_goes_without() {
+    let f = Fixture::new("rorootfs");
+    std::fs::create_dir_all(f.host_root.join("lib/modules/6.1.0")).unwrap();
+    let bundle = f.bundle("ro", &["sh", "-c", "ls /lib/modules 2>&1; true"]);
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir(rootfs.join(".bottlerocket")).unwrap();
+    mount(
+        Some(&rootfs),
+        &rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    mount(
+        None::<&str>,
+        &rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .unwrap();
+    let id = f.id("ro");
+    let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+    umount2(&rootfs, MntFlags::MNT_DETACH).unwrap();
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(ran.stdout.contains("No such file"), "{}", ran.stdout);
+    assert!(
+        ran.stderr.contains("read-only root has no /lib/modules"),
+        "{}",
+        ran.stderr
     );
     f.assert_clean();
 }

@@ -107,18 +107,22 @@ pub fn resolve(text: Option<&str>, overrides: &Overrides) -> Result<Policy> {
             bail!("{key}: {} is not an absolute path", path.display());
         }
     }
-    check_shared_dirs(&policy.shared_dirs)?;
+    check_shared_dirs(&policy)?;
     Ok(policy)
 }
 
 /// Each shared directory is a read-write, propagating mount on the read-only host root: not
-/// the root itself, not in the mount area (its copy there propagates to the host: stacking a
-/// bind on it would leave that bind on the host), and not one inside another (the same).
-fn check_shared_dirs(dirs: &[PathBuf]) -> Result<()> {
-    let mount_area = Path::new(MOUNT_AREA_TARGET)
-        .strip_prefix(super::HOST_ROOT_TARGET)
-        .map(|p| Path::new("/").join(p))
-        .unwrap_or_default();
+/// the root itself; not at or under the mount area's place in the container (`/mnt`: a bind
+/// stacked on that propagating copy would be left on the host), nor one inside another (the
+/// same); and on the host neither overlapping the mount area nor a writable bind source, where
+/// a container could swap a directory on its path for a symlink while another is created.
+fn check_shared_dirs(policy: &Policy) -> Result<()> {
+    let mount_target = Path::new("/").join(
+        Path::new(MOUNT_AREA_TARGET)
+            .strip_prefix(super::HOST_ROOT_TARGET)
+            .unwrap_or(Path::new("mnt")),
+    );
+    let dirs = &policy.shared_dirs;
     for (i, dir) in dirs.iter().enumerate() {
         let text = dir.to_string_lossy();
         if text.split('/').any(|part| part == "." || part == "..") {
@@ -130,12 +134,25 @@ fn check_shared_dirs(dirs: &[PathBuf]) -> Result<()> {
         if dir.parent().is_none() {
             bail!("shared-dirs: / would make the whole host root writable");
         }
-        if dir.starts_with(&mount_area) {
+        if dir.starts_with(&mount_target) {
             bail!(
-                "shared-dirs: {} is in the mount area ({}), which is shared already",
+                "shared-dirs: {} is in {}, where the mount area is, which is shared already",
                 dir.display(),
-                mount_area.display()
+                mount_target.display()
             );
+        }
+        let on_host = super::under(&policy.host_root, dir);
+        for (what, writable) in std::iter::once(("the host mount area", &policy.host_mount_area))
+            .chain(policy.writable_binds.iter().map(|w| ("a writable bind", w)))
+        {
+            if on_host.starts_with(writable) || writable.starts_with(&on_host) {
+                bail!(
+                    "shared-dirs: {} ({}) overlaps {what}, {}, which containers can write",
+                    dir.display(),
+                    on_host.display(),
+                    writable.display()
+                );
+            }
         }
         for other in &dirs[i + 1..] {
             if dir.starts_with(other) || other.starts_with(dir) {
@@ -251,7 +268,19 @@ mod tests {
                 "writable-binds: x is not an absolute path",
             ),
             ("shared-dirs = [\"/\"]", "whole host root"),
-            ("shared-dirs = [\"/mnt/x\"]", "in the mount area"),
+            ("shared-dirs = [\"/mnt/x\"]", "where the mount area is"),
+            (
+                "host-mount-area = \"/data\"\nshared-dirs = [\"/data/k/lib\"]",
+                "overlaps the host mount area, /data",
+            ),
+            (
+                "writable-binds = [\"/srv\"]\nshared-dirs = [\"/srv/state\"]",
+                "overlaps a writable bind, /srv",
+            ),
+            (
+                "host-mount-area = \"/var/lib/mnt\"\nshared-dirs = [\"/var/lib\"]",
+                "overlaps the host mount area",
+            ),
             ("shared-dirs = [\"/var/lib/../x\"]", "'.' or '..'"),
             (
                 "shared-dirs = [\"var\"]",

@@ -85,9 +85,8 @@ pub fn verify(pid: Pid, judged: &[Judged]) -> Result<()> {
     let root = Root::from_fd(root);
     for bind in judged {
         let checking = || format!("checking the bind mount at {}", bind.destination.display());
-        let handle = root
-            .resolve_nofollow(&bind.destination)
-            .with_context(checking)?;
+        // Symlinks followed inside the container's root, as libcontainer placed the mount.
+        let handle = root.resolve(&bind.destination).with_context(checking)?;
         let mounted = fstat(handle.as_fd().as_raw_fd()).with_context(checking)?;
         if (mounted.st_dev, mounted.st_ino) != (bind.dev, bind.ino) {
             bail!(

@@ -13,9 +13,6 @@ use super::cgroup::Owned;
 use super::{bind_sources, derived_bundle, environment, host_mounts, libcontainer_error, Runtime};
 use crate::atomic_file;
 
-/// Lock name for host-wide setup; it starts with `.`, so it is never a container id.
-const MOUNT_AREA_LOCK: &str = ".mount-area";
-
 pub struct CreateRequest<'a> {
     pub id: &'a str,
     pub bundle: &'a Path,
@@ -67,11 +64,7 @@ impl Runtime {
             self.systemd_cgroup,
             derived_dir,
         )?;
-        {
-            // Concurrent creates must not both bind a shared source onto itself.
-            let _lock = self.root.lock(MOUNT_AREA_LOCK)?;
-            environment::prepare_shared(&derived.host_mounts, &policy.host_root)?;
-        }
+        environment::prepare_shared(&derived.host_mounts, &policy.host_root)?;
         let container = ContainerBuilder::new(request.id.to_string(), SyscallType::default())
             .with_root_path(self.root.path())?
             .with_console_socket(request.console_socket)

@@ -22,10 +22,13 @@ use super::host_mounts::HostMount;
 use crate::policy::{DEBUGFS_DIR, MOUNT_AREA_TARGET, WHEN_PRESENT};
 
 /// Drops the policy's optional mounts (`WHEN_PRESENT`) whose source is missing under
-/// `host_root`, and the debugfs bind unless debugfs is mounted there; gives the others their
-/// source as resolved inside `host_root` (a host's `/lib` is often a symlink to `usr/lib`).
-/// Errors: a source that exists but is no directory, or cannot be resolved.
+/// `host_root`, the debugfs bind unless debugfs is the top mount there, and any whose mount
+/// point the container's root lacks and cannot get (a read-only rootfs: libcontainer could not
+/// make it); gives the others their source as resolved inside `host_root` (a host's `/lib` is
+/// often a symlink to `usr/lib`). Errors: a source that exists but is no directory, or cannot
+/// be resolved.
 pub fn present(spec: &mut Spec, host_root: &Path) -> Result<()> {
+    let rootfs = spec.root().as_ref().map(|r| r.path().clone());
     let Some(mounts) = spec.mounts_mut() else {
         return Ok(());
     };
@@ -33,7 +36,7 @@ pub fn present(spec: &mut Spec, host_root: &Path) -> Result<()> {
         .with_context(|| format!("opening the host root {}", host_root.display()))?;
     let mut kept = Vec::with_capacity(mounts.len());
     for mut mount in mounts.drain(..) {
-        let destination = mount.destination();
+        let destination = mount.destination().clone();
         if !WHEN_PRESENT.iter().any(|dir| destination == Path::new(dir)) {
             kept.push(mount);
             continue;
@@ -49,14 +52,25 @@ pub fn present(spec: &mut Spec, host_root: &Path) -> Result<()> {
             }
             Err(err) => return Err(err).with_context(|| format!("resolving host {}", what())),
         };
-        let real = std::fs::read_link(format!("/proc/self/fd/{}", handle.as_fd().as_raw_fd()))
+        let real = std::fs::read_link(fd_path(&handle))
             .with_context(|| format!("reading the real path of host {}", what()))?;
         if !real.is_dir() {
             bail!("host {} is not a directory", what());
         }
-        if destination == Path::new(DEBUGFS_DIR) && !is_mount_of(&real, "debugfs")? {
+        if destination == Path::new(DEBUGFS_DIR) && !top_mount_is(&real, "debugfs")? {
             log::debug!("no debugfs mounted at host {}: not mounted", real.display());
             continue;
+        }
+        if destination.starts_with(crate::policy::BOTTLEROCKET_DIR) {
+            // In the policy's own tmpfs: our mount point to make.
+        } else if let Some(rootfs) = &rootfs {
+            if !mount_point_possible(rootfs, &destination) {
+                log::info!(
+                    "the container's read-only root has no {}: the host's is not mounted",
+                    destination.display()
+                );
+                continue;
+            }
         }
         mount.set_source(Some(real));
         kept.push(mount);
@@ -65,47 +79,79 @@ pub fn present(spec: &mut Spec, host_root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn is_mount_of(path: &Path, fs_type: &str) -> Result<bool> {
+fn fd_path(fd: &impl AsFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
+}
+
+/// Whether `destination` exists in `rootfs` (symlinks followed inside it, as libcontainer
+/// does), or its deepest existing ancestor is on a writable filesystem.
+fn mount_point_possible(rootfs: &Path, destination: &Path) -> bool {
+    let Ok(root) = Root::open(rootfs) else {
+        return true; // libcontainer's own error is the better one
+    };
+    let mut path = destination.to_path_buf();
+    loop {
+        if let Ok(handle) = root.resolve(&path) {
+            if path == destination {
+                return true;
+            }
+            return nix::sys::statvfs::statvfs(fd_path(&handle).as_str())
+                .is_ok_and(|fs| !fs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+        }
+        if !path.pop() {
+            return true;
+        }
+    }
+}
+
+fn top_mount_is(path: &Path, fs_type: &str) -> Result<bool> {
     Ok(mounts()?
         .iter()
-        .any(|m| m.fs_type == fs_type && m.point == path))
+        .rev()
+        .find(|m| m.point == path)
+        .is_some_and(|m| m.fs_type == fs_type))
 }
 
 /// Makes every shared host mount in `mounts` ready: the mount area as before (a shared mount
 /// point of its own), and each shared directory created if missing (root, 0711, as Bottlerocket
-/// ships them; no symlink followed under `host_root`) and propagating. Everything is decided
-/// before anything changes, so a refused directory leaves the host as it was. The caller holds
-/// the state root's lock for host-wide setup.
+/// ships them; no symlink followed under `host_root`) and propagating. A refusal comes before
+/// anything changes. Each source is locked (`flock` on the directory itself) while it is
+/// decided and changed, so creates from any state root, containerd's included, agree.
 pub fn prepare_shared(mounts: &[HostMount], host_root: &Path) -> Result<()> {
+    let mut shared: Vec<(&Path, bool)> = mounts
+        .iter()
+        .filter(|m| m.shared)
+        .map(|m| (m.source.as_path(), m.target == Path::new(MOUNT_AREA_TARGET)))
+        .collect();
+    shared.sort();
     let table = mounts_table()?;
-    let mut work = Vec::new();
-    for mount in mounts.iter().filter(|m| m.shared) {
-        let area = mount.target == Path::new(MOUNT_AREA_TARGET);
+    let mut missing = Vec::new();
+    for &(path, area) in &shared {
+        if !area && !shared_dir_exists(path, host_root)? {
+            missing.push(path);
+        }
+        if let Sharing::Refuse(submount) = sharing(&table, path, area) {
+            return Err(live_tree(path, &submount));
+        }
+    }
+    for path in missing {
+        create_shared_dir(path, host_root)?;
+    }
+    let _locks = shared
+        .iter()
+        .map(|(path, _)| lock_dir(path))
+        .collect::<Result<Vec<_>>>()?;
+    // Decided again under the locks: another create may have shared a source meanwhile.
+    let table = mounts_table()?;
+    for (path, area) in shared {
         let what = if area {
             "host mount area"
         } else {
             "shared directory"
         };
-        let missing = !area && !shared_dir_exists(&mount.source, host_root)?;
-        let path = &mount.source;
         match sharing(&table, path, area) {
-            Sharing::Refuse(submount) => bail!(
-                "the {what} {} is on a private mount and has mounts under it ({}); binding a \
-                 live tree onto itself is not safe, so make it shared on the host first \
-                 (`mount --make-rshared /` as systemd does, or a shared bind made before \
-                 anything is mounted under it), or leave it out of shared-dirs",
-                path.display(),
-                submount.display()
-            ),
-            decision => work.push((path, what, missing, decision)),
-        }
-    }
-    for (path, what, missing, decision) in work {
-        if missing {
-            create_shared_dir(path, host_root)?;
-        }
-        match decision {
             Sharing::Ready => continue,
+            Sharing::Refuse(submount) => return Err(live_tree(path, &submount)),
             Sharing::BindAndShare => nix::mount::mount(
                 Some(path),
                 path,
@@ -114,7 +160,7 @@ pub fn prepare_shared(mounts: &[HostMount], host_root: &Path) -> Result<()> {
                 None::<&str>,
             )
             .with_context(|| format!("bind-mounting the {what} {} onto itself", path.display()))?,
-            Sharing::MakeShared | Sharing::Refuse(_) => {}
+            Sharing::MakeShared => {}
         }
         nix::mount::mount(
             None::<&str>,
@@ -132,7 +178,31 @@ pub fn prepare_shared(mounts: &[HostMount], host_root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The shared directory's path under `host_root`, resolved with no symlink allowed.
+fn live_tree(path: &Path, submount: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the shared directory {} is on a private mount and has mounts under it ({}); binding a \
+         live tree onto itself is not safe, so make it shared on the host first (`mount \
+         --make-rshared /` as systemd does, or a shared bind made before anything is mounted \
+         under it), or leave it out of shared-dirs",
+        path.display(),
+        submount.display()
+    )
+}
+
+/// An exclusive `flock` on the directory `path`, held until it is dropped.
+fn lock_dir(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| errno)
+        .with_context(|| format!("locking {}", path.display()))
+}
+
+/// The host root, resolving with no symlink allowed.
 fn shared_dir_root(host_root: &Path) -> Result<Root> {
     Ok(Root::open(host_root)
         .with_context(|| format!("opening the host root {}", host_root.display()))?
@@ -141,10 +211,13 @@ fn shared_dir_root(host_root: &Path) -> Result<Root> {
 
 fn refused(source: &Path) -> impl Fn(pathrs::error::Error) -> anyhow::Error + '_ {
     move |err| {
-        anyhow::Error::new(err).context(format!(
-            "shared directory {}: not a plain directory path (no symlink is followed under the host root)",
-            source.display()
-        ))
+        let why = if err.kind() == ErrorKind::OsError(Some(libc::ELOOP)) {
+            "a symlink on its path (none is followed under the host root): name the real \
+             directory in shared-dirs, or leave it out"
+        } else {
+            "cannot be used"
+        };
+        anyhow::Error::new(err).context(format!("shared directory {}: {why}", source.display()))
     }
 }
 
@@ -177,12 +250,17 @@ fn create_shared_dir(source: &Path, host_root: &Path) -> Result<()> {
         inside,
         &InodeType::Directory(std::fs::Permissions::from_mode(0o711)),
     ) {
-        Ok(()) => {}
-        Err(err) if err.kind() == ErrorKind::OsError(Some(libc::EEXIST)) => {}
-        Err(err) => return Err(refused(source)(err)),
+        Ok(()) => {
+            // Not narrowed by the caller's umask.
+            let made = root.resolve(inside).map_err(refused(source))?;
+            std::fs::set_permissions(fd_path(&made), std::fs::Permissions::from_mode(0o711))
+                .with_context(|| format!("chmod 0711 {}", source.display()))?;
+            log::info!("created the shared directory {} (0711)", source.display());
+            Ok(())
+        }
+        Err(err) if err.kind() == ErrorKind::OsError(Some(libc::EEXIST)) => Ok(()),
+        Err(err) => Err(refused(source)(err)),
     }
-    log::info!("created the shared directory {} (0711)", source.display());
-    Ok(())
 }
 
 /// One line of mountinfo: what the decisions need.

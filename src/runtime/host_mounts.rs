@@ -10,23 +10,26 @@
 //! directories propagate as the mount area does; the certificates are a read-only slave copy.
 //! Making the shared sources propagate on the host side is environment.rs's part.
 
-use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use libcontainer::oci_spec::runtime::Spec;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
+use nix::sys::stat::fstat;
+use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
 use nix::unistd::Pid;
+use pathrs::flags::ResolverFlags;
+use pathrs::{Root, RootRef};
 
 use crate::policy::{BOTTLEROCKET_DIR, CERTS_TARGET, HOST_ROOT_TARGET};
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 
 #[repr(C)]
@@ -70,19 +73,19 @@ pub fn split(mut spec: Spec) -> (Spec, Vec<HostMount>) {
     (spec, host_mounts)
 }
 
-/// Attaches `mounts` inside the mount namespace of the container whose init is `pid`.
+/// Attaches `mounts` inside the mount namespace of the container whose init is `pid`. Sources
+/// and targets are opened with no symlink followed, and the syscalls act on those very objects:
+/// nothing swapped on a path in between (host side or image side) redirects a mount.
 pub fn attach(pid: Pid, mounts: &[HostMount]) -> Result<()> {
     // Clones are taken in the host's namespace: that is what ties the mount area to the host.
+    let host = Root::open("/")
+        .context("opening / for the host mounts")?
+        .with_resolver_flags(ResolverFlags::NO_SYMLINKS);
     let trees = mounts
         .iter()
-        .map(clone_tree)
+        .map(|mount| clone_tree(&host, mount))
         .collect::<Result<Vec<OwnedFd>>>()?;
-    let bottlerocket_path = format!("/proc/{pid}/root{BOTTLEROCKET_DIR}");
-    let bottlerocket = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(&bottlerocket_path)
-        .with_context(|| format!("opening {bottlerocket_path}"))?;
+    let bottlerocket = policy_dir(pid)?;
     let relative: Vec<PathBuf> = mounts
         .iter()
         .map(|m| {
@@ -93,7 +96,7 @@ pub fn attach(pid: Pid, mounts: &[HostMount]) -> Result<()> {
         .collect::<std::result::Result<_, _>>()
         .context("host mount outside /.bottlerocket")?;
     // Mount points directly in the policy's tmpfs are ours to create; deeper ones (the mount
-    // area's `mnt`) must exist in the host root.
+    // area's `mnt`, the shared directories) must exist in the host root.
     for target in relative.iter().filter(|t| t.components().count() == 1) {
         match nix::sys::stat::mkdirat(
             Some(bottlerocket.as_raw_fd()),
@@ -113,14 +116,19 @@ pub fn attach(pid: Pid, mounts: &[HostMount]) -> Result<()> {
     }
 
     let _inside = InMountNamespace::enter(pid)?;
+    let inside =
+        RootRef::from_fd(bottlerocket.as_fd()).with_resolver_flags(ResolverFlags::NO_SYMLINKS);
     for ((mount, tree), target) in mounts.iter().zip(&trees).zip(&relative) {
-        move_mount(tree.as_raw_fd(), bottlerocket.as_raw_fd(), target).with_context(|| {
+        let attaching = || {
             format!(
                 "mounting host {} at {} in the container",
                 mount.source.display(),
                 mount.target.display()
             )
-        })?;
+        };
+        // Resolved after the mounts before it: deeper targets lie in the host root's copy.
+        let point = inside.resolve(target).with_context(attaching)?;
+        move_mount(tree.as_raw_fd(), point.as_fd().as_raw_fd()).with_context(attaching)?;
     }
     // The policy's tmpfs gets no more mount points: seal it.
     mount_setattr(bottlerocket.as_raw_fd(), 0, MOUNT_ATTR_RDONLY, 0)
@@ -128,15 +136,54 @@ pub fn attach(pid: Pid, mounts: &[HostMount]) -> Result<()> {
     Ok(())
 }
 
-fn clone_tree(mount: &HostMount) -> Result<OwnedFd> {
-    let source = CString::new(mount.source.as_os_str().as_bytes())?;
-    let flags =
-        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
-    // SAFETY: plain syscall with a valid NUL-terminated path.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, source.as_ptr(), flags) };
+/// The policy's tmpfs at `/.bottlerocket` in the container whose init is `pid`, resolved inside
+/// the container's root with no symlink followed: an image whose `/.bottlerocket` is a symlink
+/// would otherwise lead our mkdir and mounts anywhere (libcontainer mounted the tmpfs where the
+/// link points, inside the rootfs).
+fn policy_dir(pid: Pid) -> Result<OwnedFd> {
+    let root_path = format!("/proc/{pid}/root");
+    // A magic link to the container's root: followed, which pathrs' Root::open refuses.
+    let root = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(&root_path)
+        .with_context(|| format!("opening {root_path}"))?;
+    let handle = RootRef::from_fd(root.as_fd())
+        .resolve_nofollow(BOTTLEROCKET_DIR)
+        .with_context(|| format!("opening the container's {BOTTLEROCKET_DIR}"))?;
+    let fd: OwnedFd = handle.into();
+    let is_dir = fstat(fd.as_raw_fd())
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        .unwrap_or(false);
+    let on_tmpfs = fstatfs(&fd).is_ok_and(|fs| fs.filesystem_type() == TMPFS_MAGIC);
+    if !is_dir || !on_tmpfs {
+        bail!(
+            "the container's {BOTTLEROCKET_DIR} is not the policy's directory (the image has a \
+             symlink or something else there); refusing the container"
+        );
+    }
+    Ok(fd)
+}
+
+fn clone_tree(host: &Root, mount: &HostMount) -> Result<OwnedFd> {
+    let cloning = || format!("cloning host mount tree {}", mount.source.display());
+    let source = host.resolve(&mount.source).with_context(cloning)?;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_RECURSIVE as libc::c_uint
+        | libc::AT_EMPTY_PATH as libc::c_uint;
+    let empty = c"";
+    // SAFETY: a valid fd and an empty path with AT_EMPTY_PATH.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            source.as_fd().as_raw_fd(),
+            empty.as_ptr(),
+            flags,
+        )
+    };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("cloning host mount tree {}", mount.source.display()));
+        return Err(std::io::Error::last_os_error()).with_context(cloning);
     }
     // SAFETY: the kernel just returned this fd to us.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
@@ -195,18 +242,18 @@ fn mount_setattr(
     Ok(())
 }
 
-fn move_mount(tree: RawFd, dir: RawFd, target: &Path) -> Result<()> {
-    let target = CString::new(target.as_os_str().as_bytes())?;
+/// Attaches the detached `tree` onto the directory `point` (both fds).
+fn move_mount(tree: RawFd, point: RawFd) -> Result<()> {
     let empty = c"";
-    // SAFETY: valid fds and NUL-terminated paths.
+    // SAFETY: valid fds and empty paths with the EMPTY_PATH flags.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_move_mount,
             tree,
             empty.as_ptr(),
-            dir,
-            target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            point,
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
     };
     if rc < 0 {
