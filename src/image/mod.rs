@@ -34,6 +34,7 @@ pub mod refs;
 pub mod registry;
 pub mod store;
 pub mod unpack;
+pub mod user;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
