@@ -1,6 +1,6 @@
 //! One container's run: its bundle prepared, `bootstrap-runc run` with its output streamed and
-//! logged, the timeout (SIGTERM, a grace, SIGKILL to every process), and the outcome
-//! classified.
+//! logged, the timeout (the container's stop signal — its image's `StopSignal`, SIGTERM by
+//! default — a grace, SIGKILL to every process), and the outcome classified.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ use crate::supervisor::plan::Step;
 use crate::supervisor::report::{ImageOutcome, Outcome, Status};
 use crate::supervisor::settings;
 
-/// After SIGTERM on timeout, how long a container has before everything in it is SIGKILLed.
+/// After the stop signal on timeout, how long a container has before everything in it is SIGKILLed.
 const GRACE: Duration = Duration::from_secs(10);
 
 impl Executor {
@@ -69,7 +69,7 @@ impl Executor {
             return;
         }
         let running = Instant::now();
-        let result = self.run_container(step, &prepared.dir);
+        let result = self.run_container(step, &prepared.dir, &prepared.stop_signal);
         outcome.run_ms = running.elapsed().as_millis() as u64;
         match result {
             Ok((status, timed_out)) => self.classify(step, status, timed_out, outcome),
@@ -77,8 +77,14 @@ impl Executor {
         }
     }
 
-    /// Runs the container to its end (or its timeout); returns the runtime's exit status.
-    fn run_container(&self, step: &Step, bundle: &Path) -> Result<(ExitStatus, bool)> {
+    /// Runs the container to its end (or its timeout, when it gets `stop_signal` first);
+    /// returns the runtime's exit status.
+    fn run_container(
+        &self,
+        step: &Step,
+        bundle: &Path,
+        stop_signal: &str,
+    ) -> Result<(ExitStatus, bool)> {
         let _ = std::fs::remove_file(self.runtime.log(&step.name));
         let log_path = self
             .state_dir
@@ -113,11 +119,11 @@ impl Executor {
                 Err(_) => {
                     timed_out = true;
                     log::warn!(
-                        "{}: timed out after {timeout:?}; sending SIGTERM",
+                        "{}: timed out after {timeout:?}; sending {stop_signal}",
                         step.name
                     );
                     self.runtime
-                        .try_run(&step.name, &["kill", &step.id, "TERM"]);
+                        .try_run(&step.name, &["kill", &step.id, stop_signal]);
                     match rx.recv_timeout(GRACE) {
                         Ok(status) => status,
                         Err(_) => {

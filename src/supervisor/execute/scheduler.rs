@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use super::stop::StopRequest;
 use super::{blank_outcome, describe, Executor};
+use crate::supervisor::bundle;
 use crate::supervisor::markers::{Marker, Markers};
 use crate::supervisor::plan::{self, Plan};
 use crate::supervisor::report::{Outcome, Status};
@@ -115,7 +116,8 @@ impl Executor {
             .collect())
     }
 
-    /// The supervisor was asked to stop (the unit is being stopped): kill what runs, start
+    /// The supervisor was asked to stop (the unit is being stopped): send what runs its stop
+    /// signal, then kill everything of it, start
     /// nothing more, and leave no `finished` marker, so a later run this boot runs them again.
     fn interrupt(
         &self,
@@ -129,6 +131,10 @@ impl Executor {
             running.len()
         );
         for step in plan.steps.iter().filter(|s| running.contains(&s.name)) {
+            // Its stop signal first (its image's StopSignal), as containerd stops a container.
+            let signal = bundle::stop_signal(&self.state_dir, &step.name);
+            self.runtime
+                .try_run(&step.name, &["kill", &step.id, &signal]);
             self.runtime
                 .try_run(&step.name, &["kill", "--all", &step.id, "KILL"]);
         }
