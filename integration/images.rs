@@ -396,13 +396,30 @@ fn env_is_the_images_then_the_proxies_later_values_winning() {
     for short in ["path", "no-path"] {
         assert_succeeded(&b, short, &output);
     }
-    let env = observed(&b, "path").env;
     let named = |env: &[String], name: &str| -> Vec<String> {
         env.iter()
             .filter(|e| e.split('=').next() == Some(name))
             .cloned()
             .collect()
     };
+    // The spec holds each name once (the runtime would hide a duplicate: it keeps the last).
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            b.state_dir
+                .join("containers")
+                .join(b.name("path"))
+                .join("config.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let spec_env: Vec<String> = serde_json::from_value(config["process"]["env"].clone()).unwrap();
+    assert_eq!(
+        named(&spec_env, "HTTPS_PROXY"),
+        ["HTTPS_PROXY=http://host:3128"],
+        "{spec_env:?}"
+    );
+    let env = observed(&b, "path").env;
     assert_eq!(named(&env, "PATH"), ["PATH=/bin:/usr/bin"]);
     assert_eq!(named(&env, "A"), ["A=1"]);
     assert_eq!(
