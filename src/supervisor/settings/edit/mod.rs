@@ -12,6 +12,9 @@ use toml_edit::{DocumentMut, Item, Table, TableLike};
 
 use crate::supervisor::settings::{self, Field, Format, Kind, TABLE};
 
+#[cfg(test)]
+mod tests;
+
 /// Turns a `once` container off after it ran, as Bottlerocket does.
 pub fn set_mode_off(path: &Path, name: &str) -> Result<()> {
     set(path, &settings::key(name, Some(Field::Mode.name())), "off")
