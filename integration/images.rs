@@ -12,62 +12,15 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::observed::{Observed, REPORT};
 use common::supervisor::{container, Boot};
-
-/// What every test image runs: its view of itself, one `key: value` line each.
-const REPORT: &str = "echo \"args: $(tr '\\0' ' ' < /proc/$$/cmdline)\"; \
-    grep -E '^(Uid|Gid|Groups):' /proc/self/status; echo \"cwd: $(pwd)\"; \
-    env | sed 's/^/env: /'";
-
-/// What a container printed with [`REPORT`].
-#[derive(Debug)]
-struct Observed {
-    args: String,
-    uid: u32,
-    gid: u32,
-    /// Sorted, as the kernel keeps them.
-    groups: Vec<u32>,
-    cwd: String,
-    env: Vec<String>,
-}
 
 fn observed(b: &Boot, short: &str) -> Observed {
     let log = b
         .state_dir
         .join("logs")
         .join(format!("{}.log", b.name(short)));
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(str::trim)
-            .unwrap_or_else(|| panic!("{short}: no {key} in {text}"))
-            .to_string()
-    };
-    // "Uid:\treal\teffective\tsaved\tfs": the effective one.
-    let id = |key: &str| {
-        field(key)
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    Observed {
-        args: field("args:"),
-        uid: id("Uid:"),
-        gid: id("Gid:"),
-        groups: field("Groups:")
-            .split_whitespace()
-            .map(|g| g.parse().unwrap())
-            .collect(),
-        cwd: field("cwd:"),
-        env: text
-            .lines()
-            .filter_map(|l| l.strip_prefix("env: "))
-            .map(String::from)
-            .collect(),
-    }
+    Observed::parse(&std::fs::read_to_string(&log).unwrap_or_default(), short)
 }
 
 fn source(layout: &Path, tag: &str) -> String {

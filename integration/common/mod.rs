@@ -3,6 +3,7 @@
 //! it made; `assert_clean` checks that the runtime itself left nothing behind.
 #![allow(dead_code)]
 
+pub mod observed;
 pub mod supervisor;
 
 use std::os::unix::process::CommandExt;
