@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::observed::{Observed, REPORT};
-use common::supervisor::{container, Boot};
+use common::supervisor::Boot;
 use common::{cgroup_dirs, host_mounts_under, Ran};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -577,29 +577,13 @@ fn an_image_config_runs_as_under_ctr_and_runc() {
     );
     let theirs = Observed::parse(&ctr_plain.stdout, "ctr run");
 
-    b.write_settings(&format!(
-        "{}{}{}{}",
-        container(
-            &b.name("mallory"),
-            &format!("oci-layout:{}:mallory", layout.display()),
-            "mode = \"always\"",
-        ),
-        container(
-            &b.name("no-path"),
-            &format!("oci-layout:{}:no-path", layout.display()),
-            "mode = \"always\"",
-        ),
-        container(
-            &b.name("cleared"),
-            &format!("oci-layout:{}:cleared", layout.display()),
-            "mode = \"always\"",
-        ),
-        container(
-            &b.name("plain"),
-            &format!("oci-layout:{}:latest", layout.display()),
-            "mode = \"always\"",
-        ),
-    ));
+    let source = |tag: &str| format!("oci-layout:{}:{tag}", layout.display());
+    b.write_settings(&b.always(&[
+        ("mallory", &source("mallory")),
+        ("no-path", &source("no-path")),
+        ("cleared", &source("cleared")),
+        ("plain", &source("latest")),
+    ]));
     let ran = b
         .command()
         .env("HTTPS_PROXY", "http://host:3128")

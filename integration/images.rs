@@ -29,11 +29,12 @@ fn source(layout: &Path, tag: &str) -> String {
 
 /// Runs containers `(short name, tag)` of `layout` in one boot; returns the supervisor's output.
 fn run_tags(b: &Boot, layout: &Path, tags: &[(&str, &str)]) -> String {
-    let settings: String = tags
+    let sources: Vec<(&str, String)> = tags
         .iter()
-        .map(|(short, tag)| container(&b.name(short), &source(layout, tag), "mode = \"always\""))
+        .map(|(short, tag)| (*short, source(layout, tag)))
         .collect();
-    b.write_settings(&settings);
+    let sources: Vec<(&str, &str)> = sources.iter().map(|(s, t)| (*s, t.as_str())).collect();
+    b.write_settings(&b.always(&sources));
     let ran = b.run();
     format!("{}{}", ran.stdout, ran.stderr)
 }
@@ -234,24 +235,11 @@ fn a_missing_working_dir_is_created_and_a_bundles_is_named() {
     common::image_tag(&layout, "a-file", &[("--config.workingdir", "/etc/passwd")]);
     let bundle = b.f.bundle("nocwd", &["true"]);
     b.f.edit_config(&bundle, |c| c["process"]["cwd"] = "/no/such/dir".into());
-    b.write_settings(&format!(
-        "{}{}{}",
-        container(
-            &b.name("created"),
-            &source(&layout, "latest"),
-            "mode = \"always\""
-        ),
-        container(
-            &b.name("a-file"),
-            &source(&layout, "a-file"),
-            "mode = \"always\""
-        ),
-        container(
-            &b.name("nocwd"),
-            bundle.to_str().unwrap(),
-            "mode = \"always\""
-        ),
-    ));
+    b.write_settings(&b.always(&[
+        ("created", &source(&layout, "latest")),
+        ("a-file", &source(&layout, "a-file")),
+        ("nocwd", bundle.to_str().unwrap()),
+    ]));
     // A umask that would leave new directories 0700: their mode must not depend on it.
     let mut command = b.command();
     // SAFETY: umask is async-signal-safe.
@@ -317,19 +305,10 @@ fn env_is_the_images_then_the_proxies_later_values_winning() {
         "no-path",
         &[("--clear", "config.env"), ("--config.env", "A=2")],
     );
-    let settings = format!(
-        "{}{}",
-        container(
-            &b.name("path"),
-            &source(&layout, "latest"),
-            "mode = \"always\""
-        ),
-        container(
-            &b.name("no-path"),
-            &source(&layout, "no-path"),
-            "mode = \"always\""
-        ),
-    );
+    let settings = b.always(&[
+        ("path", &source(&layout, "latest")),
+        ("no-path", &source(&layout, "no-path")),
+    ]);
     b.write_settings(&settings);
     let ran = b
         .command()
