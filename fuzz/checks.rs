@@ -20,7 +20,11 @@ pub fn settings(data: &[u8]) {
     };
     for format in [settings::Format::Toml, settings::Format::Json] {
         // `get` reads the same documents, unvalidated.
-        let _ = edit::get_in(text, format, settings::TABLE);
+        let _ = edit::get_in(
+            text,
+            format,
+            &[settings::TABLE.to_string(), "settings".to_string()],
+        );
         let Ok(parsed) = settings::parse(text, format) else {
             continue;
         };

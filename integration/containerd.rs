@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::observed::{Observed, REPORT};
+use common::supervisor::Boot;
 use common::{cgroup_dirs, host_mounts_under, Ran};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -131,19 +133,23 @@ impl Containerd {
 
     /// Builds a busybox OCI image with umoci and imports it (no registry).
     fn import_busybox(&self) {
-        let d = self.dir.path();
-        let layout = common::busybox_layout(d, &["sh"]);
+        let layout = common::busybox_layout(self.dir.path(), &["sh"]);
+        self.import(&layout, "local/busybox");
+    }
+
+    /// Imports every tag of the OCI layout at `layout` as `<base>:<tag>` (no registry).
+    fn import(&self, layout: &Path, base: &str) {
+        let tar = self.dir.path().join("import.tar");
         sh(&format!(
-            "tar -C {} -cf {}/busybox.tar .",
+            "tar -C {} -cf {} .",
             layout.display(),
-            d.display()
+            tar.display()
         ));
-        let tar = d.join("busybox.tar");
         self.ctr_ok(&[
             "images",
             "import",
             "--base-name",
-            "local/busybox",
+            base,
             tar.to_str().unwrap(),
         ]);
     }
@@ -501,4 +507,147 @@ fn cri_runtime_class_snippet_registers_our_binary() {
             .starts_with(&format!("BinaryName = \"{}\"", binary.display())),
         "{section}"
     );
+}
+
+/// One image config run two ways — by the supervisor (through bootstrap-runc) and by
+/// `ctr run` with containerd's own runc — and what each process got, compared: args, uid, gid,
+/// groups, cwd, env. (`ctr run` reads the image config with containerd's `WithImageConfig`;
+/// CRI, which Bottlerocket's `command`-less containers follow, differs on `Entrypoint [""]`.)
+/// Run with `--nocapture` to see the table.
+#[test]
+fn an_image_config_runs_as_under_ctr_and_runc() {
+    let mut ctd = Containerd::start("imgcfg", false);
+    let b = Boot::new("ctd-imgcfg");
+    let layout = common::image_layout(
+        ctd.dir.path(),
+        |rootfs| {
+            std::fs::write(
+                rootfs.join("etc/passwd"),
+                "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+            )
+            .unwrap();
+            std::fs::write(
+                rootfs.join("etc/group"),
+                "root:x:0:\nadm:x:4:nobody\nstaff:x:50:root,nobody\nnogroup:x:65534:\n",
+            )
+            .unwrap();
+        },
+        &[
+            ("--config.cmd", "sh"),
+            ("--config.cmd", "-c"),
+            ("--config.cmd", REPORT),
+            ("--config.user", "nobody"),
+            ("--config.workingdir", "/work/here"),
+            ("--config.env", "PATH=/bin:/usr/bin"),
+            ("--config.env", "A=1"),
+            ("--config.env", "HTTPS_PROXY=http://image:1"),
+        ],
+    );
+    // ctr runs Entrypoint [""] as an empty executable, and an image with an Env but no PATH
+    // with no PATH at all: each in a tag of its own, compared apart from the rest.
+    common::image_tag(&layout, "cleared", &[("--config.entrypoint", "")]);
+    common::image_tag(
+        &layout,
+        "no-path",
+        &[("--clear", "config.env"), ("--config.env", "A=1")],
+    );
+    common::image_tag(&layout, "mallory", &[("--config.user", "mallory")]);
+    ctd.import(&layout, "local/imgcfg");
+
+    let cleared_id = ctd.id("cleared");
+    let plain_id = ctd.id("plain");
+    let no_path_id = ctd.id("no-path");
+    let mallory_id = ctd.id("mallory");
+    let ctr_run = |tag: &str, id: &str| {
+        ctd.ctr(&[
+            "run",
+            "--rm",
+            "--env",
+            "HTTPS_PROXY=http://host:3128",
+            &format!("local/imgcfg:{tag}"),
+            id,
+        ])
+    };
+    let ctr_cleared = ctr_run("cleared", &cleared_id);
+    let ctr_plain = ctr_run("latest", &plain_id);
+    let ctr_no_path = ctr_run("no-path", &no_path_id);
+    let ctr_mallory = ctr_run("mallory", &mallory_id);
+    assert_eq!(
+        ctr_plain.code, 0,
+        "{}{}",
+        ctr_plain.stdout, ctr_plain.stderr
+    );
+    let theirs = Observed::parse(&ctr_plain.stdout, "ctr run");
+
+    let source = |tag: &str| format!("oci-layout:{}:{tag}", layout.display());
+    b.write_settings(&b.always(&[
+        ("mallory", &source("mallory")),
+        ("no-path", &source("no-path")),
+        ("cleared", &source("cleared")),
+        ("plain", &source("latest")),
+    ]));
+    let ran = b
+        .command()
+        .env("HTTPS_PROXY", "http://host:3128")
+        .output()
+        .unwrap();
+    let log = |short: &str| {
+        std::fs::read_to_string(
+            b.state_dir
+                .join("logs")
+                .join(format!("{}.log", b.name(short))),
+        )
+        .unwrap_or_default()
+    };
+    assert_eq!(b.outcome("plain")["status"], "succeeded", "{ran:?}");
+    assert_eq!(b.outcome("cleared")["status"], "succeeded", "{ran:?}");
+    let ours = Observed::parse(&log("plain"), "supervisor");
+    let ours_cleared = Observed::parse(&log("cleared"), "supervisor, Entrypoint [\"\"]");
+    assert_eq!(b.outcome("no-path")["status"], "succeeded", "{ran:?}");
+    let ours_no_path = Observed::parse(&log("no-path"), "supervisor, no PATH");
+
+    println!("| | supervisor + bootstrap-runc | ctr run + runc |");
+    println!("|---|---|---|");
+    println!(
+        "| Entrypoint [\"\"] | runs Cmd: `{}` | exit {}: {} |",
+        ours_cleared.args,
+        ctr_cleared.code,
+        ctr_cleared.stderr.trim()
+    );
+    println!(
+        "| Env without PATH | {:?} | exit {}: {} |",
+        ours_no_path.named("PATH"),
+        ctr_no_path.code,
+        ctr_no_path.stderr.trim()
+    );
+    println!(
+        "| User mallory (not in passwd) | {}: {} | exit {}: {} |",
+        b.outcome("mallory")["status"],
+        b.outcome("mallory")["error"],
+        ctr_mallory.code,
+        ctr_mallory.stderr.trim()
+    );
+    println!("| args | `{}` | `{}` |", ours.args, theirs.args);
+    println!(
+        "| uid gid | {} {} | {} {} |",
+        ours.uid, ours.gid, theirs.uid, theirs.gid
+    );
+    println!("| groups | {:?} | {:?} |", ours.groups, theirs.groups);
+    println!("| cwd | {} | {} |", ours.cwd, theirs.cwd);
+    println!("| env | {:?} | {:?} |", ours.env, theirs.env);
+
+    assert_ne!(
+        ctr_cleared.code, 0,
+        "ctr runs Entrypoint [\"\"] as an executable"
+    );
+    assert_eq!(ours_cleared.args, ours.args);
+    assert_eq!(
+        (ours.uid, ours.gid, &ours.groups, &ours.cwd),
+        (theirs.uid, theirs.gid, &theirs.groups, &theirs.cwd)
+    );
+    for name in ["PATH", "A", "HTTPS_PROXY"] {
+        assert_eq!(ours.named(name), theirs.named(name), "{name}");
+    }
+    ctd.assert_clean();
+    b.assert_clean();
 }

@@ -695,3 +695,82 @@ fn systemd_units_verify_and_order_the_orchestrator_after_the_target() {
         prefix.display()
     )));
 }
+
+/// `bootstrap-supervisor get`/`set` with `--settings PATH` and `args`.
+fn settings_command(verb: &str, path: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(SUPERVISOR)
+        .arg(verb)
+        .arg("--settings")
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn get_and_set_speak_apiclients_shapes_from_a_fresh_host() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = common::scratch_dir("brt-apiclient-");
+    // A fresh host: neither the settings file nor its directory exists.
+    let path = dir.path().join("etc/bootstrap-containers/settings.toml");
+    // The workshop's first step, `settings.` prefix or not, in any order.
+    let set = settings_command(
+        "set",
+        &path,
+        &[
+            "bootstrap-containers.bootstrap.mode=always",
+            "settings.bootstrap-containers.bootstrap.source=/opt/bootstrap",
+            "bootstrap-containers.bootstrap.essential=false",
+        ],
+    );
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let file = std::fs::metadata(&path).unwrap();
+    assert_eq!(
+        (file.mode() & 0o7777, file.uid(), file.gid()),
+        (0o600, 0, 0)
+    );
+    let parent = std::fs::metadata(path.parent().unwrap()).unwrap();
+    assert_eq!(parent.mode() & 0o7777, 0o755);
+
+    let get = |keys: &[&str]| -> serde_json::Value {
+        let out = settings_command("get", &path, keys);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // The workshop's "Check Output".
+    let whole = serde_json::json!({"settings": {"bootstrap-containers": {"bootstrap": {
+        "essential": false, "mode": "always", "source": "/opt/bootstrap"}}}});
+    assert_eq!(get(&["settings.bootstrap-containers"]), whole);
+    assert_eq!(get(&["bootstrap-containers"]), whole);
+    assert_eq!(get(&[]), whole);
+    assert_eq!(
+        get(&["bootstrap-containers.bootstrap.mode"]),
+        serde_json::json!({"settings": {"bootstrap-containers": {"bootstrap": {"mode": "always"}}}})
+    );
+
+    // One call's assignments are applied together or not at all.
+    let before = std::fs::read(&path).unwrap();
+    let refused = settings_command(
+        "set",
+        &path,
+        &[
+            "bootstrap-containers.bootstrap.mode=once",
+            "bootstrap-containers.bootstrap.timeout=soon",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("bootstrap-containers.bootstrap.timeout"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}

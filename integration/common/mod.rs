@@ -3,6 +3,7 @@
 //! it made; `assert_clean` checks that the runtime itself left nothing behind.
 #![allow(dead_code)]
 
+pub mod observed;
 pub mod supervisor;
 
 use std::os::unix::process::CommandExt;
@@ -284,6 +285,14 @@ pub fn alive(pid: i32) -> bool {
 /// Builds a busybox OCI image layout (tag `latest`) at `dir/image` with umoci, running `args`
 /// by default; returns the layout's path.
 pub fn busybox_layout(dir: &Path, args: &[&str]) -> PathBuf {
+    let config: Vec<(&str, &str)> = args.iter().map(|arg| ("--config.cmd", *arg)).collect();
+    image_layout(dir, |_| {}, &config)
+}
+
+/// Builds a busybox OCI image layout (tag `latest`) at `dir/image` with umoci: `edit` may change
+/// its root filesystem first, then `config` is given to `umoci config` as flag and value pairs
+/// (`("--config.user", "nobody")`, `("--config.cmd", "sh")`, ...). Returns the layout's path.
+pub fn image_layout(dir: &Path, edit: impl FnOnce(&Path), config: &[(&str, &str)]) -> PathBuf {
     let layout = dir.join("image");
     let unpacked = dir.join("image-unpacked");
     let bundle = dir.join("image-bundle");
@@ -295,40 +304,12 @@ pub fn busybox_layout(dir: &Path, args: &[&str]) -> PathBuf {
         .status()
         .unwrap();
     assert!(status.success(), "make-bundle.sh failed");
-    let mut config = vec![
-        "config".to_string(),
-        "--image".into(),
-        r.clone(),
-        "--os".into(),
-        "linux".into(),
-        "--architecture".into(),
-        "amd64".into(),
-    ];
-    for arg in args {
-        config.push("--config.cmd".into());
-        config.push(arg.to_string());
-    }
-    let steps: Vec<Vec<String>> = vec![
-        vec![
-            "init".into(),
-            "--layout".into(),
-            layout.display().to_string(),
-        ],
-        vec!["new".into(), "--image".into(), r.clone()],
-        vec![
-            "unpack".into(),
-            "--image".into(),
-            r.clone(),
-            unpacked.display().to_string(),
-        ],
-    ];
-    for step in steps {
-        let out = Command::new("umoci").args(&step).output().unwrap();
-        assert!(
-            out.status.success(),
-            "umoci {step:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    for step in [
+        vec!["init", "--layout", layout.to_str().unwrap()],
+        vec!["new", "--image", &r],
+        vec!["unpack", "--image", &r, unpacked.to_str().unwrap()],
+    ] {
+        umoci(&step);
     }
     let copy = Command::new("cp")
         .arg("-a")
@@ -337,25 +318,43 @@ pub fn busybox_layout(dir: &Path, args: &[&str]) -> PathBuf {
         .status()
         .unwrap();
     assert!(copy.success());
-    for step in [
-        vec![
-            "repack".to_string(),
-            "--image".into(),
-            r.clone(),
-            unpacked.display().to_string(),
-        ],
-        config,
-    ] {
-        let out = Command::new("umoci").args(&step).output().unwrap();
-        assert!(
-            out.status.success(),
-            "umoci {step:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    edit(&unpacked.join("rootfs"));
+    umoci(&["repack", "--image", &r, unpacked.to_str().unwrap()]);
+    image_tag(&layout, "latest", config);
     let _ = std::fs::remove_dir_all(&unpacked);
     let _ = std::fs::remove_dir_all(&bundle);
     layout
+}
+
+/// Sets `config` (flag and value pairs of `umoci config`) on the layout's `latest`, as `tag`
+/// (`latest` itself when `tag` is `latest`). One rootfs, many configs: a tag each.
+pub fn image_tag(layout: &Path, tag: &str, config: &[(&str, &str)]) {
+    let image = format!("{}:latest", layout.display());
+    let mut args = vec![
+        "config",
+        "--image",
+        &image,
+        "--tag",
+        tag,
+        "--os",
+        "linux",
+        "--architecture",
+        "amd64",
+    ];
+    for (flag, value) in config {
+        args.push(flag);
+        args.push(value);
+    }
+    umoci(&args);
+}
+
+fn umoci(args: &[&str]) {
+    let out = Command::new("umoci").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "umoci {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// How a command run under [`kill_at_syscall`] ended.

@@ -45,6 +45,14 @@ impl Boot {
             .to_string()
     }
 
+    /// Settings with a `mode = "always"` container for each `(short name, source)`.
+    pub fn always(&self, containers: &[(&str, &str)]) -> String {
+        containers
+            .iter()
+            .map(|(short, source)| container(&self.name(short), source, "mode = \"always\""))
+            .collect()
+    }
+
     pub fn write_settings(&self, text: &str) {
         std::fs::write(&self.settings, text).unwrap();
     }

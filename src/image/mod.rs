@@ -2,7 +2,7 @@
 //! [`content`] (blobs named and checked by digest), [`refs`] (references resolved to digests),
 //! [`store`] (unpacked root filesystems by digest, containerd's snapshots) — with the
 //! [`registry`] client, [`layout`] sources, the [`unpack`]er and the per-container
-//! [`overlay`].
+//! [`overlay`]; an image's [`config`], and its `User` [`user`]-resolved as containerd does.
 //!
 //! # The interface
 //! The supervisor uses [`Images`] and nothing else of this module:
@@ -34,6 +34,7 @@ pub mod refs;
 pub mod registry;
 pub mod store;
 pub mod unpack;
+pub mod user;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;

@@ -7,13 +7,14 @@ use crate::supervisor::settings::edit;
 pub struct Args {
     #[command(flatten)]
     pub settings: SettingsArg,
-    /// bootstrap-containers, bootstrap-containers.NAME or bootstrap-containers.NAME.FIELD
+    /// [settings.]bootstrap-containers[.NAME[.FIELD]], or settings; several are merged
     #[arg(default_value = "bootstrap-containers")]
-    pub key: String,
+    pub keys: Vec<String>,
 }
 
+/// Prints the keys' settings as apiclient does: nested JSON from `settings` down.
 pub fn run(args: &Args) -> Result<i32> {
-    let value = edit::get(&args.settings.settings, &args.key)?;
+    let value = edit::get(&args.settings.settings, &args.keys)?;
     println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(0)
 }

@@ -35,9 +35,9 @@ pub enum Command {
     Run(Box<run::Args>),
     /// Validate the settings and show what would run (no root needed)
     Plan(plan::Args),
-    /// Print settings as JSON: bootstrap-containers[.NAME[.FIELD]]
+    /// Print settings as apiclient does, nested JSON: bootstrap-containers[.NAME[.FIELD]]
     Get(get::Args),
-    /// Change one setting: bootstrap-containers.NAME.FIELD=VALUE
+    /// Change settings (one edit, created if missing): bootstrap-containers.NAME.FIELD=VALUE...
     Set(set::Args),
 }
 

@@ -7,17 +7,23 @@ use crate::supervisor::settings::edit;
 pub struct Args {
     #[command(flatten)]
     pub settings: SettingsArg,
-    /// bootstrap-containers.NAME.FIELD=VALUE (command and depends-on take a JSON list)
+    /// [settings.]bootstrap-containers.NAME.FIELD=VALUE (command and depends-on take a JSON
+    /// list); all applied together or none
     #[arg(required = true)]
     pub assignments: Vec<String>,
 }
 
+/// Applies every assignment in one edit, creating the settings file if there is none.
 pub fn run(args: &Args) -> Result<i32> {
-    for assignment in &args.assignments {
-        let (key, value) = assignment
-            .split_once('=')
-            .with_context(|| format!("{assignment:?} is not KEY=VALUE"))?;
-        edit::set(&args.settings.settings, key, value)?;
-    }
+    let assignments = args
+        .assignments
+        .iter()
+        .map(|assignment| {
+            assignment
+                .split_once('=')
+                .with_context(|| format!("{assignment:?} is not KEY=VALUE"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    edit::set_all(&args.settings.settings, &assignments)?;
     Ok(0)
 }

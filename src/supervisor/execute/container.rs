@@ -1,6 +1,7 @@
 //! One container's run: its bundle prepared, `bootstrap-runc run` with its output streamed and
-//! logged, its stop on timeout or on the supervisor's stop request (SIGTERM, the stop grace,
-//! SIGKILL to every process), and the outcome classified.
+//! logged, its stop on timeout or on the supervisor's stop request (its stop signal — the
+//! image's `StopSignal`, SIGTERM by default — the stop grace, SIGKILL to every process), and
+//! the outcome classified.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -76,7 +77,7 @@ impl Executor {
             return;
         }
         let running = Instant::now();
-        let result = self.run_container(step, &prepared.dir);
+        let result = self.run_container(step, &prepared.dir, &prepared.stop_signal);
         outcome.run_ms = running.elapsed().as_millis() as u64;
         match result {
             Ok((status, ending)) => self.classify(step, status, ending, outcome),
@@ -84,9 +85,15 @@ impl Executor {
         }
     }
 
-    /// Runs the container to its end, or stops it on its timeout or the supervisor's stop
-    /// request; returns the runtime's exit status and why it was stopped, if it was.
-    fn run_container(&self, step: &Step, bundle: &Path) -> Result<(ExitStatus, Option<Ending>)> {
+    /// Runs the container to its end, or stops it with `stop_signal` on its timeout or the
+    /// supervisor's stop request; returns the runtime's exit status and why it was stopped, if
+    /// it was.
+    fn run_container(
+        &self,
+        step: &Step,
+        bundle: &Path,
+        stop_signal: &str,
+    ) -> Result<(ExitStatus, Option<Ending>)> {
         let _ = std::fs::remove_file(self.runtime.log(&step.name));
         let log_path = self
             .state_dir
@@ -137,7 +144,7 @@ impl Executor {
                 None
             };
             if let Some(ending) = ending {
-                break self.stop(step, ending, &rx)?;
+                break self.stop(step, ending, stop_signal, &rx)?;
             }
         }
         .context("waiting for the runtime")?;
@@ -147,12 +154,13 @@ impl Executor {
         Ok((status, ending))
     }
 
-    /// host-ctr's stop: SIGTERM to the container's init, then, after the grace, SIGKILL to
-    /// every process in it. Returns how the runtime ended.
+    /// host-ctr's stop: `stop_signal` to the container's init, then, after the grace, SIGKILL
+    /// to every process in it. Returns how the runtime ended.
     fn stop(
         &self,
         step: &Step,
         ending: Ending,
+        stop_signal: &str,
         rx: &mpsc::Receiver<std::io::Result<ExitStatus>>,
     ) -> Result<std::io::Result<ExitStatus>> {
         let grace = self.stop_grace;
@@ -164,12 +172,12 @@ impl Executor {
             Ending::Interrupted => "the supervisor is stopping".to_string(),
         };
         log::warn!(
-            "{}: {why}; sending SIGTERM, SIGKILL to all its processes in {}",
+            "{}: {why}; sending {stop_signal}, SIGKILL to all its processes in {}",
             step.name,
             settings::format_duration(grace)
         );
         self.runtime
-            .try_run(&step.name, &["kill", &step.id, "TERM"]);
+            .try_run(&step.name, &["kill", &step.id, stop_signal]);
         match rx.recv_timeout(grace) {
             Ok(status) => Ok(status),
             Err(_) => {

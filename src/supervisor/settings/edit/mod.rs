@@ -1,8 +1,9 @@
-//! Reading and changing one setting in the operator's file, in place: under a lock, keeping
-//! its format, comments and everything else, and never leaving it invalid.
+//! Reading and changing settings in the operator's file, as `apiclient get`/`set` read and
+//! change Bottlerocket's: in place, under a lock, keeping its format, comments and everything
+//! else, one call's assignments all applied or none, and never leaving it invalid.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -12,72 +13,184 @@ use toml_edit::{DocumentMut, Item, Table, TableLike};
 
 use crate::supervisor::settings::{self, Field, Format, Kind, TABLE};
 
-/// Turns a `once` container off after it ran, as Bottlerocket does.
+#[cfg(test)]
+mod tests;
+
+/// Turns a `once` container off after it ran, as Bottlerocket does. The file must exist.
 pub fn set_mode_off(path: &Path, name: &str) -> Result<()> {
-    set(path, &settings::key(name, Some(Field::Mode.name())), "off")
+    let key = settings::key(name, Some(Field::Mode.name()));
+    edit(path, &[(key.as_str(), "off")], Missing::Error)
 }
 
-/// Sets `bootstrap-containers.NAME.FIELD` to `value` (text as is, `true`/`false`, or a JSON
-/// list of strings for `command` and `depends-on`). A missing container is created; the edit
-/// is refused, leaving the file untouched, if the whole file would not validate.
+/// Sets `bootstrap-containers.NAME.FIELD` to `value` in an existing file: [`set_all`] with one
+/// assignment, except that a missing file is an error.
 pub fn set(path: &Path, key: &str, value: &str) -> Result<()> {
-    let (name, field) = match parse_key(key)? {
-        (Some(name), Some(field)) => (name, field),
-        _ => bail!("cannot set {key:?}: expected {TABLE}.NAME.FIELD"),
-    };
-    let new = NewValue::parse(field, value).with_context(|| format!("setting {key}"))?;
+    edit(path, &[(key, value)], Missing::Error)
+}
+
+/// Applies every `(key, value)` assignment in one edit, as `apiclient set` applies one call's:
+/// all of them or none. A key is `[settings.]bootstrap-containers.NAME.FIELD` (the `settings.`
+/// prefix optional, as in apiclient); a value is text as is, `true`/`false`, or a JSON list of
+/// strings for `command` and `depends-on`. A missing container is created. A missing file is
+/// created (mode 0600: it holds user-data; its directory 0755 if missing too); an existing one
+/// keeps its mode. Errors: a bad key or value (named), a file that is unreadable or would not
+/// validate as a whole once edited (nothing is written then).
+pub fn set_all(path: &Path, assignments: &[(&str, &str)]) -> Result<()> {
+    edit(path, assignments, Missing::Create)
+}
+
+/// What an edit does when the settings file does not exist.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    Create,
+    Error,
+}
+
+/// The mode of a settings file `set` creates: it holds user-data.
+const NEW_FILE_MODE: u32 = 0o600;
+/// The mode of a settings directory `set` creates.
+const NEW_DIR_MODE: u32 = 0o755;
+
+fn edit(path: &Path, assignments: &[(&str, &str)], missing: Missing) -> Result<()> {
+    let mut edits = Vec::with_capacity(assignments.len());
+    for (key, value) in assignments {
+        let (name, field) = match parse_key(key)? {
+            (Some(name), Some(field)) => (name, field),
+            _ => bail!("cannot set {key:?}: expected {TABLE}.NAME.FIELD"),
+        };
+        let new = NewValue::parse(field, value).with_context(|| format!("setting {key}"))?;
+        edits.push((name, field, new));
+    }
+    let keys = assignments
+        .iter()
+        .map(|(key, _)| *key)
+        .collect::<Vec<_>>()
+        .join(", ");
     let format = Format::of(path);
+    if missing == Missing::Create {
+        create_parent(path)?;
+    }
     let _lock = lock(path)?;
     // Read under the lock: another writer may have changed the file since the caller read it.
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading settings file {}", path.display()))?;
-    let edited = match format {
-        Format::Toml => edit_toml(&text, name, field, &new),
-        Format::Json => edit_json(&text, name, field, &new),
+    let (mut text, mode) = match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let mode = std::fs::metadata(path)
+                .with_context(|| format!("reading the mode of {}", path.display()))?
+                .permissions()
+                .mode()
+                & 0o7777;
+            (text, mode)
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && missing == Missing::Create => {
+            let empty = match format {
+                Format::Toml => "",
+                Format::Json => "{}",
+            };
+            (empty.to_string(), NEW_FILE_MODE)
+        }
+        Err(err) => {
+            return Err(err).with_context(|| format!("reading settings file {}", path.display()))
+        }
+    };
+    for (name, field, new) in &edits {
+        text = match format {
+            Format::Toml => edit_toml(&text, name, *field, new),
+            Format::Json => edit_json(&text, name, *field, new),
+        }
+        .with_context(|| {
+            format!(
+                "setting {} in {}",
+                settings::key(name, Some(field.name())),
+                path.display()
+            )
+        })?;
     }
-    .with_context(|| format!("setting {key} in {}", path.display()))?;
-    settings::parse(&edited, format).with_context(|| {
+    settings::parse(&text, format).with_context(|| {
         format!(
-            "refusing to set {key} in {}: the settings would be invalid",
+            "refusing to set {keys} in {}: the settings would be invalid",
             path.display()
         )
     })?;
-    let mode = std::fs::metadata(path)
-        .with_context(|| format!("reading the mode of {}", path.display()))?
-        .permissions()
-        .mode()
-        & 0o7777;
-    crate::atomic_file::write(path, edited.as_bytes(), mode)
+    crate::atomic_file::write(path, text.as_bytes(), mode)
 }
 
-/// The value at `bootstrap-containers[.NAME[.FIELD]]` as stored in the file (`null` for a field
-/// that is not set; no table at all reads as `{}`).
-pub fn get(path: &Path, key: &str) -> Result<Value> {
+/// Creates the settings file's directory (0755, root's) if it is missing.
+fn create_parent(path: &Path) -> Result<()> {
+    let Some(dir) = path.parent().filter(|dir| !dir.exists()) else {
+        return Ok(());
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(NEW_DIR_MODE)
+        .create(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(NEW_DIR_MODE)))
+        .with_context(|| format!("creating settings directory {}", dir.display()))
+}
+
+/// What `get` prints for `keys`, in apiclient's shape: the settings from `settings` down to
+/// each key, nested, the keys' results merged (a later key's wins where they overlap). A key
+/// is `settings` (the whole `settings` table as stored, other settings too) or
+/// `[settings.]bootstrap-containers[.NAME[.FIELD]]`; what is not set is left out, so a key
+/// with nothing under it adds nothing (`{}` when no key finds anything):
+///
+/// `bootstrap-containers.x.mode` → `{"settings":{"bootstrap-containers":{"x":{"mode":"once"}}}}`
+///
+/// Errors: an unreadable or unparsable file, a key that is none of these.
+pub fn get(path: &Path, keys: &[String]) -> Result<Value> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading settings file {}", path.display()))?;
-    get_in(&text, Format::of(path), key)
+    get_in(&text, Format::of(path), keys)
         .with_context(|| format!("settings file {}", path.display()))
 }
 
 /// [`get`] on settings text.
-pub fn get_in(text: &str, format: Format, key: &str) -> Result<Value> {
-    let (name, field) = parse_key(key)?;
+pub fn get_in(text: &str, format: Format, keys: &[String]) -> Result<Value> {
     let root = settings::document(text, format)?;
-    let table = root
-        .get("settings")
-        .and_then(|settings| settings.get(TABLE))
-        .cloned()
-        .unwrap_or_else(|| Value::Object(Default::default()));
-    let Some(name) = name else {
-        return Ok(table);
-    };
-    let container = table
-        .get(name)
-        .ok_or_else(|| anyhow!("there is no container {name:?}"))?;
-    Ok(match field {
-        Some(field) => container.get(field.name()).cloned().unwrap_or(Value::Null),
-        None => container.clone(),
-    })
+    let mut merged = Value::Object(Default::default());
+    for key in keys {
+        if let Some(found) = get_one(&root, key)? {
+            merge(&mut merged, found);
+        }
+    }
+    Ok(merged)
+}
+
+/// One key's value in `root`, nested from `settings` down; `None` when nothing is set there.
+fn get_one(root: &Value, key: &str) -> Result<Option<Value>> {
+    let mut path = vec!["settings"];
+    if key != "settings" {
+        let (name, field) = parse_key(key)?;
+        path.push(TABLE);
+        path.extend(name);
+        path.extend(field.map(Field::name));
+    }
+    let mut node = root;
+    for part in &path {
+        match node.get(part) {
+            Some(child) => node = child,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(path.iter().rev().fold(node.clone(), |inner, part| {
+        Value::Object([(part.to_string(), inner)].into_iter().collect())
+    })))
+}
+
+/// Merges `from` into `into`: objects key by key, anything else replaced.
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(into), Value::Object(from)) => {
+            for (key, value) in from {
+                match into.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        into.insert(key, value);
+                    }
+                }
+            }
+        }
+        (into, from) => *into = from,
+    }
 }
 
 /// Splits `[settings.]bootstrap-containers[.NAME[.FIELD]]`; names hold no dots, so the split is

@@ -302,58 +302,156 @@ fn mode_is_kept_and_a_lock_file_is_used() {
 }
 
 #[test]
-fn missing_file_is_an_error_naming_it() {
+fn missing_file_is_an_error_naming_it_for_once_to_off_and_get() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("settings.toml");
     let err = format!("{:#}", set_mode_off(&path, "a").unwrap_err());
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert!(!path.exists());
-    let err = format!("{:#}", get(&path, "bootstrap-containers").unwrap_err());
+    let err = format!(
+        "{:#}",
+        set(&path, "bootstrap-containers.a.source", "/a").unwrap_err()
+    );
+    assert!(err.contains("reading settings file"), "{err}");
+    assert!(!path.exists());
+    let err = format!(
+        "{:#}",
+        get(&path, &keys(&["bootstrap-containers"])).unwrap_err()
+    );
     assert!(err.contains(&path.display().to_string()), "{err}");
 }
 
 #[test]
-fn get_returns_what_is_stored() {
+fn set_all_creates_a_missing_file_and_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "etc/bootstrap-containers/settings.toml",
+        "json/settings.json",
+    ] {
+        let path = dir.path().join(name);
+        // The workshop's first step, in any order: validated once, after all of them.
+        set_all(
+            &path,
+            &[
+                ("bootstrap-containers.bootstrap.mode", "always"),
+                ("settings.bootstrap-containers.bootstrap.source", "/opt/b"),
+                ("bootstrap-containers.bootstrap.essential", "false"),
+            ],
+        )
+        .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&path), 0o600, "{name}");
+        assert_eq!(mode(path.parent().unwrap()), 0o755, "{name}");
+        let container = &load(&path).unwrap().containers["bootstrap"];
+        assert_eq!(container.mode, Mode::Always);
+        assert!(!container.essential);
+    }
+    assert_eq!(
+        read(&dir.path().join("etc/bootstrap-containers/settings.toml")),
+        "[settings.bootstrap-containers.bootstrap]\nmode = \"always\"\nsource = \"/opt/b\"\nessential = false\n"
+    );
+}
+
+#[test]
+fn set_all_applies_every_assignment_or_none() {
+    let (_dir, path) = file("settings.toml", TOML);
+    let before = read(&path);
+    for assignments in [
+        // The last is invalid once applied: the first must not be written either.
+        vec![
+            ("bootstrap-containers.motd.mode", "off"),
+            ("bootstrap-containers.motd.timeout", "soon"),
+        ],
+        // A bad key after a good one.
+        vec![
+            ("bootstrap-containers.motd.mode", "off"),
+            ("bootstrap-containers.motd.bogus", "x"),
+        ],
+    ] {
+        assert!(set_all(&path, &assignments).is_err());
+        assert_eq!(read(&path), before);
+    }
+    // A missing file is not created when the assignments are refused.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("settings.toml");
+    assert!(set_all(&missing, &[("bootstrap-containers.a.mode", "once")]).is_err());
+    assert!(!missing.exists());
+}
+
+fn keys(keys: &[&str]) -> Vec<String> {
+    keys.iter().map(|k| k.to_string()).collect()
+}
+
+#[test]
+fn get_prints_apiclients_nested_shape() {
     let with_user_data = TOML.replace("essential = true", "essential = true\nuser-data = \"aGk=\"");
     for (text, format) in [
         (with_user_data.as_str(), Format::Toml),
         (JSON, Format::Json),
     ] {
-        let get = |key| get_in(text, format, key).unwrap();
-        assert_eq!(get("bootstrap-containers.disk-setup.mode"), json!("once"));
+        let get = |key: &[&str]| get_in(text, format, &keys(key)).unwrap();
         assert_eq!(
-            get("settings.bootstrap-containers.disk-setup.essential"),
-            json!(true)
+            get(&["bootstrap-containers.disk-setup.mode"]),
+            json!({"settings": {"bootstrap-containers": {"disk-setup": {"mode": "once"}}}})
         );
         assert_eq!(
-            get("bootstrap-containers.motd"),
-            json!({"source": "busybox:1.36", "mode": "always"})
+            get(&["settings.bootstrap-containers.disk-setup.essential"]),
+            json!({"settings": {"bootstrap-containers": {"disk-setup": {"essential": true}}}})
         );
-        assert_eq!(get("bootstrap-containers.motd.timeout"), json!(null));
-        let all = get("bootstrap-containers");
-        let names: Vec<&String> = all.as_object().unwrap().keys().collect();
+        assert_eq!(
+            get(&["bootstrap-containers.motd"]),
+            json!({"settings": {"bootstrap-containers": {"motd": {"source": "busybox:1.36", "mode": "always"}}}})
+        );
+        let all = get(&["settings.bootstrap-containers"]);
+        let names: Vec<&String> = all["settings"]["bootstrap-containers"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
         assert_eq!(names, ["disk-setup", "motd"]);
-        let missing = get_in(text, format, "bootstrap-containers.nope").unwrap_err();
-        assert!(missing.to_string().contains("no container \"nope\""));
-        assert!(get_in(text, format, "bootstrap-containers.motd.bogus").is_err());
+        assert_eq!(all.as_object().unwrap().len(), 1);
+        assert_eq!(get(&["bootstrap-containers"]), all);
+        // Several keys merge; what is not set adds nothing.
+        assert_eq!(
+            get(&[
+                "bootstrap-containers.motd.mode",
+                "bootstrap-containers.disk-setup.source",
+                "bootstrap-containers.motd.timeout",
+                "bootstrap-containers.nope",
+            ]),
+            json!({"settings": {"bootstrap-containers": {
+                "motd": {"mode": "always"},
+                "disk-setup": {"source": "/opt/bundles/disk"},
+            }}})
+        );
+        assert_eq!(get(&["bootstrap-containers.nope"]), json!({}));
+        // `settings` is the whole table, other settings too.
+        assert!(get(&["settings"])["settings"].get("motd").is_some());
+        for bad in [
+            "bootstrap-containers.motd.bogus",
+            "other",
+            "bootstrap-containers.no_name",
+        ] {
+            assert!(get_in(text, format, &keys(&[bad])).is_err(), "{bad}");
+        }
     }
     assert_eq!(
         get_in(
             &with_user_data,
             Format::Toml,
-            "bootstrap-containers.disk-setup.user-data"
+            &keys(&["bootstrap-containers.disk-setup.user-data"])
         )
         .unwrap(),
-        json!("aGk=")
+        json!({"settings": {"bootstrap-containers": {"disk-setup": {"user-data": "aGk="}}}})
     );
     assert_eq!(
-        get_in("", Format::Toml, "bootstrap-containers").unwrap(),
+        get_in("", Format::Toml, &keys(&["bootstrap-containers"])).unwrap(),
         json!({})
     );
 
     let (_dir, path) = file("settings.json", JSON);
     assert_eq!(
-        get(&path, "bootstrap-containers.motd.mode").unwrap(),
-        json!("always")
+        get(&path, &keys(&["bootstrap-containers.motd.mode"])).unwrap(),
+        json!({"settings": {"bootstrap-containers": {"motd": {"mode": "always"}}}})
     );
 }
