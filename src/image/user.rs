@@ -24,6 +24,7 @@ use anyhow::{anyhow, bail, Result};
 /// The process identity a `User` resolves to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
+    /// `process.user.uid`.
     pub uid: u32,
     /// The primary gid.
     pub gid: u32,
@@ -43,16 +44,22 @@ pub struct Accounts<'a> {
 /// One `/etc/passwd` entry (the fields used).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PasswdEntry {
+    /// The account name (first field).
     pub name: String,
+    /// Third field.
     pub uid: u32,
+    /// Fourth field: the primary gid.
     pub gid: u32,
 }
 
 /// One `/etc/group` entry (the fields used).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupEntry {
+    /// The group name (first field).
     pub name: String,
+    /// Third field.
     pub gid: u32,
+    /// Fourth field, split on commas: account names.
     pub members: Vec<String>,
 }
 

@@ -86,6 +86,7 @@ pub struct Image<'a> {
     /// The image as the settings name it (a reference or an `oci-layout:` source), for
     /// messages.
     pub name: &'a str,
+    /// Its config blob's process-shaping part.
     pub config: &'a ImageConfig,
     /// Its root filesystem on the host: the container's `root.path`.
     pub rootfs: &'a Path,
