@@ -497,9 +497,11 @@ fn the_images_stop_signal_is_what_a_stopped_supervisor_sends_first() {
             .find(call)
             .unwrap_or_else(|| panic!("no {call:?} in {calls}"))
     };
-    assert!(
-        position(&format!("kill {id} SIGUSR1")) < position(&format!("kill --all {id} KILL")),
-        "{calls}"
-    );
+    // The stop signal first; it ends the container within the stop grace, so no SIGKILL
+    // follows (one would come after the grace).
+    let signalled = position(&format!("kill {id} SIGUSR1"));
+    if let Some(killed) = calls.find(&format!("kill --all {id} KILL")) {
+        assert!(signalled < killed, "{calls}");
+    }
     b.assert_clean();
 }
