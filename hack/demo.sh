@@ -47,6 +47,11 @@ mode = "always"
 essential = true
 user-data = "$(printf 'cluster=demo\n' | base64)"
 depends-on = ["disk-setup"]
+
+# No source: the user-data runs as a script, on the host's own tools.
+[settings.bootstrap-containers.host-script]
+mode = "always"
+user-data = "$(printf '#!/bin/sh\necho "source-less: user-data run as a script, with the host tools, e.g. $(command -v mount)"\n' | base64 -w0)"
 TOML
 
 echo "== bootstrap-supervisor plan"

@@ -129,6 +129,22 @@ impl Drop for Rootfs {
     }
 }
 
+impl Rootfs {
+    /// A root filesystem over a directory that is no image — the host root, for a source-less
+    /// container: an overlay at `<dir>/rootfs` whose only lower layer is `lower`'s top
+    /// filesystem (overlayfs does not cross mounts, so `lower`'s submounts are not in it) and
+    /// whose upper is a tmpfs, as for a registry image. An empty config; unmounted on drop.
+    pub fn over(lower: &Path, dir: &Path) -> Result<Rootfs> {
+        let path = overlay::mount_over(lower, dir)?;
+        Ok(Rootfs {
+            path,
+            config: ImageConfig::default(),
+            pulled: None,
+            overlay: Some(dir.to_path_buf()),
+        })
+    }
+}
+
 /// Removes what an earlier run, killed before its [`Rootfs`] was dropped, left mounted in
 /// `dir`.
 pub fn clear(dir: &Path) -> Result<()> {

@@ -99,6 +99,7 @@ pub fn prepare(
             let source = image::Source::Registry { reference, policy };
             from_image(images, &source, &dir, host_root, step)?
         }
+        Source::UserDataScript => host_script(step, &dir, host_root)?,
     };
     let spec = spec::bootstrap(base, step, &data, cgroup_parent);
     atomic_file::replace(
@@ -111,6 +112,27 @@ pub fn prepare(
         rootfs,
         stop_signal: spec::stop_signal(&spec).to_string(),
     })
+}
+
+/// A source-less container: its user-data copied to `<dir>/script` (root, 0700; never under
+/// the host root) and an overlay of the host root's top filesystem as its root.
+fn host_script(step: &Step, dir: &Path, host_root: &Path) -> Result<(Spec, Option<Rootfs>)> {
+    let user_data = step
+        .container
+        .user_data
+        .as_ref()
+        .context("a source-less container needs user-data")?;
+    let script = dir.join("script");
+    atomic_file::replace(&script, user_data.as_bytes(), 0o700)?;
+    let rootfs = Rootfs::over(host_root, dir).with_context(|| {
+        format!(
+            "making the root of a source-less container over the host root {}",
+            host_root.display()
+        )
+    })?;
+    let spec =
+        spec::from_host_script(step, user_data.as_bytes(), &rootfs.path, &script, host_root)?;
+    Ok((spec, Some(rootfs)))
 }
 
 /// The image's root filesystem in `dir`, and the spec planned from its config and accounts;

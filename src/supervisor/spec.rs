@@ -36,6 +36,66 @@ pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
 pub const STOP_SIGNAL_ANNOTATION: &str = "org.opencontainers.image.stopSignal";
 /// What asks a container to stop when its image names no `StopSignal` (containerd's default).
 pub const DEFAULT_STOP_SIGNAL: &str = "SIGTERM";
+/// Where a source-less container's script (its user-data) is, read-only.
+pub const SCRIPT_TARGET: &str = "/.bottlerocket/bootstrap-script";
+
+/// A source-less container's process: its `#!` interpreter (with the line's one optional
+/// argument, as Linux reads it) running the script, else `/bin/sh` running it — what
+/// Bottlerocket's `bottlerocket-bootstrap` image does with user-data. The interpreter is named,
+/// not the script executed, so the script can stay 0700 (libcontainer refuses to exec a file
+/// that others may not execute).
+pub fn script_args(user_data: &[u8]) -> Vec<String> {
+    let mut args = match user_data.strip_prefix(b"#!") {
+        Some(rest) => {
+            let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
+            let line = String::from_utf8_lossy(line);
+            let line = line.trim();
+            match line.split_once([' ', '\t']) {
+                Some((interpreter, arg)) if !arg.trim().is_empty() => {
+                    vec![interpreter.to_string(), arg.trim().to_string()]
+                }
+                _ if !line.is_empty() => vec![line.to_string()],
+                _ => vec!["/bin/sh".to_string()],
+            }
+        }
+        None => vec!["/bin/sh".to_string()],
+    };
+    args.push(SCRIPT_TARGET.to_string());
+    args
+}
+
+/// A source-less container's spec: the host root's overlay at `rootfs` as if it were an image
+/// whose `Cmd` is [`script_args`] (so `command` replaces it, and every other rule is the
+/// image's: root user, `/`, the default `PATH`), with `script` bound read-only at
+/// [`SCRIPT_TARGET`].
+pub fn from_host_script(
+    step: &Step,
+    user_data: &[u8],
+    rootfs: &Path,
+    script: &Path,
+    host_root: &Path,
+) -> Result<Spec> {
+    let config = ImageConfig {
+        cmd: Some(script_args(user_data)),
+        ..Default::default()
+    };
+    let image = Image {
+        name: "(user-data script)",
+        config: &config,
+        rootfs,
+        accounts: Accounts {
+            passwd: None,
+            group: None,
+        },
+    };
+    let mut spec = from_image(&image, step.container.command.as_deref(), host_root)?;
+    spec.mounts_mut().get_or_insert_with(Vec::new).push(bind(
+        script,
+        SCRIPT_TARGET,
+        &["bind", "ro"],
+    ));
+    Ok(spec)
+}
 
 /// The operator's bundle, with its relative paths made absolute (the config moves here).
 pub fn from_bundle(bundle: &Path) -> Result<Spec> {
@@ -296,6 +356,18 @@ fn bind(source: &Path, destination: &str, options: &[&str]) -> Mount {
 #[cfg(test)]
 mod tests {
     use libcontainer::oci_spec::runtime::Process;
+
+    #[test]
+    fn scripts_run_by_their_interpreter() {
+        let args = |text: &str| script_args(text.as_bytes());
+        assert_eq!(args("echo hi\n"), ["/bin/sh", SCRIPT_TARGET]);
+        assert_eq!(args("#!/bin/sh\nset -e\n"), ["/bin/sh", SCRIPT_TARGET]);
+        assert_eq!(
+            args("#! /usr/bin/env  python3 -u \nprint(1)"),
+            ["/usr/bin/env", "python3 -u", SCRIPT_TARGET]
+        );
+        assert_eq!(args("#!\n"), ["/bin/sh", SCRIPT_TARGET]);
+    }
 
     use super::*;
 

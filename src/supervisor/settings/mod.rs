@@ -68,6 +68,9 @@ pub enum Source {
     OciLayout { path: PathBuf, tag: String },
     /// An image reference, for a registry pull.
     Image(String),
+    /// No `source`: the container runs its `user-data` as a script, on the host's own tools
+    /// (where Bottlerocket runs its `bottlerocket-bootstrap` image).
+    UserDataScript,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -284,6 +287,7 @@ impl fmt::Display for Source {
             Source::Bundle(path) => write!(f, "{}", path.display()),
             Source::OciLayout { path, tag } => write!(f, "oci-layout:{}:{tag}", path.display()),
             Source::Image(reference) => f.write_str(reference),
+            Source::UserDataScript => f.write_str("(user-data script)"),
         }
     }
 }

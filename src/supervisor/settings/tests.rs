@@ -204,8 +204,16 @@ fn sources() {
 fn source_is_required_and_checked() {
     assert_eq!(
         problems("[settings.bootstrap-containers.c]\nmode = \"once\"\n"),
-        ["bootstrap-containers.c.source: is required (a bundle path, oci-layout:/path:tag or an image reference)"]
+        ["bootstrap-containers.c.source: is required unless user-data is set, which then runs as a script (a bundle path, oci-layout:/path:tag or an image reference)"]
     );
+    let parsed = parse(
+        "[settings.bootstrap-containers.c]\nmode = \"once\"\nuser-data = \"ZWNobyBoaQo=\"\n",
+        Format::Toml,
+    )
+    .unwrap();
+    let c = &parsed.containers["c"];
+    assert_eq!(c.source, Source::UserDataScript);
+    assert_eq!(c.source.to_string(), "(user-data script)");
     assert_eq!(
         problem("source = \"\""),
         "bootstrap-containers.c.source: must not be empty"

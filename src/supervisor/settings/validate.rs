@@ -108,11 +108,18 @@ fn parse_container(
             problems.push(key(name, Some(field_name)), reason);
         }
     }
-    if !fields.contains_key(Field::Source.name()) {
-        problems.push(
-            key(name, Some(Field::Source.name())),
-            "is required (a bundle path, oci-layout:/path:tag or an image reference)".into(),
-        );
+    let has = |field: Field| fields.contains_key(field.name());
+    if !has(Field::Source) {
+        if has(Field::UserData) {
+            source = Some(Source::UserDataScript);
+        } else {
+            problems.push(
+                key(name, Some(Field::Source.name())),
+                "is required unless user-data is set, which then runs as a script (a bundle \
+                 path, oci-layout:/path:tag or an image reference)"
+                    .into(),
+            );
+        }
     }
     depends_on.sort();
     depends_on.dedup();
