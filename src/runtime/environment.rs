@@ -61,16 +61,18 @@ pub fn present(spec: &mut Spec, host_root: &Path) -> Result<()> {
             log::debug!("no debugfs mounted at host {}: not mounted", real.display());
             continue;
         }
-        if destination.starts_with(crate::policy::BOTTLEROCKET_DIR) {
-            // In the policy's own tmpfs: our mount point to make.
-        } else if let Some(rootfs) = &rootfs {
-            if !mount_point_possible(rootfs, &destination) {
-                log::info!(
-                    "the container's read-only root has no {}: the host's is not mounted",
-                    destination.display()
-                );
-                continue;
-            }
+        // A mount point in the policy's own tmpfs is ours to make; others are the rootfs's.
+        let in_rootfs = !destination.starts_with(crate::policy::BOTTLEROCKET_DIR);
+        if in_rootfs
+            && rootfs
+                .as_ref()
+                .is_some_and(|r| !mount_point_possible(r, &destination))
+        {
+            log::info!(
+                "the container's read-only root has no {}: the host's is not mounted",
+                destination.display()
+            );
+            continue;
         }
         mount.set_source(Some(real));
         kept.push(mount);
@@ -126,13 +128,21 @@ pub fn prepare_shared(mounts: &[HostMount], host_root: &Path) -> Result<()> {
     shared.sort();
     let table = mounts_table()?;
     let mut missing = Vec::new();
+    let mut all_ready = true;
     for &(path, area) in &shared {
         if !area && !shared_dir_exists(path, host_root)? {
             missing.push(path);
         }
-        if let Sharing::Refuse(submount) = sharing(&table, path, area) {
-            return Err(live_tree(path, &submount));
+        match sharing(&table, path, area) {
+            Sharing::Refuse(submount) => return Err(live_tree(path, &submount)),
+            Sharing::Ready => {}
+            _ => all_ready = false,
         }
+    }
+    // Every create after the first, and every create on a systemd host: nothing to change,
+    // so no locks and no second read of mountinfo.
+    if all_ready && missing.is_empty() {
+        return Ok(());
     }
     for path in missing {
         create_shared_dir(path, host_root)?;
