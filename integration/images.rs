@@ -9,8 +9,6 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use common::observed::{Observed, REPORT};
 use common::supervisor::{container, Boot};
@@ -386,19 +384,6 @@ fn recording_runtime(b: &Boot) -> (PathBuf, PathBuf) {
     (wrapper, calls)
 }
 
-/// Waits until the loop of a [`stop_image`] container has started.
-fn wait_for(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// An image that says which signal stopped it, with `StopSignal` SIGUSR1 (tag `usr1`) or
 /// none (tag `latest`).
 fn stop_image(b: &Boot) -> PathBuf {
@@ -474,21 +459,9 @@ fn the_images_stop_signal_is_what_a_stopped_supervisor_sends_first() {
         &source(&layout, "usr1"),
         "mode = \"always\"",
     ));
-    let child = b
-        .command()
-        .arg("--runtime")
-        .arg(&runtime)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&b.f.mount_area.join("up"));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::SIGTERM,
-    )
-    .unwrap();
-    child.wait_with_output().unwrap();
+    let mut run = b.command();
+    run.arg("--runtime").arg(&runtime);
+    b.stop_once_up(run, &["up"]);
     assert_eq!(b.outcome("usr1")["status"], "interrupted");
     let calls = std::fs::read_to_string(&calls).unwrap();
     let id = format!("boot.{}", b.name("usr1"));

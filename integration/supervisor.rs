@@ -247,29 +247,8 @@ fn a_stopped_supervisor_kills_its_containers_and_reports_them_interrupted() {
             &format!("mode = \"always\"\ndepends-on = [{:?}]", b.name("slow"))
         ),
     ));
-    let child = b
-        .command()
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.f.mount_area.join("up").exists() {
-        assert!(Instant::now() < deadline, "container did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let stopped = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::SIGTERM,
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        stopped.elapsed() < Duration::from_secs(5),
-        "stopping took {:?}",
-        stopped.elapsed()
-    );
+    let (out, took) = b.stop_once_up(b.command(), &["up"]);
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -327,28 +306,9 @@ fn stopping_gives_sigterm_then_the_grace_then_sigkill() {
         container(&b.name("polite"), &polite, "mode = \"always\""),
         container(&b.name("stubborn"), &stubborn, "mode = \"always\""),
     ));
-    let child = b
-        .command()
-        .args(["--stop-grace", "3s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for up in ["polite-up", "stubborn-up"] {
-        while !b.f.mount_area.join(up).exists() {
-            assert!(Instant::now() < deadline, "{up}: container did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let stopped = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::SIGTERM,
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let took = stopped.elapsed();
+    let mut run = b.command();
+    run.args(["--stop-grace", "3s"]);
+    let (out, took) = b.stop_once_up(run, &["polite-up", "stubborn-up"]);
     assert!(
         took >= Duration::from_secs(3) && took < Duration::from_secs(10),
         "--stop-grace 3s, stopping took {took:?}"

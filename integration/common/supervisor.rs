@@ -1,7 +1,8 @@
 //! The supervisor driven on a fake host: settings, state and run dirs of its own per test.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use super::{Fixture, Ran};
 
@@ -81,6 +82,32 @@ impl Boot {
             .env("BOOTSTRAP_RUNC_POLICY", &self.f.policy_file)
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// Spawns `run` (a [`Boot::command`], perhaps with more flags), waits until each of `ups`
+    /// exists in the mount area (the containers are running), then SIGTERMs the supervisor as
+    /// systemd stops its unit; returns its output and how long stopping took.
+    pub fn stop_once_up(&self, mut run: Command, ups: &[&str]) -> (Output, Duration) {
+        let child = run
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for up in ups {
+            while !self.f.mount_area.join(up).exists() {
+                assert!(Instant::now() < deadline, "{up}: container did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let stopped = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::SIGTERM,
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out, stopped.elapsed())
     }
 
     pub fn run(&self) -> Ran {
