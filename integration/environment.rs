@@ -9,14 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{host_mounts_under, Fixture, Ran, SHARED_DIRS};
+use common::{host_mounts_under, Fixture, SHARED_DIRS};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-
-fn run_in(f: &Fixture, name: &str, script: &str) -> Ran {
-    let bundle = f.bundle(name, &["sh", "-c", script]);
-    let id = f.id(name);
-    f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id])
-}
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
@@ -56,7 +50,7 @@ fn shared_dirs_are_created_writable_and_propagate_to_the_host() {
             if touch $other 2>/dev/null; then echo "WROTE $other"; fi
         done
     "#;
-    let ran = run_in(&f, "s", script);
+    let ran = f.run_sh("s", script);
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     assert!(!ran.stdout.contains("WROTE"), "{}", ran.stdout);
     for dir in SHARED_DIRS {
@@ -131,7 +125,7 @@ fn a_shared_mount_is_used_as_it_is_and_a_live_private_tree_is_refused() {
     .unwrap();
     let script = "set -e; mkdir /.bottlerocket/rootfs/var/lib/kubelet/m; \
                   mount -t tmpfs m /.bottlerocket/rootfs/var/lib/kubelet/m";
-    let ran = run_in(&f, "shared", script);
+    let ran = f.run_sh("shared", script);
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let kubelet = f.host_root.join("var/lib/kubelet");
     let points: Vec<PathBuf> = host_mounts_under(&kubelet)
@@ -151,7 +145,7 @@ fn a_shared_mount_is_used_as_it_is_and_a_live_private_tree_is_refused() {
     // The same live tree on a private mount: refused, and nothing on the host changes.
     host_root_mount(&f, MsFlags::MS_PRIVATE);
     let before = host_mounts_under(&f.host_root);
-    let ran = run_in(&f, "private", "true");
+    let ran = f.run_sh("private", "true");
     assert_eq!(ran.code, 1);
     for wanted in [
         "shared directory",
@@ -171,7 +165,7 @@ fn a_symlinked_shared_dir_is_refused() {
     let f = Fixture::new("shlink");
     std::fs::create_dir_all(f.host_root.join("var/lib")).unwrap();
     std::os::unix::fs::symlink("/etc", f.host_root.join("var/lib/docker")).unwrap();
-    let ran = run_in(&f, "l", "true");
+    let ran = f.run_sh("l", "true");
     assert_eq!(ran.code, 1);
     assert!(
         ran.stderr.contains("var/lib/docker: a symlink on its path"),
@@ -214,7 +208,7 @@ fn modules_sources_certs_and_debugfs_when_the_host_has_them() {
         done
         awk '{print "mount", $5, $6, $9}' /proc/self/mountinfo
     "#;
-    let ran = run_in(&f, "o", script);
+    let ran = f.run_sh("o", script);
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     assert!(
         ran.stdout.starts_with("dep\nPEM\n6.1.0\n"),
@@ -250,7 +244,7 @@ fn modules_sources_certs_and_debugfs_when_the_host_has_them() {
 
     // No debugfs on the host: none inside.
     umount2(&debug, MntFlags::MNT_DETACH).unwrap();
-    let ran = run_in(&f, "n", "awk '{print $5}' /proc/self/mountinfo");
+    let ran = f.run_sh("n", "awk '{print $5}' /proc/self/mountinfo");
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     assert!(
         !ran.stdout.lines().any(|l| l == "/sys/kernel/debug"),

@@ -15,12 +15,6 @@ use serde_json::json;
 const CAP_SYS_ADMIN_BIT: u64 = 1 << 21;
 const CAP_SYS_PTRACE_BIT: u64 = 1 << 19;
 
-fn run_in(f: &Fixture, name: &str, script: &str) -> common::Ran {
-    let bundle = f.bundle(name, &["sh", "-c", script]);
-    let id = f.id(name);
-    f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id])
-}
-
 /// Starts `run` in the background and returns once the container printed `first`.
 fn run_until_output(f: &Fixture, bundle: &Path, id: &str, first: &str) -> std::process::Child {
     let mut child = f
@@ -51,7 +45,7 @@ fn cap_field(status: &str, field: &str) -> u64 {
 #[test]
 fn run_returns_the_container_exit_code() {
     let f = Fixture::new("exit");
-    let ran = run_in(&f, "zero", "echo out; echo err >&2");
+    let ran = f.run_sh("zero", "echo out; echo err >&2");
     assert_eq!(
         (ran.code, ran.stdout.as_str()),
         (0, "out\n"),
@@ -59,8 +53,8 @@ fn run_returns_the_container_exit_code() {
         ran.stderr
     );
     assert!(ran.stderr.contains("err"));
-    assert_eq!(run_in(&f, "three", "exit 3").code, 3);
-    assert_eq!(run_in(&f, "max", "exit 255").code, 255);
+    assert_eq!(f.run_sh("three", "exit 3").code, 3);
+    assert_eq!(f.run_sh("max", "exit 255").code, 255);
     f.assert_clean();
 }
 
@@ -234,7 +228,7 @@ fn policy_seen_from_inside() {
         echo from-container > /.bottlerocket/rootfs/mnt/file && echo MNT-OK
         grep ' /.bottlerocket/rootfs/mnt ' /proc/self/mountinfo | tail -n1
     "#;
-    let ran = run_in(&f, "caps", script);
+    let ran = f.run_sh("caps", script);
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let out = ran.stdout;
     for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
@@ -332,7 +326,7 @@ fn mounts_propagate_from_the_mount_area_only() {
 #[test]
 fn mount_area_is_made_shared_and_that_is_logged() {
     let f = Fixture::new("shared");
-    let ran = run_in(&f, "s", "true");
+    let ran = f.run_sh("s", "true");
     assert_eq!(ran.code, 0);
     assert!(
         ran.stderr.contains("made the host mount area"),
@@ -342,7 +336,7 @@ fn mount_area_is_made_shared_and_that_is_logged() {
     let line = common::host_mounts_under(&f.mount_area).pop().unwrap().1;
     assert!(line.contains("shared:"), "{line}");
     // Already shared: nothing more is said or done.
-    let ran = run_in(&f, "t", "true");
+    let ran = f.run_sh("t", "true");
     assert!(
         !ran.stderr.contains("made the host mount area"),
         "{}",

@@ -81,6 +81,13 @@ impl Fixture {
         bundle
     }
 
+    /// `run` of a fresh busybox bundle executing `sh -c script`; the id is remembered.
+    pub fn run_sh(&self, name: &str, script: &str) -> Ran {
+        let bundle = self.bundle(name, &["sh", "-c", script]);
+        let id = self.id(name);
+        self.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id])
+    }
+
     /// Edits a bundle's config.json.
     pub fn edit_config(&self, bundle: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
         let path = bundle.join("config.json");
