@@ -84,8 +84,11 @@ fn essential_failure_halts_the_boot_and_a_non_essential_one_does_not() {
         "{}",
         ran.stderr
     );
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     let log = std::fs::read_to_string(
         b.state_dir
+            .join("boots")
+            .join(boot_id.trim())
             .join("logs")
             .join(format!("{}.log", b.name("x"))),
     )

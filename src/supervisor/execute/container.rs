@@ -14,10 +14,11 @@ use anyhow::{bail, Context, Result};
 use super::stop::stop_requested;
 use super::{blank_outcome, Executor};
 use crate::logging::now_rfc3339;
-use crate::supervisor::bundle;
+use crate::supervisor::journal::ContainerJournal;
 use crate::supervisor::plan::Step;
 use crate::supervisor::report::{ImageOutcome, Outcome, Status};
 use crate::supervisor::settings;
+use crate::supervisor::{boots, bundle};
 
 /// How often a running container's thread looks for the supervisor's stop request.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -95,10 +96,7 @@ impl Executor {
         stop_signal: &str,
     ) -> Result<(ExitStatus, Option<Ending>)> {
         let _ = std::fs::remove_file(self.runtime.log(&step.name));
-        let log_path = self
-            .state_dir
-            .join("logs")
-            .join(format!("{}.log", step.name));
+        let log_path = boots::log_path(&self.record.dir, &step.name);
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let mut child = self
@@ -112,9 +110,15 @@ impl Executor {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", self.runtime.binary.display()))?;
+        let journal = ContainerJournal::open(&step.name).map(std::sync::Arc::new);
         let streams = [
-            stream(child.stdout.take(), &step.name, log.try_clone()?),
-            stream(child.stderr.take(), &step.name, log),
+            stream(
+                child.stdout.take(),
+                &step.name,
+                log.try_clone()?,
+                journal.clone(),
+            ),
+            stream(child.stderr.take(), &step.name, log, journal),
         ];
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -240,12 +244,14 @@ impl Executor {
     }
 }
 
-/// Copies a child's output to our stdout, each line prefixed with the container's name, and to
-/// the container's log file.
+/// Copies a child's output to the container's log file, and to the journal under the
+/// container's identifier when our output is the journal, else (or if journald refuses a line)
+/// to our stdout, each line prefixed with the container's name.
 fn stream<R: Read + Send + 'static>(
     source: Option<R>,
     name: &str,
     mut log: std::fs::File,
+    journal: Option<std::sync::Arc<ContainerJournal>>,
 ) -> std::thread::JoinHandle<()> {
     let name = name.to_string();
     std::thread::spawn(move || {
@@ -253,7 +259,9 @@ fn stream<R: Read + Send + 'static>(
         for line in BufReader::new(source).split(b'\n').map_while(Result::ok) {
             let text = String::from_utf8_lossy(&line);
             let _ = writeln!(log, "{text}");
-            let _ = writeln!(std::io::stdout().lock(), "{name}: {text}");
+            if !journal.as_ref().is_some_and(|j| j.line(&text)) {
+                let _ = writeln!(std::io::stdout().lock(), "{name}: {text}");
+            }
         }
     })
 }
