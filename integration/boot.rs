@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::supervisor::container;
+use common::supervisor::{container, SUPERVISOR};
 
 const RUNTIME: &str = env!("CARGO_BIN_EXE_bootstrap-runc");
 const BOOT_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/boot-root.sh");
@@ -49,6 +49,8 @@ struct Boot {
     orchestrator: Option<Orchestrator>,
     /// This boot's journal.
     journal: Vec<Entry>,
+    /// The guest's boot id (no dashes, as journalctl shows it).
+    id: String,
     /// From spawning systemd-nspawn to its exit after the poweroff.
     wall: Duration,
 }
@@ -64,6 +66,8 @@ struct Entry {
     identifier: String,
     unit: String,
     message: String,
+    /// Every field, as `journalctl -o json` prints it.
+    fields: serde_json::Value,
 }
 
 impl Guest {
@@ -231,6 +235,7 @@ impl Guest {
             failed,
             orchestrator,
             journal: self.read_journal(&boot_id),
+            id: boot_id.clone(),
             wall,
         }
     }
@@ -314,6 +319,7 @@ impl Guest {
                         field("_SYSTEMD_UNIT")
                     },
                     message: field("MESSAGE"),
+                    fields: entry.clone(),
                 }
             })
             .collect()
@@ -382,6 +388,15 @@ impl Boot {
                 let rest = &message[message.find(&prefix)? + prefix.len()..];
                 Some(rest.trim_end_matches('"').to_string())
             })
+            .collect()
+    }
+
+    /// A container's journal: what `journalctl -t bootstrap-containers@NAME` shows.
+    fn container(&self, name: &str) -> Vec<&Entry> {
+        let identifier = format!("bootstrap-containers@{name}");
+        self.journal
+            .iter()
+            .filter(|e| e.identifier == identifier)
             .collect()
     }
 
@@ -583,13 +598,58 @@ fn every_container_succeeds(mut g: Guest) {
             "{}",
             boot.summary()
         );
-        let output = format!("{name}: hello from {name}");
+        // The output is the container's own, natively in the journal, and not repeated
+        // under the supervisor's identifier.
+        let journal = boot.container(name);
+        let output = format!("hello from {name}");
+        assert_eq!(journal[0].message, output, "{}", boot.summary());
         assert!(
-            boot.supervisor().contains(&output.as_str()),
+            !boot.supervisor().iter().any(|m| m.contains(&output)),
             "{}",
             boot.summary()
         );
+        // The outcome, with its fields for `journalctl -o json`.
+        let outcome = &journal.last().unwrap().fields;
+        assert_eq!(
+            outcome["MESSAGE"],
+            format!("{name}: succeeded (exit code 0)")
+        );
+        assert_eq!(outcome["BOOTSTRAP_CONTAINER"], name);
+        assert_eq!(outcome["STATUS"], "succeeded");
+        assert_eq!(outcome["EXIT_CODE"], "0");
+        assert!(outcome["RUN_MS"].as_str().unwrap().parse::<u64>().is_ok());
     }
+    // What an operator types, on the guest's journal.
+    let shown = Command::new("journalctl")
+        .arg(format!("--directory={}", g.journal.display()))
+        .args([
+            "--no-pager",
+            "-o",
+            "cat",
+            "-b",
+            "-t",
+            "bootstrap-containers@slow",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&shown.stdout),
+        "hello from slow\nslow: succeeded (exit code 0)\n"
+    );
+    // And the boot's record, as `status` shows it.
+    let status = Command::new(SUPERVISOR)
+        .args(["status", "--boot", &boot.id, "--state-dir"])
+        .arg(g.path("var/lib/bootstrap-containers"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("slow ") && l.contains("succeeded")),
+        "{table}"
+    );
 }
 
 #[test]
