@@ -17,7 +17,10 @@ const BOOT_ID_ENV: &str = "BOOTSTRAP_SUPERVISOR_BOOT_ID";
 /// A run as in boot `boot`: the run dir (a tmpfs, this boot's markers) starts empty.
 fn run_in_boot(b: &Boot, boot: &str) -> Ran {
     let _ = std::fs::remove_dir_all(&b.run_dir);
-    let out = b.command().env(BOOT_ID_ENV, boot).output().unwrap();
+    ran(b.command().env(BOOT_ID_ENV, boot).output().unwrap())
+}
+
+fn ran(out: std::process::Output) -> Ran {
     Ran {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -27,19 +30,14 @@ fn run_in_boot(b: &Boot, boot: &str) -> Ran {
 
 /// `bootstrap-supervisor ARGS --state-dir STATE` as seen from boot `boot`.
 fn supervisor(b: &Boot, boot: &str, args: &[&str]) -> Ran {
-    let out = Command::new(SUPERVISOR)
+    ran(Command::new(SUPERVISOR)
         .args(args)
         .arg("--state-dir")
         .arg(&b.state_dir)
         .env(BOOT_ID_ENV, boot)
         .stdin(Stdio::null())
         .output()
-        .unwrap();
-    Ran {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .unwrap())
 }
 
 fn recorded_boots(b: &Boot) -> Vec<String> {

@@ -110,11 +110,7 @@ impl Report {
             "NAME", "ESSENTIAL", "STATUS", "EXIT", "RUN"
         );
         for o in &self.containers {
-            let exit = match (o.exit_code, o.signal) {
-                (_, Some(signal)) => format!("sig{signal}"),
-                (Some(code), None) => code.to_string(),
-                (None, None) => "-".to_string(),
-            };
+            let exit = exit_text(o);
             let _ = writeln!(
                 out,
                 "{:<24} {:<9} {:<14} {:>6} {:>7}ms  {}",
@@ -127,6 +123,15 @@ impl Report {
             );
         }
         out
+    }
+}
+
+/// The EXIT column: the exit code, `sigN` for a signal, `-` for neither.
+fn exit_text(o: &Outcome) -> String {
+    match (o.exit_code, o.signal) {
+        (_, Some(signal)) => format!("sig{signal}"),
+        (Some(code), None) => code.to_string(),
+        (None, None) => "-".to_string(),
     }
 }
 
@@ -149,11 +154,7 @@ impl Report {
             "NAME", "ESSENTIAL", "STATUS", "EXIT", "STARTED", "PULL", "UNPACK", "RUN", "DIGEST"
         );
         for o in &self.containers {
-            let exit = match (o.exit_code, o.signal) {
-                (_, Some(signal)) => format!("sig{signal}"),
-                (Some(code), None) => code.to_string(),
-                (None, None) => "-".to_string(),
-            };
+            let exit = exit_text(o);
             // Seconds precision is enough to read; the JSON has the full time.
             let started = o.started_at.as_deref().map_or("-".to_string(), |t| {
                 t.chars().take(19).collect::<String>() + "Z"
