@@ -18,6 +18,7 @@ const MAKE_BUNDLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/make-bundle
 /// Every boot is killed after this long (a boot here takes 1–2 s plus what the containers do).
 const BOOT_LIMIT: Duration = Duration::from_secs(120);
 const SETTINGS: &str = "etc/bootstrap-containers/settings.toml";
+const DROPIN: &str = "etc/bootstrap-containers/settings.d/50-setup.toml";
 const SUPERVISOR_ENV: &str = "etc/bootstrap-containers/supervisor.env";
 /// The stop grace the guests' supervisor gets (host-ctr's 20 s would slow every timeout test).
 const STOP_GRACE: &str = "2s";
@@ -756,10 +757,19 @@ fn a_once_container_runs_on_the_first_boot_only() {
     let mut g = Guest::new("once");
     // The mount area (/mnt) is the host's, and the guest's /mnt persists across its boots.
     let setup = g.bundle("setup", "echo ran >>/.bottlerocket/rootfs/mnt/setup-runs");
-    g.write_settings(&format!(
-        "# kept across the write-back\n{}",
-        container("setup", &setup, "mode = \"once\"\nessential = true")
-    ));
+    // A drop-in alone, as cloud-init's write_files leaves it: the unit runs for it, and the
+    // write-back edits it.
+    let dropin = g.path(DROPIN);
+    std::fs::create_dir_all(dropin.parent().unwrap()).unwrap();
+    std::fs::write(
+        &dropin,
+        format!(
+            "# kept across the write-back\n{}",
+            container("setup", &setup, "mode = \"once\"\nessential = true")
+        ),
+    )
+    .unwrap();
+    assert!(!g.path(SETTINGS).exists());
 
     let first = g.boot();
     first.assert_orchestrator_started();
@@ -769,11 +779,12 @@ fn a_once_container_runs_on_the_first_boot_only() {
         "{}",
         first.summary()
     );
-    let settings = g.settings();
+    let settings = std::fs::read_to_string(&dropin).unwrap();
     assert!(
         settings.contains("mode = \"off\"") && settings.starts_with("# kept across the write-back"),
         "after the first boot:\n{settings}"
     );
+    assert!(!g.path(SETTINGS).exists());
     assert_eq!(lines(&g.path("mnt/setup-runs")), ["ran"]);
 
     let second = g.boot();

@@ -130,6 +130,7 @@ impl Executor {
             if let Ok(mut outcome) = done_rx.recv() {
                 outcome.status = Status::Interrupted;
                 outcome.error = Some("the supervisor was stopped".to_string());
+                announce(&outcome);
                 outcomes.insert(outcome.name.clone(), outcome);
             }
         }
@@ -137,6 +138,7 @@ impl Executor {
             outcomes.entry(step.name.clone()).or_insert_with(|| {
                 let mut outcome = blank_outcome(step, Status::Interrupted);
                 outcome.error = Some("not started: the supervisor was stopped".to_string());
+                announce(&outcome);
                 outcome
             });
         }
@@ -166,12 +168,18 @@ impl Executor {
         ) {
             log::error!("{err:#}");
         }
-        let line = format!("{}: {}", outcome.name, describe(&outcome));
-        journal::outcome(&outcome, &line);
-        log::info!("{line}");
+        announce(&outcome);
         outcomes.insert(outcome.name.clone(), outcome);
         self.record.progress(outcomes.values());
     }
+}
+
+/// Tells an outcome: to the journal under the container's identifier with its fields, and on
+/// our own output (the console under the unit), so every outcome is seen in both.
+fn announce(outcome: &Outcome) {
+    let line = format!("{}: {}", outcome.name, describe(outcome));
+    journal::outcome(outcome, &line);
+    log::info!("{line}");
 }
 
 fn plan_outcome(status: Status) -> plan::Outcome {
