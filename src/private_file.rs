@@ -3,7 +3,7 @@
 
 use std::fs::{File, Metadata};
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -38,11 +38,27 @@ pub fn check_path(path: &Path) -> Result<()> {
 
 /// Reads the text of the file at `path` (symlinks followed) after [`check`] on the opened file,
 /// so what is read is what was checked; `None` when there is no such file. Returns the text and
-/// the file's metadata. Errors: not a regular file, refused by [`check`], unreadable, not UTF-8.
+/// the file's metadata. Errors: a symlink to nothing (a file meant to be there is missing), not
+/// a regular file (a FIFO is refused, never waited on), refused by [`check`], unreadable, not
+/// UTF-8.
 pub fn read(path: &Path) -> Result<Option<(String, Metadata)>> {
-    let mut file = match File::open(path) {
+    // O_NONBLOCK: opening a FIFO would otherwise wait for a writer; it changes nothing for the
+    // regular files read here.
+    let opened = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+    let mut file = match opened {
         Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            if std::fs::symlink_metadata(path).is_ok() {
+                bail!(
+                    "{} is a symlink to a file that does not exist",
+                    path.display()
+                );
+            }
+            return Ok(None);
+        }
         Err(err) => return Err(err).with_context(|| format!("opening {}", path.display())),
     };
     let meta = file

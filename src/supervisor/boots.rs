@@ -3,13 +3,18 @@
 //!
 //! A boot is identified as systemd identifies it: the kernel's random `boot_id`
 //! (`/proc/sys/kernel/random/boot_id`, the `_BOOT_ID` of the journal). A boot's directory holds
-//! `started` (RFC 3339, UTC: when the first run of that boot began; boots are ordered by it),
-//! `report.json` (the report's schema, rewritten as each container ends and at the end of the
-//! run), `logs/<name>.log` (each container's output), and `lock` (flock'ed by a running
-//! supervisor: `status` reads a held lock as "in progress"). The last [`KEEP`] boots are kept.
+//! `sequence` (the boots' order: one more than the newest before it; not the clock, which may
+//! be unset or jump before time sync), `progress.json` (the report's schema, rewritten as each
+//! container ends, removed when the run ends: left behind, the run did not finish),
+//! `report.json` (the report of the last run that finished), `logs/<name>.log` (each
+//! container's output, each run's appended) and `lock` (flock'ed by a running supervisor:
+//! `status` reads a held lock as "in progress"). The last [`KEEP`] boots are kept.
+//!
+//! Containers' output may hold secrets: `boots/` is root's alone (0700), logs are 0600.
 
-use std::fs::File;
+use std::fs::{File, Permissions};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -31,7 +36,10 @@ const BOOT_ID_ENV: &str = "BOOTSTRAP_SUPERVISOR_BOOT_ID";
 /// This boot's id: `$BOOTSTRAP_SUPERVISOR_BOOT_ID` (tests) or the kernel's.
 pub fn current_boot_id() -> Result<String> {
     let id = match std::env::var(BOOT_ID_ENV) {
-        Ok(id) => id,
+        Ok(id) => {
+            log::warn!("{BOOT_ID_ENV} is set: recording boot {id:?}, not the kernel's boot id");
+            id
+        }
         Err(_) => std::fs::read_to_string(BOOT_ID).with_context(|| format!("reading {BOOT_ID}"))?,
     };
     let id = id.trim().to_string();
@@ -72,7 +80,7 @@ pub fn parse_which(text: &str) -> Result<Which, String> {
     }
 }
 
-/// The recorded boots, oldest first (by their `started` time, then id).
+/// The recorded boots, oldest first (by their `sequence`, then id).
 pub fn list(state_dir: &Path) -> Result<Vec<String>> {
     let dir = boots_dir(state_dir);
     let entries = match std::fs::read_dir(&dir) {
@@ -80,13 +88,12 @@ pub fn list(state_dir: &Path) -> Result<Vec<String>> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(err) => return Err(err).with_context(|| format!("reading {}", dir.display())),
     };
-    let mut boots: Vec<(String, String)> = entries
+    let mut boots: Vec<(u64, String)> = entries
         .flatten()
         .filter_map(|e| {
             let id = e.file_name().to_str()?.to_string();
             check_id(&id).ok()?;
-            let started = std::fs::read_to_string(e.path().join("started")).unwrap_or_default();
-            Some((started.trim().to_string(), id))
+            Some((sequence(&e.path()), id))
         })
         .collect();
     boots.sort();
@@ -111,6 +118,21 @@ pub fn resolve(state_dir: &Path, which: &Which) -> Result<String> {
             }),
     }
 }
+
+/// A boot's place in the order; 0 when unreadable (such a boot sorts first, pruned first).
+fn sequence(boot_dir: &Path) -> u64 {
+    std::fs::read_to_string(boot_dir.join(SEQUENCE))
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The file of a boot's place in the order.
+const SEQUENCE: &str = "sequence";
+/// The report of a run going on, or of one that did not finish.
+const PROGRESS: &str = "progress.json";
+/// The report of the last run that finished.
+const REPORT: &str = "report.json";
 
 /// The directory of one recorded boot.
 pub fn boot_dir(state_dir: &Path, id: &str) -> PathBuf {
@@ -147,12 +169,25 @@ impl Record {
     /// Opens (creating if needed) this boot's record under `state_dir` and prunes old boots.
     pub fn open(state_dir: &Path, settings: &Path, started_at: &str) -> Result<Record> {
         let id = current_boot_id()?;
+        let boots = boots_dir(state_dir);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&boots)
+            .and_then(|()| std::fs::set_permissions(&boots, Permissions::from_mode(0o700)))
+            .with_context(|| format!("creating {}", boots.display()))?;
         let dir = boot_dir(state_dir, &id);
         std::fs::create_dir_all(dir.join("logs"))
             .with_context(|| format!("creating {}", dir.join("logs").display()))?;
-        let started = dir.join("started");
-        if !started.exists() {
-            atomic_file::write(&started, now_rfc3339().as_bytes(), 0o644)?;
+        let sequence_path = dir.join(SEQUENCE);
+        if !sequence_path.exists() {
+            let next = list(state_dir)?
+                .iter()
+                .map(|other| sequence(&boot_dir(state_dir, other)))
+                .max()
+                .unwrap_or(0)
+                + 1;
+            atomic_file::write(&sequence_path, next.to_string().as_bytes(), 0o600)?;
         }
         let lock_path = dir.join("lock");
         let lock = File::options()
@@ -173,9 +208,9 @@ impl Record {
             started_at: started_at.to_string(),
             _lock: lock,
         };
-        if let Err(err) = prune(state_dir, &id) {
-            log::warn!("removing old boot records: {err:#}");
-        }
+        prune(state_dir, &id);
+        // From now on the boot shows a run that has not finished, until `finish`.
+        record.progress(std::iter::empty());
         Ok(record)
     }
 
@@ -198,44 +233,90 @@ impl Record {
         }
     }
 
-    /// Writes this boot's report (atomically, durable: it is what `status` shows after a crash).
-    pub fn write_report(&self, report: &Report) -> Result<()> {
-        report.write(&self.dir.join("report.json"))
+    /// Writes the run's final report (atomically, durable) and removes its progress: the
+    /// run finished. A failure is logged, not fatal: the boot matters more than its record.
+    pub fn finish(&self, report: &Report) {
+        let result = report
+            .write(&self.dir.join(REPORT))
+            .and_then(|()| remove_if_present(&self.dir.join(PROGRESS)));
+        if let Err(err) = result {
+            log::warn!("recording this boot's report: {err:#}");
+        }
     }
 
-    /// Rewrites the report with the outcomes so far (while the run goes on; a failure to write
-    /// it is logged, not fatal: the run matters more than its record).
+    /// Rewrites the progress report with the outcomes so far (logged, not fatal, on failure).
     pub fn progress<'a>(&self, outcomes: impl Iterator<Item = &'a Outcome>) {
         let containers: Vec<Outcome> = outcomes.cloned().collect();
         let exit_code = verdict(&containers);
-        if let Err(err) = self.write_report(&self.report(containers, exit_code, None)) {
+        let report = self.report(containers, exit_code, None);
+        if let Err(err) = report.write(&self.dir.join(PROGRESS)) {
             log::warn!("recording this boot's progress: {err:#}");
         }
     }
 }
 
-/// Removes all but the newest [`KEEP`] boots; never `current`.
-fn prune(state_dir: &Path, current: &str) -> Result<()> {
-    let boots = list(state_dir)?;
+/// Removes all but the newest [`KEEP`] boots, never `current`; what cannot be removed is
+/// logged and the rest still pruned.
+fn prune(state_dir: &Path, current: &str) {
+    let boots = match list(state_dir) {
+        Ok(boots) => boots,
+        Err(err) => return log::warn!("removing old boot records: {err:#}"),
+    };
     let others: Vec<&String> = boots.iter().filter(|id| *id != current).collect();
     let excess = others.len().saturating_sub(KEEP - 1);
     for id in &others[..excess] {
         let dir = boot_dir(state_dir, id);
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        if let Err(err) = std::fs::remove_dir_all(&dir) {
+            log::warn!("removing old boot record {}: {err}", dir.display());
+        }
     }
-    Ok(())
 }
 
-/// Reads a boot's report, if it has one.
-pub fn read_report(boot_dir: &Path) -> Result<Option<Report>> {
-    let path = boot_dir.join("report.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .with_context(|| format!("parsing {}", path.display())),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(err).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
     }
+}
+
+/// What a boot's record says of its last run.
+pub enum Recorded {
+    /// No run recorded.
+    Nothing,
+    /// A run that has not finished: going on when the boot's lock is held, else it ended
+    /// without finishing (the supervisor was killed or crashed); what ended so far.
+    Unfinished(Report),
+    /// The last run that finished.
+    Finished(Report),
+}
+
+/// Reads what a boot's record says. A report that does not parse, or of another schema
+/// version, is an error naming it: never trusted.
+pub fn read(boot_dir: &Path) -> Result<Recorded> {
+    if let Some(report) = read_report(&boot_dir.join(PROGRESS))? {
+        return Ok(Recorded::Unfinished(report));
+    }
+    Ok(read_report(&boot_dir.join(REPORT))?.map_or(Recorded::Nothing, Recorded::Finished))
+}
+
+fn read_report(path: &Path) -> Result<Option<Report>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+    };
+    let report: Report =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    if report.version != REPORT_VERSION {
+        bail!(
+            "{} is of report version {}, not {REPORT_VERSION}: refusing to read it",
+            path.display(),
+            report.version
+        );
+    }
+    Ok(Some(report))
 }
 
 #[cfg(test)]

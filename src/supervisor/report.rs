@@ -175,9 +175,24 @@ impl Report {
                 seconds(o.image.as_ref().map(|i| i.unpack_ms)),
                 seconds(o.started_at.as_ref().map(|_| o.run_ms)),
                 digest,
-                o.error.as_deref().unwrap_or("")
+                printable(o.error.as_deref().unwrap_or(""))
             );
         }
         out
     }
+}
+
+/// `text` with control characters escaped, so a message carrying an image's or a file's text
+/// cannot drive the terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() && c != '\n' {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }

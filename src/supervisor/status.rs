@@ -2,15 +2,16 @@
 //!
 //! `status` exit codes: 0 every essential container succeeded, 1 one did not, 2 that boot's
 //! run stopped on invalid settings, 3 nothing ran in that boot (no record, or no container
-//! enabled), 4 a run is in progress (what is known so far is shown).
+//! enabled), 4 a run is in progress (what is known so far is shown), 5 the record could not
+//! be read. A run that did not finish (the supervisor killed or crashed) counts as 1.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::boots::{self, Which};
-use super::report::Report;
+use super::boots::{self, Recorded, Which};
+use super::report::printable;
 
 /// `status`: every essential container succeeded.
 pub const SUCCEEDED: i32 = 0;
@@ -22,6 +23,8 @@ pub const INVALID_SETTINGS: i32 = 2;
 pub const NOTHING_RAN: i32 = 3;
 /// `status`: a run is in progress.
 pub const IN_PROGRESS: i32 = 4;
+/// `status`: the record could not be read (missing, corrupt, another schema version).
+pub const UNREADABLE: i32 = 5;
 
 /// How `status` prints a report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -53,24 +56,26 @@ fn find_boot(state_dir: &Path, which: &Which) -> Result<(String, PathBuf)> {
 pub fn show(state_dir: &Path, which: &Which, format: Format) -> Result<i32> {
     let (id, dir) = find_boot(state_dir, which)?;
     let running = boots::in_progress(&dir);
-    let report = boots::read_report(&dir)?;
-    let code = match &report {
-        _ if running => IN_PROGRESS,
-        None => NOTHING_RAN,
-        Some(r) if r.error.is_some() || r.exit_code == INVALID_SETTINGS => INVALID_SETTINGS,
-        Some(r) if r.containers.is_empty() => NOTHING_RAN,
-        Some(r) if r.exit_code == 0 => SUCCEEDED,
-        Some(_) => FAILED,
+    let recorded = boots::read(&dir)?;
+    let (code, report) = match &recorded {
+        Recorded::Unfinished(r) | Recorded::Finished(r) if running => (IN_PROGRESS, Some(r)),
+        Recorded::Nothing if running => (IN_PROGRESS, None),
+        Recorded::Nothing => (NOTHING_RAN, None),
+        // Killed or crashed: nothing says the boot may go on.
+        Recorded::Unfinished(r) => (FAILED, Some(r)),
+        Recorded::Finished(r) if r.error.is_some() || r.exit_code == INVALID_SETTINGS => {
+            (INVALID_SETTINGS, Some(r))
+        }
+        Recorded::Finished(r) if r.containers.is_empty() => (NOTHING_RAN, Some(r)),
+        Recorded::Finished(r) if r.exit_code == 0 => (SUCCEEDED, Some(r)),
+        Recorded::Finished(r) => (FAILED, Some(r)),
     };
     let mut out = std::io::stdout().lock();
-    match (format, &report) {
-        (Format::Json, Some(report)) => {
-            writeln!(out, "{}", serde_json::to_string_pretty(report)?)?;
-        }
-        (Format::Json, None) => {}
-        (Format::Table, _) => write!(out, "{}", table(&id, running, report.as_ref()))?,
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
+        Format::Table => write!(out, "{}", table(&id, running, &recorded))?,
     }
-    if report.is_none() && !running {
+    if matches!(recorded, Recorded::Nothing) && !running {
         eprintln!(
             "bootstrap-supervisor: nothing ran in boot {id} (no record in {})",
             dir.display()
@@ -79,47 +84,58 @@ pub fn show(state_dir: &Path, which: &Which, format: Format) -> Result<i32> {
     Ok(code)
 }
 
-fn table(id: &str, running: bool, report: Option<&Report>) -> String {
+fn table(id: &str, running: bool, recorded: &Recorded) -> String {
     let mut text = format!("boot {id}");
-    match report {
-        None if running => text.push_str(": in progress, no container has ended yet\n"),
-        None => text.push_str(": nothing ran\n"),
-        Some(r) => {
-            let state = if running {
-                "in progress, so far".to_string()
-            } else {
-                format!("finished {}, exit code {}", r.finished_at, r.exit_code)
-            };
-            text.push_str(&format!(
-                ": started {}, {state}, settings {}\n",
-                r.started_at, r.settings
-            ));
-            if let Some(error) = &r.error {
-                text.push_str(&format!("stopped on invalid settings: {error}\n"));
-            } else if r.containers.is_empty() && !running {
-                text.push_str("no container was enabled\n");
-            } else {
-                text.push_str(&r.status_table());
-            }
+    let (report, state) = match recorded {
+        Recorded::Nothing if running => {
+            return text + ": in progress, no container has ended yet\n";
         }
+        Recorded::Nothing => return text + ": nothing ran\n",
+        Recorded::Unfinished(r) | Recorded::Finished(r) if running => {
+            (r, "in progress, so far".to_string())
+        }
+        Recorded::Unfinished(r) => (
+            r,
+            "did not finish (the supervisor was killed or crashed), what ended".to_string(),
+        ),
+        Recorded::Finished(r) => (
+            r,
+            format!("finished {}, exit code {}", r.finished_at, r.exit_code),
+        ),
+    };
+    text.push_str(&format!(
+        ": started {}, {state}, settings {}\n",
+        report.started_at, report.settings
+    ));
+    if let Some(error) = &report.error {
+        text.push_str(&format!(
+            "stopped on invalid settings: {}\n",
+            printable(error)
+        ));
+    } else if report.containers.is_empty() && matches!(recorded, Recorded::Finished(_)) {
+        text.push_str("no container was enabled\n");
+    } else {
+        text.push_str(&report.status_table());
     }
     text
 }
 
-/// Prints a container's output in a boot. A container with no log in that boot is an error
-/// naming both.
+/// Prints a container's output in a boot. A container with no output recorded in that boot
+/// (it did not run there) is an error naming both.
 pub fn logs(state_dir: &Path, which: &Which, name: &str) -> Result<i32> {
+    crate::supervisor::settings::check_name(name)
+        .map_err(|reason| anyhow::anyhow!("invalid container name {name:?}: {reason}"))?;
     let (id, dir) = find_boot(state_dir, which)?;
     let path = boots::log_path(&dir, name);
-    if name.contains('/') || name.starts_with('.') {
-        anyhow::bail!("invalid container name {name:?}");
-    }
-    let mut file = std::fs::File::open(&path).with_context(|| {
-        format!(
-            "no output of container {name} in boot {id} ({} cannot be read)",
-            path.display()
-        )
-    })?;
+    let mut file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::bail!(
+                "container {name} has no output recorded in boot {id}: it did not run in that boot"
+            )
+        }
+        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+    };
     std::io::copy(&mut file, &mut std::io::stdout().lock())
         .with_context(|| format!("printing {}", path.display()))?;
     Ok(0)

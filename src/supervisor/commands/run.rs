@@ -153,21 +153,26 @@ pub fn run(args: &Args) -> Result<i32> {
     Ok(exit_code)
 }
 
-/// Writes the run's report (the run dir's, and this boot's record) and its metrics.
+/// Writes the run's report: this boot's record first, then the run dir's, then the metrics.
+/// Only the run dir's report can fail the run, as it always could; the record and the metrics
+/// are for watching the boot, and a failure to write them is logged, never the boot's verdict.
 fn finish(args: &Args, record: &Record, report: &Report) -> Result<()> {
+    record.finish(report);
     let path = args
         .report
         .clone()
         .unwrap_or_else(|| args.run_dir.join("report.json"));
     report.write(&path)?;
-    record.write_report(report)?;
-    if let Some(metrics) = &args.metrics_file {
-        metrics::write(
-            metrics,
+    if let Some(path) = &args.metrics_file {
+        let written = metrics::write(
+            path,
             &report.containers,
             &report.finished_at,
             report.exit_code,
-        )?;
+        );
+        if let Err(err) = written {
+            log::warn!("writing metrics: {err:#}");
+        }
     }
     Ok(())
 }

@@ -19,5 +19,9 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<i32> {
-    status::show(&args.state_dir.state_dir, &args.boot, args.format)
+    // Its own exit code: 1 and 2 already say what happened in the boot.
+    status::show(&args.state_dir.state_dir, &args.boot, args.format).or_else(|err| {
+        eprintln!("bootstrap-supervisor: {err:#}");
+        Ok(status::UNREADABLE)
+    })
 }

@@ -3,7 +3,9 @@
 //! image's `StopSignal`, SIGTERM by default — the stop grace, SIGKILL to every process), and
 //! the outcome classified.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -96,9 +98,7 @@ impl Executor {
         stop_signal: &str,
     ) -> Result<(ExitStatus, Option<Ending>)> {
         let _ = std::fs::remove_file(self.runtime.log(&step.name));
-        let log_path = boots::log_path(&self.record.dir, &step.name);
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
+        let log = open_log(&boots::log_path(&self.record.dir, &step.name))?;
         let mut child = self
             .runtime
             .command(&step.name)
@@ -274,4 +274,23 @@ fn last_error(path: &Path) -> Option<String> {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|v| v["level"] == "error")
         .find_map(|v| v["msg"].as_str().map(String::from))
+}
+
+/// A container's log in this boot's record: 0600 (its output may hold secrets), never through
+/// a symlink, appended to, so a second run in the same boot keeps the first one's output, after
+/// a line saying when the new run began.
+fn open_log(path: &Path) -> Result<File> {
+    let mut log = File::options()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let earlier = log.metadata().map(|meta| meta.len() > 0).unwrap_or(false);
+    if earlier {
+        writeln!(log, "--- run again at {} ---", now_rfc3339())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(log)
 }

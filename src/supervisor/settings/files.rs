@@ -101,19 +101,18 @@ impl SettingsFiles {
                 })
             }
             Ok(_) => {}
-            Err(invalid) => problems.extend(invalid.problems),
-        }
-        let several = self.files.len() > 1;
-        for problem in problems.iter_mut().filter(|_| several) {
-            let origin = problem
-                .container
-                .as_ref()
-                .and_then(|c| merged.origins.get(c));
-            problem.file = problem
-                .file
-                .take()
-                .or_else(|| origin.cloned())
-                .or_else(|| Some(self.main.clone()));
+            // Validation knows one tree: with several files, each problem gets its file (the
+            // container's, or the main file's for the tree's own shape).
+            Err(invalid) => problems.extend(invalid.problems.into_iter().map(|mut problem| {
+                if self.files.len() > 1 {
+                    let origin = problem
+                        .container
+                        .as_ref()
+                        .and_then(|c| merged.origins.get(c));
+                    problem.file = Some(origin.unwrap_or(&self.main).clone());
+                }
+                problem
+            })),
         }
         let context = match &self.files[..] {
             [only] => format!("settings file {}", only.path.display()),
@@ -169,9 +168,13 @@ impl SettingsFiles {
                 if let Some(first) = origins.get(name) {
                     problems.push(Problem {
                         key: key(name, None),
-                        reason: format!("is also defined in {}", first.display()),
+                        reason: format!(
+                            "defined in both {} and {}",
+                            first.display(),
+                            file.path.display()
+                        ),
                         container: Some(name.clone()),
-                        file: Some(file.path.clone()),
+                        file: None,
                     });
                     continue;
                 }
@@ -349,7 +352,7 @@ mod tests {
         let err = error(&d.main);
         assert!(
             err.contains(&format!(
-                "bootstrap-containers.x: is also defined in {} (in {})",
+                "bootstrap-containers.x: defined in both {} and {}",
                 d.main.display(),
                 d.dropins.join("x.toml").display()
             )),

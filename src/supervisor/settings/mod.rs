@@ -157,9 +157,22 @@ pub fn parse(text: &str, format: Format) -> Result<Settings> {
 /// The file's whole tree, unvalidated, as JSON values (TOML datetimes become tables).
 pub fn document(text: &str, format: Format) -> Result<Value> {
     match format {
-        Format::Toml => toml::from_str(text).context("invalid TOML"),
+        Format::Toml => toml::from_str(text).map_err(|err| toml_error(text, &err)),
         Format::Json => serde_json::from_str(text).context("invalid JSON"),
     }
+}
+
+/// A TOML error as its message and place only: toml's own text quotes the offending line,
+/// which may be user-data, and errors end up in reports and the journal. (serde_json's never
+/// quote the input.)
+fn toml_error(text: &str, err: &toml::de::Error) -> anyhow::Error {
+    let place = err.span().map_or_else(String::new, |span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" at line {line}, column {column}")
+    });
+    anyhow::anyhow!("invalid TOML{place}: {}", err.message().trim_end())
 }
 
 /// The runc id of a container: `boot.<name>`.
