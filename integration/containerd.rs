@@ -591,14 +591,7 @@ fn an_image_config_runs_as_under_ctr_and_runc() {
         .env("HTTPS_PROXY", "http://host:3128")
         .output()
         .unwrap();
-    let log = |short: &str| {
-        std::fs::read_to_string(
-            b.state_dir
-                .join("logs")
-                .join(format!("{}.log", b.name(short))),
-        )
-        .unwrap_or_default()
-    };
+    let log = |short: &str| b.container_log(short);
     assert_eq!(b.outcome("plain")["status"], "succeeded", "{ran:?}");
     assert_eq!(b.outcome("cleared")["status"], "succeeded", "{ran:?}");
     let ours = Observed::parse(&log("plain"), "supervisor");
