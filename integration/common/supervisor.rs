@@ -54,6 +54,19 @@ impl Boot {
             .collect()
     }
 
+    /// What container `short` wrote in this boot (empty if nothing): its log in the boot's
+    /// record, `<state-dir>/boots/<boot_id>/logs/<name>.log`.
+    pub fn container_log(&self, short: &str) -> String {
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        let log = self
+            .state_dir
+            .join("boots")
+            .join(boot_id.trim())
+            .join("logs")
+            .join(format!("{}.log", self.name(short)));
+        std::fs::read_to_string(log).unwrap_or_default()
+    }
+
     pub fn write_settings(&self, text: &str) {
         std::fs::write(&self.settings, text).unwrap();
     }
