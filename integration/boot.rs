@@ -933,7 +933,10 @@ done >/var/lib/boot-test/leftovers
         second.summary()
     );
     assert!(
-        second.supervisor().contains(&"setup: second run"),
+        second
+            .container("setup")
+            .iter()
+            .any(|entry| entry.message == "second run"),
         "{}",
         second.summary()
     );

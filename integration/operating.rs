@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -101,7 +102,7 @@ fn status_and_logs_per_boot_with_their_exit_codes() {
     assert!(
         missing
             .stderr
-            .contains("no output of container nope in boot b001"),
+            .contains("container nope has no output recorded in boot b001"),
         "{}",
         missing.stderr
     );
@@ -189,6 +190,67 @@ fn status_shows_a_run_in_progress() {
     assert!(!seen.stdout.contains(&b.name("slow")), "{}", seen.stdout);
     assert!(child.wait().unwrap().success());
     assert_eq!(supervisor(&b, "c001", &["status"]).code, 0);
+    b.assert_clean();
+}
+
+/// A supervisor killed mid-run leaves a record that says the run did not finish (exit 1, never
+/// a success); the next run in that boot finishes it, the container's log keeping both runs.
+/// The records are root's alone: they hold the containers' output.
+#[test]
+fn a_killed_run_is_never_shown_as_finished() {
+    let b = Boot::new("killed");
+    let quick = b.bundle("quick", "echo quick");
+    let slow = b.bundle("slow", "echo slow started; sleep 3");
+    b.write_settings(&format!(
+        "{}{}",
+        container(&b.name("quick"), &quick, "mode = \"always\""),
+        container(&b.name("slow"), &slow, "mode = \"always\""),
+    ));
+    let mut child = b
+        .command()
+        .env(BOOT_ID_ENV, "d001")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !supervisor(&b, "d001", &["status"])
+        .stdout
+        .contains(&b.name("quick"))
+    {
+        assert!(Instant::now() < deadline, "quick never ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = supervisor(&b, "d001", &["status"]);
+    assert_eq!(status.code, 1, "{status:?}");
+    assert!(
+        status.stdout.contains("did not finish"),
+        "{}",
+        status.stdout
+    );
+    let json = supervisor(&b, "d001", &["status", "--format", "json"]);
+    assert_eq!(json.code, 1, "{json:?}");
+
+    // The next run in the same boot (the run dir kept) stops the leftover and runs it again.
+    let ran = ran(b.command().env(BOOT_ID_ENV, "d001").output().unwrap());
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(supervisor(&b, "d001", &["status"]).code, 0);
+    let logs = supervisor(&b, "d001", &["logs", &b.name("slow")]).stdout;
+    assert!(
+        logs.starts_with("slow started\n--- run again at "),
+        "{logs}"
+    );
+    assert!(logs.ends_with("---\nslow started\n"), "{logs}");
+
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let boots = b.state_dir.join("boots");
+    assert_eq!(mode(&boots), 0o700);
+    let log = boots
+        .join("d001/logs")
+        .join(format!("{}.log", b.name("slow")));
+    assert_eq!(mode(&log), 0o600);
     b.assert_clean();
 }
 

@@ -19,8 +19,8 @@ use crate::cli;
 pub const INVALID: i32 = 2;
 
 /// Runs Bottlerocket-style bootstrap containers at boot through bootstrap-runc, and decides
-/// whether the boot goes on: exit 0 if every essential container succeeded, 1 if one did not,
-/// 2 for invalid settings or usage (the boot halts on both).
+/// whether the boot goes on. `run` exits 0 if every essential container succeeded, 1 if one did
+/// not, 2 for invalid settings or usage (the boot halts on both); `status` has its own codes.
 #[derive(Debug, Parser)]
 #[command(name = "bootstrap-supervisor", version, max_term_width = 100)]
 pub struct Cli {

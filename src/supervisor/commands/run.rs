@@ -58,7 +58,7 @@ pub struct Args {
     #[arg(long, default_value = "8GiB", value_parser = settings::parse_size)]
     pub max_image_size: u64,
     /// Prometheus metrics of every run, written atomically in text format 0.0.4, e.g. into
-    /// node_exporter's textfile directory: /var/lib/prometheus/node-exporter/bootstrap.prom
+    /// node_exporter's textfile directory: /var/lib/prometheus/node-exporter/bootstrap-containers.prom
     #[arg(long, env = "BOOTSTRAP_METRICS_FILE", value_parser = cli::absolute)]
     pub metrics_file: Option<PathBuf>,
 }
