@@ -13,6 +13,9 @@ packages=(
   gcc libc6-dev               # seccomp tests: a static syscall probe (integration/probe)
   docker-registry skopeo      # registry tests: a real registry on loopback, images pushed to it
   apache2-utils openssl       # registry tests: htpasswd for basic auth, a private CA for TLS
+  prometheus-node-exporter    # metrics tests: node_exporter's textfile collector, started by the test
+  prometheus                  # metrics tests: promtool check metrics
+  protobuf-compiler           # CRI tests: protoc for the CRI client's generated code
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::supervisor::container;
+use common::supervisor::{container, SUPERVISOR};
 
 const RUNTIME: &str = env!("CARGO_BIN_EXE_bootstrap-runc");
 const BOOT_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/boot-root.sh");
@@ -18,6 +18,7 @@ const MAKE_BUNDLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/make-bundle
 /// Every boot is killed after this long (a boot here takes 1–2 s plus what the containers do).
 const BOOT_LIMIT: Duration = Duration::from_secs(120);
 const SETTINGS: &str = "etc/bootstrap-containers/settings.toml";
+const DROPIN: &str = "etc/bootstrap-containers/settings.d/50-setup.toml";
 const SUPERVISOR_ENV: &str = "etc/bootstrap-containers/supervisor.env";
 /// The stop grace the guests' supervisor gets (host-ctr's 20 s would slow every timeout test).
 const STOP_GRACE: &str = "2s";
@@ -49,6 +50,8 @@ struct Boot {
     orchestrator: Option<Orchestrator>,
     /// This boot's journal.
     journal: Vec<Entry>,
+    /// The guest's boot id (no dashes, as journalctl shows it).
+    id: String,
     /// From spawning systemd-nspawn to its exit after the poweroff.
     wall: Duration,
 }
@@ -64,6 +67,8 @@ struct Entry {
     identifier: String,
     unit: String,
     message: String,
+    /// Every field, as `journalctl -o json` prints it.
+    fields: serde_json::Value,
 }
 
 impl Guest {
@@ -231,6 +236,7 @@ impl Guest {
             failed,
             orchestrator,
             journal: self.read_journal(&boot_id),
+            id: boot_id.clone(),
             wall,
         }
     }
@@ -314,6 +320,7 @@ impl Guest {
                         field("_SYSTEMD_UNIT")
                     },
                     message: field("MESSAGE"),
+                    fields: entry.clone(),
                 }
             })
             .collect()
@@ -382,6 +389,15 @@ impl Boot {
                 let rest = &message[message.find(&prefix)? + prefix.len()..];
                 Some(rest.trim_end_matches('"').to_string())
             })
+            .collect()
+    }
+
+    /// A container's journal: what `journalctl -t bootstrap-containers@NAME` shows.
+    fn container(&self, name: &str) -> Vec<&Entry> {
+        let identifier = format!("bootstrap-containers@{name}");
+        self.journal
+            .iter()
+            .filter(|e| e.identifier == identifier)
             .collect()
     }
 
@@ -583,13 +599,58 @@ fn every_container_succeeds(mut g: Guest) {
             "{}",
             boot.summary()
         );
-        let output = format!("{name}: hello from {name}");
+        // The output is the container's own, natively in the journal, and not repeated
+        // under the supervisor's identifier.
+        let journal = boot.container(name);
+        let output = format!("hello from {name}");
+        assert_eq!(journal[0].message, output, "{}", boot.summary());
         assert!(
-            boot.supervisor().contains(&output.as_str()),
+            !boot.supervisor().iter().any(|m| m.contains(&output)),
             "{}",
             boot.summary()
         );
+        // The outcome, with its fields for `journalctl -o json`.
+        let outcome = &journal.last().unwrap().fields;
+        assert_eq!(
+            outcome["MESSAGE"],
+            format!("{name}: succeeded (exit code 0)")
+        );
+        assert_eq!(outcome["BOOTSTRAP_CONTAINER"], name);
+        assert_eq!(outcome["STATUS"], "succeeded");
+        assert_eq!(outcome["EXIT_CODE"], "0");
+        assert!(outcome["RUN_MS"].as_str().unwrap().parse::<u64>().is_ok());
     }
+    // What an operator types, on the guest's journal.
+    let shown = Command::new("journalctl")
+        .arg(format!("--directory={}", g.journal.display()))
+        .args([
+            "--no-pager",
+            "-o",
+            "cat",
+            "-b",
+            "-t",
+            "bootstrap-containers@slow",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&shown.stdout),
+        "hello from slow\nslow: succeeded (exit code 0)\n"
+    );
+    // And the boot's record, as `status` shows it.
+    let status = Command::new(SUPERVISOR)
+        .args(["status", "--boot", &boot.id, "--state-dir"])
+        .arg(g.path("var/lib/bootstrap-containers"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("slow ") && l.contains("succeeded")),
+        "{table}"
+    );
 }
 
 #[test]
@@ -696,10 +757,19 @@ fn a_once_container_runs_on_the_first_boot_only() {
     let mut g = Guest::new("once");
     // The mount area (/mnt) is the host's, and the guest's /mnt persists across its boots.
     let setup = g.bundle("setup", "echo ran >>/.bottlerocket/rootfs/mnt/setup-runs");
-    g.write_settings(&format!(
-        "# kept across the write-back\n{}",
-        container("setup", &setup, "mode = \"once\"\nessential = true")
-    ));
+    // A drop-in alone, as cloud-init's write_files leaves it: the unit runs for it, and the
+    // write-back edits it.
+    let dropin = g.path(DROPIN);
+    std::fs::create_dir_all(dropin.parent().unwrap()).unwrap();
+    std::fs::write(
+        &dropin,
+        format!(
+            "# kept across the write-back\n{}",
+            container("setup", &setup, "mode = \"once\"\nessential = true")
+        ),
+    )
+    .unwrap();
+    assert!(!g.path(SETTINGS).exists());
 
     let first = g.boot();
     first.assert_orchestrator_started();
@@ -709,11 +779,12 @@ fn a_once_container_runs_on_the_first_boot_only() {
         "{}",
         first.summary()
     );
-    let settings = g.settings();
+    let settings = std::fs::read_to_string(&dropin).unwrap();
     assert!(
         settings.contains("mode = \"off\"") && settings.starts_with("# kept across the write-back"),
         "after the first boot:\n{settings}"
     );
+    assert!(!g.path(SETTINGS).exists());
     assert_eq!(lines(&g.path("mnt/setup-runs")), ["ran"]);
 
     let second = g.boot();
@@ -862,7 +933,10 @@ done >/var/lib/boot-test/leftovers
         second.summary()
     );
     assert!(
-        second.supervisor().contains(&"setup: second run"),
+        second
+            .container("setup")
+            .iter()
+            .any(|entry| entry.message == "second run"),
         "{}",
         second.summary()
     );

@@ -14,11 +14,7 @@ use common::observed::{Observed, REPORT};
 use common::supervisor::{container, Boot};
 
 fn observed(b: &Boot, short: &str) -> Observed {
-    let log = b
-        .state_dir
-        .join("logs")
-        .join(format!("{}.log", b.name(short)));
-    Observed::parse(&std::fs::read_to_string(&log).unwrap_or_default(), short)
+    Observed::parse(&b.container_log(short), short)
 }
 
 fn source(layout: &Path, tag: &str) -> String {
@@ -256,12 +252,7 @@ fn a_missing_working_dir_is_created_and_a_bundles_is_named() {
     assert_succeeded(&b, "created", &output);
     let seen = observed(&b, "created");
     assert_eq!(seen.cwd, "/work/here");
-    let log = std::fs::read_to_string(
-        b.state_dir
-            .join("logs")
-            .join(format!("{}.log", b.name("created"))),
-    )
-    .unwrap();
+    let log = b.container_log("created");
     for dir in ["/work", "/work/here"] {
         assert!(
             log.contains(&format!("mode: {dir} 0:0 755")),
@@ -430,12 +421,7 @@ fn the_images_stop_signal_is_what_a_timeout_sends_first() {
     );
     for (short, signal) in [("usr1", "USR1"), ("term", "TERM")] {
         assert_eq!(b.outcome(short)["status"], "timed-out", "{output}");
-        let log = std::fs::read_to_string(
-            b.state_dir
-                .join("logs")
-                .join(format!("{}.log", b.name(short))),
-        )
-        .unwrap();
+        let log = b.container_log(short);
         assert!(
             log.contains(&format!("stopped by {signal}")),
             "{short}: {log}"

@@ -4,12 +4,13 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::supervisor::{container, Boot, SUPERVISOR};
+use common::supervisor::{boot_id, container, Boot, SUPERVISOR};
 
 /// SIGKILL to a process group, as systemd stops a unit.
 fn kill_group(mut child: std::process::Child) {
@@ -84,13 +85,12 @@ fn essential_failure_halts_the_boot_and_a_non_essential_one_does_not() {
         "{}",
         ran.stderr
     );
-    let log = std::fs::read_to_string(
-        b.state_dir
-            .join("logs")
-            .join(format!("{}.log", b.name("x"))),
-    )
-    .unwrap();
-    assert_eq!(log, "", "a per-container log exists");
+    let log = b.state_dir.join("boots").join(boot_id()).join("logs");
+    assert!(
+        log.join(format!("{}.log", b.name("x"))).exists(),
+        "no per-container log"
+    );
+    assert_eq!(b.container_log("x"), "");
     b.assert_clean();
 }
 
@@ -168,6 +168,53 @@ fn once_becomes_off_only_after_success_keeping_the_file() {
         "off"
     );
     assert_eq!(after["settings"]["motd"], "hi");
+    b.assert_clean();
+}
+
+/// Drop-ins (settings.d/ beside the main file) as cloud-init would write one: its container
+/// runs after a main-file container it depends on, `plan` names its file, and the write-back
+/// turns it off there; a drop-in others may write is refused before anything runs.
+#[test]
+fn drop_ins_add_containers_and_are_written_back() {
+    let b = Boot::new("dropin");
+    let first = b.bundle("first", "touch /.bottlerocket/rootfs/mnt/first");
+    let second = b.bundle("second", "test -e /.bottlerocket/rootfs/mnt/first");
+    let main = container(&b.name("first"), &first, "mode = \"always\"");
+    b.write_settings(&main);
+    let dropins = b.f.dir.path().join("settings.d");
+    std::fs::create_dir(&dropins).unwrap();
+    let dropin = dropins.join("50-second.toml");
+    let extra = format!("mode = \"once\"\ndepends-on = [{:?}]", b.name("first"));
+    std::fs::write(&dropin, container(&b.name("second"), &second, &extra)).unwrap();
+
+    let plan = settings_command("plan", &b.settings, &[]);
+    let shown = String::from_utf8_lossy(&plan.stdout);
+    let row = shown
+        .lines()
+        .find(|l| l.starts_with(&b.name("second")))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(row.ends_with(&dropin.display().to_string()), "{shown}");
+
+    let ran = b.run();
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(b.outcome("second")["status"], "succeeded");
+    assert!(std::fs::read_to_string(&dropin)
+        .unwrap()
+        .contains("mode = \"off\""));
+    assert_eq!(std::fs::read_to_string(&b.settings).unwrap(), main);
+
+    std::fs::set_permissions(&dropin, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let ran = b.run_next_boot();
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains(&format!(
+            "{} is writable by group or others",
+            dropin.display()
+        )),
+        "{}",
+        ran.stderr
+    );
+    assert!(b.report()["containers"].as_array().unwrap().is_empty());
     b.assert_clean();
 }
 

@@ -7,5 +7,6 @@ pub mod container_id;
 pub mod image;
 pub mod logging;
 pub mod policy;
+pub mod private_file;
 pub mod runtime;
 pub mod supervisor;

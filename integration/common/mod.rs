@@ -25,6 +25,7 @@ pub struct Fixture {
     prefix: String,
 }
 
+#[derive(Debug)]
 pub struct Ran {
     pub code: i32,
     pub stdout: String,

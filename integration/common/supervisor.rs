@@ -54,6 +54,18 @@ impl Boot {
             .collect()
     }
 
+    /// What container `short` wrote in this boot (empty if nothing): its log in the boot's
+    /// record, `<state-dir>/boots/<boot_id>/logs/<name>.log`.
+    pub fn container_log(&self, short: &str) -> String {
+        let log = self
+            .state_dir
+            .join("boots")
+            .join(boot_id())
+            .join("logs")
+            .join(format!("{}.log", self.name(short)));
+        std::fs::read_to_string(log).unwrap_or_default()
+    }
+
     pub fn write_settings(&self, text: &str) {
         std::fs::write(&self.settings, text).unwrap();
     }
@@ -161,4 +173,12 @@ impl Boot {
 /// One container's settings table.
 pub fn container(name: &str, source: &str, extra: &str) -> String {
     format!("[settings.bootstrap-containers.{name}]\nsource = {source:?}\n{extra}\n")
+}
+
+/// This boot's id, as the supervisor records it.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .to_string()
 }

@@ -81,6 +81,9 @@ pub struct Report {
     /// The supervisor's exit code: 0 boot goes on, 1 an essential container did not succeed.
     pub exit_code: i32,
     pub containers: Vec<Outcome>,
+    /// Why the run stopped before running anything (invalid settings: exit code 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Report {
@@ -107,11 +110,7 @@ impl Report {
             "NAME", "ESSENTIAL", "STATUS", "EXIT", "RUN"
         );
         for o in &self.containers {
-            let exit = match (o.exit_code, o.signal) {
-                (_, Some(signal)) => format!("sig{signal}"),
-                (Some(code), None) => code.to_string(),
-                (None, None) => "-".to_string(),
-            };
+            let exit = exit_text(o);
             let _ = writeln!(
                 out,
                 "{:<24} {:<9} {:<14} {:>6} {:>7}ms  {}",
@@ -125,4 +124,75 @@ impl Report {
         }
         out
     }
+}
+
+/// The EXIT column: the exit code, `sigN` for a signal, `-` for neither.
+fn exit_text(o: &Outcome) -> String {
+    match (o.exit_code, o.signal) {
+        (_, Some(signal)) => format!("sig{signal}"),
+        (Some(code), None) => code.to_string(),
+        (None, None) => "-".to_string(),
+    }
+}
+
+/// Milliseconds as seconds with one decimal, `-` for none.
+fn seconds(ms: Option<u64>) -> String {
+    ms.map_or_else(
+        || "-".to_string(),
+        |ms| format!("{:.1}s", ms as f64 / 1000.0),
+    )
+}
+
+impl Report {
+    /// `status`'s table: per container its status, exit code or signal, start time, the
+    /// durations of pull, unpack and run (seconds), the image digest and the error.
+    pub fn status_table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<24} {:<9} {:<14} {:>6}  {:<20} {:>7} {:>7} {:>7}  {:<19}  ERROR",
+            "NAME", "ESSENTIAL", "STATUS", "EXIT", "STARTED", "PULL", "UNPACK", "RUN", "DIGEST"
+        );
+        for o in &self.containers {
+            let exit = exit_text(o);
+            // Seconds precision is enough to read; the JSON has the full time.
+            let started = o.started_at.as_deref().map_or("-".to_string(), |t| {
+                t.chars().take(19).collect::<String>() + "Z"
+            });
+            let digest = o
+                .image
+                .as_ref()
+                .map_or("-".to_string(), |i| i.digest.chars().take(19).collect());
+            let _ = writeln!(
+                out,
+                "{:<24} {:<9} {:<14} {:>6}  {:<20} {:>7} {:>7} {:>7}  {:<19}  {}",
+                o.name,
+                if o.essential { "yes" } else { "no" },
+                o.status.name(),
+                exit,
+                started,
+                seconds(o.image.as_ref().map(|i| i.pull_ms)),
+                seconds(o.image.as_ref().map(|i| i.unpack_ms)),
+                seconds(o.started_at.as_ref().map(|_| o.run_ms)),
+                digest,
+                printable(o.error.as_deref().unwrap_or(""))
+            );
+        }
+        out
+    }
+}
+
+/// `text` with control characters escaped, so a message carrying an image's or a file's text
+/// cannot drive the terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() && c != '\n' {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }

@@ -11,7 +11,6 @@
 //! It may name credential files, so it must be root's and writable by nobody else.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -38,15 +37,10 @@ pub struct Registry {
 impl RegistryConfig {
     /// Reads the file; a missing file means defaults (anonymous HTTPS everywhere).
     pub fn load(path: &Path) -> Result<RegistryConfig> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                log::debug!("{} does not exist: registry defaults", path.display());
-                return Ok(RegistryConfig::default());
-            }
-            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+        let Some((text, _)) = crate::private_file::read(path)? else {
+            log::debug!("{} does not exist: registry defaults", path.display());
+            return Ok(RegistryConfig::default());
         };
-        ensure_private(path)?;
         RegistryConfig::parse(&text).with_context(|| format!("in {}", path.display()))
     }
 
@@ -80,28 +74,6 @@ fn check_host(host: &str) -> Result<()> {
             .all(|b| b.is_ascii_alphanumeric() || b"-.:_[]".contains(&b));
     if !valid {
         bail!("{host:?} is not a registry host[:port]");
-    }
-    Ok(())
-}
-
-/// Refuses a file that someone other than root could have written: it decides where
-/// credentials come from and which certificates are trusted.
-pub fn ensure_private(path: &Path) -> Result<()> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me && meta.uid() != 0 {
-        bail!(
-            "{} is owned by uid {}: it must belong to root",
-            path.display(),
-            meta.uid()
-        );
-    }
-    if meta.mode() & 0o022 != 0 {
-        bail!(
-            "{} is writable by group or others (mode {:o}): refusing to trust it",
-            path.display(),
-            meta.mode() & 0o7777
-        );
     }
     Ok(())
 }

@@ -45,7 +45,7 @@ const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The credentials `auth_file` holds for `host`.
 pub fn lookup(auth_file: &Path, host: &str) -> Result<RegistryAuth> {
-    super::config::ensure_private(auth_file)?;
+    crate::private_file::check_path(auth_file)?;
     let text =
         std::fs::read(auth_file).with_context(|| format!("reading {}", auth_file.display()))?;
     let config: DockerConfig = serde_json::from_slice(&text)

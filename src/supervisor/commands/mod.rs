@@ -1,9 +1,11 @@
 //! bootstrap-supervisor's CLI: one file per subcommand, each parsing and delegating.
 
 pub mod get;
+pub mod logs;
 pub mod plan;
 pub mod run;
 pub mod set;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -17,8 +19,8 @@ use crate::cli;
 pub const INVALID: i32 = 2;
 
 /// Runs Bottlerocket-style bootstrap containers at boot through bootstrap-runc, and decides
-/// whether the boot goes on: exit 0 if every essential container succeeded, 1 if one did not,
-/// 2 for invalid settings or usage (the boot halts on both).
+/// whether the boot goes on. `run` exits 0 if every essential container succeeded, 1 if one did
+/// not, 2 for invalid settings or usage (the boot halts on both); `status` has its own codes.
 #[derive(Debug, Parser)]
 #[command(name = "bootstrap-supervisor", version, max_term_width = 100)]
 pub struct Cli {
@@ -39,6 +41,18 @@ pub enum Command {
     Get(get::Args),
     /// Change settings (one edit, created if missing): bootstrap-containers.NAME.FIELD=VALUE...
     Set(set::Args),
+    /// What happened in a boot: exit 0 all essential succeeded, 1 one did not, 2 invalid
+    /// settings, 3 nothing ran, 4 in progress
+    Status(status::Args),
+    /// Print a container's output in a boot
+    Logs(logs::Args),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StateDirArg {
+    /// The supervisor's persistent state (boot records under boots/)
+    #[arg(long, default_value = "/var/lib/bootstrap-containers", value_parser = cli::absolute)]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,6 +69,8 @@ impl Cli {
             Command::Plan(args) => plan::run(args),
             Command::Get(args) => get::run(args),
             Command::Set(args) => set::run(args),
+            Command::Status(args) => status::run(args),
+            Command::Logs(args) => logs::run(args),
         }
     }
 }

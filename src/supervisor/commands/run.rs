@@ -5,14 +5,16 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::SettingsArg;
+use super::{SettingsArg, INVALID};
 use crate::cli;
 use crate::image::registry::config::RegistryConfig;
 use crate::image::{Images, Limits};
 use crate::logging::now_rfc3339;
 use crate::policy;
+use crate::supervisor::boots::Record;
 use crate::supervisor::cgroup::Delegated;
 use crate::supervisor::execute::{stop_requested, verdict, Executor, Runtime};
+use crate::supervisor::metrics;
 use crate::supervisor::plan::{plan, PlanOptions};
 use crate::supervisor::report::Report;
 use crate::supervisor::settings;
@@ -55,6 +57,10 @@ pub struct Args {
     /// The most an image may unpack to (file data, all layers), e.g. 8GiB, 500MiB, or bytes
     #[arg(long, default_value = "8GiB", value_parser = settings::parse_size)]
     pub max_image_size: u64,
+    /// Prometheus metrics of every run, written atomically in text format 0.0.4, e.g. into
+    /// node_exporter's textfile directory: /var/lib/prometheus/node-exporter/bootstrap-containers.prom
+    #[arg(long, env = "BOOTSTRAP_METRICS_FILE", value_parser = cli::absolute)]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Every registry image the settings name, whatever the container's mode: their images stay.
@@ -79,9 +85,20 @@ fn default_runtime() -> PathBuf {
 
 pub fn run(args: &Args) -> Result<i32> {
     let started_at = now_rfc3339();
-    let settings = match super::load(&args.settings.settings)? {
+    let record = Arc::new(Record::open(
+        &args.state_dir,
+        &args.settings.settings,
+        &started_at,
+    )?);
+    let settings = match settings::load(&args.settings.settings) {
         Ok(settings) => settings,
-        Err(code) => return Ok(code),
+        Err(err) => {
+            let error = format!("{err:#}");
+            eprintln!("bootstrap-supervisor: {error}");
+            let report = record.report(Vec::new(), INVALID, Some(error));
+            finish(args, &record, &report)?;
+            return Ok(INVALID);
+        }
     };
     let plan = plan(
         &settings,
@@ -116,25 +133,15 @@ pub fn run(args: &Args) -> Result<i32> {
         images: images.clone(),
         cgroup_parent: cgroup.as_ref().map(|c| c.parent().to_path_buf()),
         stop_grace: args.stop_grace,
+        record: record.clone(),
     };
     let containers = executor.execute(&plan)?;
     if let Err(err) = images.collect_garbage(&image_references(&settings)) {
         log::warn!("removing unused images: {err:#}");
     }
     let exit_code = verdict(&containers);
-    let report = Report {
-        version: crate::supervisor::report::REPORT_VERSION,
-        settings: args.settings.settings.display().to_string(),
-        started_at,
-        finished_at: now_rfc3339(),
-        exit_code,
-        containers,
-    };
-    let path = args
-        .report
-        .clone()
-        .unwrap_or_else(|| args.run_dir.join("report.json"));
-    report.write(&path)?;
+    let report = record.report(containers, exit_code, None);
+    finish(args, &record, &report)?;
     print!("{}", report.table());
     for failed in Report::essential_failures(&report.containers) {
         log::error!(
@@ -144,4 +151,28 @@ pub fn run(args: &Args) -> Result<i32> {
         );
     }
     Ok(exit_code)
+}
+
+/// Writes the run's report: this boot's record first, then the run dir's, then the metrics.
+/// Only the run dir's report can fail the run, as it always could; the record and the metrics
+/// are for watching the boot, and a failure to write them is logged, never the boot's verdict.
+fn finish(args: &Args, record: &Record, report: &Report) -> Result<()> {
+    record.finish(report);
+    let path = args
+        .report
+        .clone()
+        .unwrap_or_else(|| args.run_dir.join("report.json"));
+    report.write(&path)?;
+    if let Some(path) = &args.metrics_file {
+        let written = metrics::write(
+            path,
+            &report.containers,
+            &report.finished_at,
+            report.exit_code,
+        );
+        if let Err(err) = written {
+            log::warn!("writing metrics: {err:#}");
+        }
+    }
+    Ok(())
 }

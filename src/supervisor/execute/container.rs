@@ -3,7 +3,9 @@
 //! image's `StopSignal`, SIGTERM by default — the stop grace, SIGKILL to every process), and
 //! the outcome classified.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -14,10 +16,11 @@ use anyhow::{bail, Context, Result};
 use super::stop::stop_requested;
 use super::{blank_outcome, Executor};
 use crate::logging::now_rfc3339;
-use crate::supervisor::bundle;
+use crate::supervisor::journal::ContainerJournal;
 use crate::supervisor::plan::Step;
 use crate::supervisor::report::{ImageOutcome, Outcome, Status};
 use crate::supervisor::settings;
+use crate::supervisor::{boots, bundle};
 
 /// How often a running container's thread looks for the supervisor's stop request.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -95,12 +98,7 @@ impl Executor {
         stop_signal: &str,
     ) -> Result<(ExitStatus, Option<Ending>)> {
         let _ = std::fs::remove_file(self.runtime.log(&step.name));
-        let log_path = self
-            .state_dir
-            .join("logs")
-            .join(format!("{}.log", step.name));
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
+        let log = open_log(&boots::log_path(&self.record.dir, &step.name))?;
         let mut child = self
             .runtime
             .command(&step.name)
@@ -112,9 +110,15 @@ impl Executor {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", self.runtime.binary.display()))?;
+        let journal = ContainerJournal::open(&step.name).map(std::sync::Arc::new);
         let streams = [
-            stream(child.stdout.take(), &step.name, log.try_clone()?),
-            stream(child.stderr.take(), &step.name, log),
+            stream(
+                child.stdout.take(),
+                &step.name,
+                log.try_clone()?,
+                journal.clone(),
+            ),
+            stream(child.stderr.take(), &step.name, log, journal),
         ];
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -240,12 +244,14 @@ impl Executor {
     }
 }
 
-/// Copies a child's output to our stdout, each line prefixed with the container's name, and to
-/// the container's log file.
+/// Copies a child's output to the container's log file, and to the journal under the
+/// container's identifier when our output is the journal, else (or if journald refuses a line)
+/// to our stdout, each line prefixed with the container's name.
 fn stream<R: Read + Send + 'static>(
     source: Option<R>,
     name: &str,
     mut log: std::fs::File,
+    journal: Option<std::sync::Arc<ContainerJournal>>,
 ) -> std::thread::JoinHandle<()> {
     let name = name.to_string();
     std::thread::spawn(move || {
@@ -253,7 +259,9 @@ fn stream<R: Read + Send + 'static>(
         for line in BufReader::new(source).split(b'\n').map_while(Result::ok) {
             let text = String::from_utf8_lossy(&line);
             let _ = writeln!(log, "{text}");
-            let _ = writeln!(std::io::stdout().lock(), "{name}: {text}");
+            if !journal.as_ref().is_some_and(|j| j.line(&text)) {
+                let _ = writeln!(std::io::stdout().lock(), "{name}: {text}");
+            }
         }
     })
 }
@@ -266,4 +274,23 @@ fn last_error(path: &Path) -> Option<String> {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|v| v["level"] == "error")
         .find_map(|v| v["msg"].as_str().map(String::from))
+}
+
+/// A container's log in this boot's record: 0600 (its output may hold secrets), never through
+/// a symlink, appended to, so a second run in the same boot keeps the first one's output, after
+/// a line saying when the new run began.
+fn open_log(path: &Path) -> Result<File> {
+    let mut log = File::options()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let earlier = log.metadata().map(|meta| meta.len() > 0).unwrap_or(false);
+    if earlier {
+        writeln!(log, "--- run again at {} ---", now_rfc3339())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(log)
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 pub use runtime::Runtime;
 pub use stop::stop_requested;
 
+use super::boots::Record;
 use super::plan::Step;
 use super::report::{Outcome, Report, Status};
 use crate::image::Images;
@@ -33,6 +34,8 @@ pub struct Executor {
     pub cgroup_parent: Option<PathBuf>,
     /// Between SIGTERM and SIGKILL when a container is stopped (timeout or interrupt).
     pub stop_grace: Duration,
+    /// This boot's record: each container's log, the report as outcomes come in.
+    pub record: Arc<Record>,
 }
 
 pub(super) fn blank_outcome(step: &Step, status: Status) -> Outcome {

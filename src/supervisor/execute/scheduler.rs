@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use super::stop::StopRequest;
 use super::{blank_outcome, describe, Executor};
+use crate::supervisor::journal;
 use crate::supervisor::markers::{Marker, Markers};
 use crate::supervisor::plan::{self, Plan};
 use crate::supervisor::report::{Outcome, Status};
@@ -20,12 +21,8 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 impl Executor {
     /// Runs the plan; returns every container's outcome, in plan order.
     pub fn execute(&self, plan: &Plan) -> Result<Vec<Outcome>> {
-        for dir in [
-            self.runtime.run_dir.join("logs"),
-            self.state_dir.join("logs"),
-        ] {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
+        let dir = self.runtime.run_dir.join("logs");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let markers = Markers::open(&self.runtime.run_dir)?;
         let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
         for step in &plan.steps {
@@ -133,6 +130,7 @@ impl Executor {
             if let Ok(mut outcome) = done_rx.recv() {
                 outcome.status = Status::Interrupted;
                 outcome.error = Some("the supervisor was stopped".to_string());
+                announce(&outcome);
                 outcomes.insert(outcome.name.clone(), outcome);
             }
         }
@@ -140,6 +138,7 @@ impl Executor {
             outcomes.entry(step.name.clone()).or_insert_with(|| {
                 let mut outcome = blank_outcome(step, Status::Interrupted);
                 outcome.error = Some("not started: the supervisor was stopped".to_string());
+                announce(&outcome);
                 outcome
             });
         }
@@ -169,9 +168,18 @@ impl Executor {
         ) {
             log::error!("{err:#}");
         }
-        log::info!("{}: {}", outcome.name, describe(&outcome));
+        announce(&outcome);
         outcomes.insert(outcome.name.clone(), outcome);
+        self.record.progress(outcomes.values());
     }
+}
+
+/// Tells an outcome: to the journal under the container's identifier with its fields, and on
+/// our own output (the console under the unit), so every outcome is seen in both.
+fn announce(outcome: &Outcome) {
+    let line = format!("{}: {}", outcome.name, describe(outcome));
+    journal::outcome(outcome, &line);
+    log::info!("{line}");
 }
 
 fn plan_outcome(status: Status) -> plan::Outcome {

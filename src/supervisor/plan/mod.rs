@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::settings::{self, Container, Mode, Settings};
@@ -33,6 +34,8 @@ pub struct Step {
     /// default, and `depends-on` keeps only dependencies that run (one that is `off` counts as
     /// satisfied).
     pub container: Container,
+    /// The settings file that defines it, when the settings were read from files.
+    pub file: Option<PathBuf>,
 }
 
 /// How a step ended.
@@ -76,6 +79,7 @@ pub fn plan(settings: &Settings, options: &PlanOptions) -> Plan {
                     .collect(),
                 ..container.clone()
             },
+            file: settings.origins.get(name).cloned(),
         });
     }
     Plan { steps, off }
@@ -136,8 +140,9 @@ impl fmt::Display for Plan {
                 "SOURCE",
                 "DEPENDS-ON",
                 "TIMEOUT",
+                "FILE",
             ];
-            let rows: Vec<[String; 6]> = self.steps.iter().map(row).collect();
+            let rows: Vec<[String; 7]> = self.steps.iter().map(row).collect();
             let mut widths = header.map(str::len);
             for row in &rows {
                 for (width, cell) in widths.iter_mut().zip(row) {
@@ -156,7 +161,7 @@ impl fmt::Display for Plan {
     }
 }
 
-fn row(step: &Step) -> [String; 6] {
+fn row(step: &Step) -> [String; 7] {
     let or_dash = |text: String| if text.is_empty() { "-".into() } else { text };
     [
         step.name.clone(),
@@ -175,10 +180,13 @@ fn row(step: &Step) -> [String; 6] {
                 .map(settings::format_duration)
                 .unwrap_or_default(),
         ),
+        step.file
+            .as_ref()
+            .map_or_else(|| "-".into(), |file| file.display().to_string()),
     ]
 }
 
-fn write_row(f: &mut fmt::Formatter<'_>, cells: &[String; 6], widths: &[usize; 6]) -> fmt::Result {
+fn write_row(f: &mut fmt::Formatter<'_>, cells: &[String; 7], widths: &[usize; 7]) -> fmt::Result {
     let line: Vec<String> = cells
         .iter()
         .zip(widths)

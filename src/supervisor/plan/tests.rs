@@ -208,9 +208,9 @@ fn display_is_a_table() {
     let shown = plan(&settings(text), &options).to_string();
     assert_eq!(
         shown,
-        "NAME        MODE    ESSENTIAL  SOURCE             DEPENDS-ON  TIMEOUT\n\
-         disk-setup  once    yes        /opt/bundles/disk  -           90s\n\
-         motd        always  no         busybox:1.36       disk-setup  -\n\
+        "NAME        MODE    ESSENTIAL  SOURCE             DEPENDS-ON  TIMEOUT  FILE\n\
+         disk-setup  once    yes        /opt/bundles/disk  -           90s      -\n\
+         motd        always  no         busybox:1.36       disk-setup  -        -\n\
          off: unused\n"
     );
     assert_eq!(

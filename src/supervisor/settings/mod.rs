@@ -16,6 +16,7 @@ pub use crate::image::PullPolicy;
 pub use validate::validate;
 
 pub mod edit;
+pub mod files;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -46,6 +47,8 @@ impl Format {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     pub containers: BTreeMap<String, Container>,
+    /// The file that defines each container, when the settings were read from files.
+    pub origins: BTreeMap<String, PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +114,10 @@ pub enum Kind {
 pub struct Problem {
     pub key: String,
     pub reason: String,
+    /// The container the problem is in, if any.
+    pub container: Option<String>,
+    /// The file it is in, named when the settings come from several files.
+    pub file: Option<PathBuf>,
 }
 
 /// Every problem found in a settings file, one per line.
@@ -126,6 +133,9 @@ impl fmt::Display for InvalidSettings {
                 writeln!(f)?;
             }
             write!(f, "{}: {}", problem.key, problem.reason)?;
+            if let Some(file) = &problem.file {
+                write!(f, " (in {})", file.display())?;
+            }
         }
         Ok(())
     }
@@ -133,11 +143,10 @@ impl fmt::Display for InvalidSettings {
 
 impl std::error::Error for InvalidSettings {}
 
-/// Reads and validates the settings file at `path`.
-pub fn load(path: &Path) -> Result<Settings> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading settings file {}", path.display()))?;
-    parse(&text, Format::of(path)).with_context(|| format!("settings file {}", path.display()))
+/// Reads and validates the settings: the file at `main` and its drop-ins
+/// ([`files::SettingsFiles`]).
+pub fn load(main: &Path) -> Result<Settings> {
+    files::SettingsFiles::read(main)?.load()
 }
 
 /// Parses and validates settings text. Validation failures are an [`InvalidSettings`].
@@ -148,9 +157,22 @@ pub fn parse(text: &str, format: Format) -> Result<Settings> {
 /// The file's whole tree, unvalidated, as JSON values (TOML datetimes become tables).
 pub fn document(text: &str, format: Format) -> Result<Value> {
     match format {
-        Format::Toml => toml::from_str(text).context("invalid TOML"),
+        Format::Toml => toml::from_str(text).map_err(|err| toml_error(text, &err)),
         Format::Json => serde_json::from_str(text).context("invalid JSON"),
     }
+}
+
+/// A TOML error as its message and place only: toml's own text quotes the offending line,
+/// which may be user-data, and errors end up in reports and the journal. (serde_json's never
+/// quote the input.)
+fn toml_error(text: &str, err: &toml::de::Error) -> anyhow::Error {
+    let place = err.span().map_or_else(String::new, |span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" at line {line}, column {column}")
+    });
+    anyhow::anyhow!("invalid TOML{place}: {}", err.message().trim_end())
 }
 
 /// The runc id of a container: `boot.<name>`.

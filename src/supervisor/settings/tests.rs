@@ -121,6 +121,19 @@ fn format_follows_the_extension() {
 }
 
 #[test]
+fn a_syntax_error_names_its_place_and_never_quotes_the_file() {
+    // An unterminated user-data string: toml's own message would quote the line.
+    for text in [
+        "[settings.bootstrap-containers.x]\nsource = \"/b\"\nuser-data = \"c2VjcmV0LXRva2Vu\n",
+        "[settings.bootstrap-containers.x]\nuser-data = c2VjcmV0LXRva2Vu\n",
+    ] {
+        let err = format!("{:#}", parse(text, Format::Toml).unwrap_err());
+        assert!(!err.contains("c2VjcmV0"), "{err}");
+        assert!(err.starts_with("invalid TOML at line "), "{err}");
+    }
+}
+
+#[test]
 fn syntax_errors_are_not_validation_errors() {
     let err = parse("[settings", Format::Toml).unwrap_err();
     assert!(err.to_string().contains("invalid TOML"), "{err:#}");
@@ -140,7 +153,7 @@ fn load_names_the_file() {
         format!("{err:#}").contains(&missing.display().to_string()),
         "{err:#}"
     );
-    assert!(err.root_cause().downcast_ref::<std::io::Error>().is_some());
+    assert!(format!("{err:#}").contains("no settings"), "{err:#}");
 
     std::fs::write(
         &missing,

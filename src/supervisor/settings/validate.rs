@@ -14,10 +14,14 @@ pub fn validate(root: &Value) -> Result<Settings, InvalidSettings> {
     let mut containers = BTreeMap::new();
     for (name, value) in table.into_iter().flatten() {
         if let Err(reason) = check_name(name) {
-            problems.push(key(name, None), reason);
+            problems.at(name, None, reason);
         }
-        let Some(fields) = as_table(value, &key(name, None), &mut problems) else {
-            continue;
+        let fields = match as_map(value) {
+            Ok(fields) => fields,
+            Err(reason) => {
+                problems.at(name, None, reason);
+                continue;
+            }
         };
         if let Some(container) = parse_container(name, fields, &mut problems) {
             containers.insert(name.clone(), container);
@@ -27,7 +31,10 @@ pub fn validate(root: &Value) -> Result<Settings, InvalidSettings> {
         check_dependencies(table, &mut problems);
     }
     if problems.0.is_empty() {
-        Ok(Settings { containers })
+        Ok(Settings {
+            containers,
+            origins: BTreeMap::new(),
+        })
     } else {
         Err(InvalidSettings {
             problems: problems.0,
@@ -39,8 +46,24 @@ pub fn validate(root: &Value) -> Result<Settings, InvalidSettings> {
 struct Problems(Vec<Problem>);
 
 impl Problems {
+    /// A problem with the settings' structure, outside any container.
     fn push(&mut self, key: String, reason: String) {
-        self.0.push(Problem { key, reason });
+        self.0.push(Problem {
+            key,
+            reason,
+            container: None,
+            file: None,
+        });
+    }
+
+    /// A problem with container `name`, or with its `field`.
+    fn at(&mut self, name: &str, field: Option<&str>, reason: String) {
+        self.0.push(Problem {
+            key: key(name, field),
+            reason,
+            container: Some(name.to_owned()),
+            file: None,
+        });
     }
 }
 
@@ -59,14 +82,15 @@ fn as_table<'a>(
     key: &str,
     problems: &mut Problems,
 ) -> Option<&'a Map<String, Value>> {
-    let table = value.as_object();
-    if table.is_none() {
-        problems.push(
-            key.into(),
-            format!("must be a table, not {}", kind_of(value)),
-        );
-    }
-    table
+    as_map(value)
+        .map_err(|reason| problems.push(key.into(), reason))
+        .ok()
+}
+
+fn as_map(value: &Value) -> Result<&Map<String, Value>, String> {
+    value
+        .as_object()
+        .ok_or_else(|| format!("must be a table, not {}", kind_of(value)))
 }
 
 fn parse_container(
@@ -105,7 +129,7 @@ fn parse_container(
                 .map(|p| pull_policy = p),
         });
         if let Err(reason) = result {
-            problems.push(key(name, Some(field_name)), reason);
+            problems.at(name, Some(field_name), reason);
         }
     }
     let has = |field: Field| fields.contains_key(field.name());
@@ -113,8 +137,9 @@ fn parse_container(
         if has(Field::UserData) {
             source = Some(Source::UserDataScript);
         } else {
-            problems.push(
-                key(name, Some(Field::Source.name())),
+            problems.at(
+                name,
+                Some(Field::Source.name()),
                 "is required unless user-data is set, which then runs as a script (a bundle \
                  path, oci-layout:/path:tag or an image reference)"
                     .into(),
@@ -163,15 +188,13 @@ fn check_dependencies(table: &Map<String, Value>, problems: &mut Problems) {
         let edges = graph.entry(name).or_default();
         for target in targets.filter_map(Value::as_str) {
             if target == name {
-                problems.push(
-                    key(name, Some(field)),
+                problems.at(
+                    name,
+                    Some(field),
                     "a container cannot depend on itself".into(),
                 );
             } else if !table.contains_key(target) {
-                problems.push(
-                    key(name, Some(field)),
-                    format!("unknown container {target:?}"),
-                );
+                problems.at(name, Some(field), format!("unknown container {target:?}"));
             } else {
                 edges.insert(target);
             }
@@ -198,8 +221,9 @@ fn find_cycles<'a>(
     if let Some(at) = path.iter().position(|&n| n == node) {
         let mut cycle = path[at..].to_vec();
         cycle.push(node);
-        problems.push(
-            key(node, Some(Field::DependsOn.name())),
+        problems.at(
+            node,
+            Some(Field::DependsOn.name()),
             format!("dependency cycle {}", cycle.join(" -> ")),
         );
         return;

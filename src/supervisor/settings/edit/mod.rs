@@ -1,7 +1,10 @@
-//! Reading and changing settings in the operator's file, as `apiclient get`/`set` read and
-//! change Bottlerocket's: in place, under a lock, keeping its format, comments and everything
-//! else, one call's assignments all applied or none, and never leaving it invalid.
+//! Reading and changing settings in the operator's files, as `apiclient get`/`set` read and
+//! change Bottlerocket's: in place, under one lock, keeping each file's format, comments and
+//! everything else, one call's assignments all applied or none, and never leaving the settings
+//! invalid. A container lives in the main file or a drop-in ([`SettingsFiles`]); it is changed
+//! where it is defined.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -11,12 +14,14 @@ use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 use toml_edit::{DocumentMut, Item, Table, TableLike};
 
+use crate::supervisor::settings::files::{SettingsFile, SettingsFiles};
 use crate::supervisor::settings::{self, Field, Format, Kind, TABLE};
 
 #[cfg(test)]
 mod tests;
 
-/// Turns a `once` container off after it ran, as Bottlerocket does. The file must exist.
+/// Turns a `once` container off after it ran, as Bottlerocket does, in the file that defines
+/// it (the main file or a drop-in).
 pub fn set_mode_off(path: &Path, name: &str) -> Result<()> {
     let key = settings::key(name, Some(Field::Mode.name()));
     edit(path, &[(key.as_str(), "off")], Missing::Error)
@@ -31,9 +36,10 @@ pub fn set(path: &Path, key: &str, value: &str) -> Result<()> {
 /// Applies every `(key, value)` assignment in one edit, as `apiclient set` applies one call's:
 /// all of them or none. A key is `[settings.]bootstrap-containers.NAME.FIELD` (the `settings.`
 /// prefix optional, as in apiclient); a value is text as is, `true`/`false`, or a JSON list of
-/// strings for `command` and `depends-on`. A missing container is created. A missing file is
-/// created (mode 0600: it holds user-data; its directory 0755 if missing too); an existing one
-/// keeps its mode. Errors: a bad key or value (named), a file that is unreadable or would not
+/// strings for `command` and `depends-on`. A container is edited in the file that defines it,
+/// the main file or a drop-in ([`SettingsFiles`]); a new one is added to the main file,
+/// created if missing (mode 0600: it holds user-data; its directory 0755 if missing too); an
+/// existing file keeps its mode. Errors: a bad key or value (named), a file that is unreadable or would not
 /// validate as a whole once edited (nothing is written then).
 pub fn set_all(path: &Path, assignments: &[(&str, &str)]) -> Result<()> {
     edit(path, assignments, Missing::Create)
@@ -51,7 +57,7 @@ const NEW_FILE_MODE: u32 = 0o600;
 /// The mode of a settings directory `set` creates.
 const NEW_DIR_MODE: u32 = 0o755;
 
-fn edit(path: &Path, assignments: &[(&str, &str)], missing: Missing) -> Result<()> {
+fn edit(main: &Path, assignments: &[(&str, &str)], missing: Missing) -> Result<()> {
     let mut edits = Vec::with_capacity(assignments.len());
     for (key, value) in assignments {
         let (name, field) = match parse_key(key)? {
@@ -66,36 +72,34 @@ fn edit(path: &Path, assignments: &[(&str, &str)], missing: Missing) -> Result<(
         .map(|(key, _)| *key)
         .collect::<Vec<_>>()
         .join(", ");
-    let format = Format::of(path);
     if missing == Missing::Create {
-        create_parent(path)?;
+        create_parent(main)?;
     }
-    let _lock = lock(path)?;
-    // Read under the lock: another writer may have changed the file since the caller read it.
-    let (mut text, mode) = match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let mode = std::fs::metadata(path)
-                .with_context(|| format!("reading the mode of {}", path.display()))?
-                .permissions()
-                .mode()
-                & 0o7777;
-            (text, mode)
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound && missing == Missing::Create => {
-            let empty = match format {
-                Format::Toml => "",
-                Format::Json => "{}",
-            };
-            (empty.to_string(), NEW_FILE_MODE)
-        }
-        Err(err) => {
-            return Err(err).with_context(|| format!("reading settings file {}", path.display()))
-        }
-    };
+    // One lock, the main file's, for every file: an edit decides which file holds a container
+    // from all of them.
+    let _lock = lock(main)?;
+    // Read under the lock: another writer may have changed the files since the caller read them.
+    let mut files = SettingsFiles::read(main)?;
+    let origins = files.merge()?.origins;
+    let mut changed = BTreeSet::new();
     for (name, field, new) in &edits {
-        text = match format {
-            Format::Toml => edit_toml(&text, name, *field, new),
-            Format::Json => edit_json(&text, name, *field, new),
+        // A container is edited where it is defined; a new one goes into the main file.
+        let path = origins.get(*name).map_or(main, PathBuf::as_path);
+        let file = match files.files.iter().position(|file| file.path == path) {
+            Some(index) => &mut files.files[index],
+            None if missing == Missing::Create => {
+                files.files.insert(0, new_file(main));
+                &mut files.files[0]
+            }
+            None => bail!(
+                "cannot set {} in settings file {}: it does not exist",
+                settings::key(name, Some(field.name())),
+                main.display()
+            ),
+        };
+        file.text = match file.format() {
+            Format::Toml => edit_toml(&file.text, name, *field, new),
+            Format::Json => edit_json(&file.text, name, *field, new),
         }
         .with_context(|| {
             format!(
@@ -104,14 +108,32 @@ fn edit(path: &Path, assignments: &[(&str, &str)], missing: Missing) -> Result<(
                 path.display()
             )
         })?;
+        changed.insert(path.to_owned());
     }
-    settings::parse(&text, format).with_context(|| {
-        format!(
-            "refusing to set {keys} in {}: the settings would be invalid",
-            path.display()
-        )
-    })?;
-    crate::atomic_file::write(path, text.as_bytes(), mode)
+    files
+        .load()
+        .with_context(|| format!("refusing to set {keys}: the settings would be invalid"))?;
+    for file in files
+        .files
+        .iter()
+        .filter(|file| changed.contains(&file.path))
+    {
+        crate::atomic_file::write(&file.path, file.text.as_bytes(), file.mode)?;
+    }
+    Ok(())
+}
+
+/// An empty main settings file, as `set` creates it.
+fn new_file(main: &Path) -> SettingsFile {
+    let text = match Format::of(main) {
+        Format::Toml => "",
+        Format::Json => "{}",
+    };
+    SettingsFile {
+        path: main.to_owned(),
+        text: text.to_owned(),
+        mode: NEW_FILE_MODE,
+    }
 }
 
 /// Creates the settings file's directory (0755, root's) if it is missing.
@@ -129,26 +151,30 @@ fn create_parent(path: &Path) -> Result<()> {
 
 /// What `get` prints for `keys`, in apiclient's shape: the settings from `settings` down to
 /// each key, nested, the keys' results merged (a later key's wins where they overlap). A key
-/// is `settings` (the whole `settings` table as stored, other settings too) or
+/// is `settings` (the main file's whole `settings` table, other settings too, with the
+/// drop-ins' containers) or
 /// `[settings.]bootstrap-containers[.NAME[.FIELD]]`; what is not set is left out, so a key
 /// with nothing under it adds nothing (`{}` when no key finds anything):
 ///
 /// `bootstrap-containers.x.mode` → `{"settings":{"bootstrap-containers":{"x":{"mode":"once"}}}}`
 ///
 /// Errors: an unreadable or unparsable file, a key that is none of these.
-pub fn get(path: &Path, keys: &[String]) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading settings file {}", path.display()))?;
-    get_in(&text, Format::of(path), keys)
-        .with_context(|| format!("settings file {}", path.display()))
+pub fn get(main: &Path, keys: &[String]) -> Result<Value> {
+    let files = SettingsFiles::read(main)?;
+    files.ensure_some()?;
+    get_from(&files.merge()?.root, keys)
 }
 
 /// [`get`] on settings text.
 pub fn get_in(text: &str, format: Format, keys: &[String]) -> Result<Value> {
-    let root = settings::document(text, format)?;
+    get_from(&settings::document(text, format)?, keys)
+}
+
+/// [`get`] on a settings tree.
+fn get_from(root: &Value, keys: &[String]) -> Result<Value> {
     let mut merged = Value::Object(Default::default());
     for key in keys {
-        if let Some(found) = get_one(&root, key)? {
+        if let Some(found) = get_one(root, key)? {
             merge(&mut merged, found);
         }
     }

@@ -286,7 +286,7 @@ fn an_already_invalid_file_is_not_edited() {
 
 #[test]
 fn mode_is_kept_and_a_lock_file_is_used() {
-    for mode in [0o600, 0o640, 0o666] {
+    for mode in [0o600, 0o640, 0o644] {
         let (dir, path) = file("settings.toml", TOML);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         set_mode_off(&path, "motd").unwrap();
@@ -312,7 +312,7 @@ fn missing_file_is_an_error_naming_it_for_once_to_off_and_get() {
         "{:#}",
         set(&path, "bootstrap-containers.a.source", "/a").unwrap_err()
     );
-    assert!(err.contains("reading settings file"), "{err}");
+    assert!(err.contains("it does not exist"), "{err}");
     assert!(!path.exists());
     let err = format!(
         "{:#}",
@@ -453,5 +453,100 @@ fn get_prints_apiclients_nested_shape() {
     assert_eq!(
         get(&path, &keys(&["bootstrap-containers.motd.mode"])).unwrap(),
         json!({"settings": {"bootstrap-containers": {"motd": {"mode": "always"}}}})
+    );
+}
+
+/// A main settings file with container `main` and a drop-in with `dropin`, both `once`.
+fn with_dropin() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let (dir, main) = file(
+        "settings.toml",
+        "[settings.bootstrap-containers.main]\nsource = \"/m\"\nmode = \"once\"\n",
+    );
+    let dropins = dir.path().join("settings.d");
+    std::fs::create_dir(&dropins).unwrap();
+    let dropin = dropins.join("10-dropin.toml");
+    std::fs::write(
+        &dropin,
+        "# from cloud-init\n[settings.bootstrap-containers.dropin]\nsource = \"/d\"\nmode = \"once\"\n",
+    )
+    .unwrap();
+    (dir, main, dropin)
+}
+
+#[test]
+fn a_container_is_edited_in_the_file_that_defines_it() {
+    let (_dir, main, dropin) = with_dropin();
+    let main_before = read(&main);
+    set_mode_off(&main, "dropin").unwrap();
+    assert_eq!(read(&main), main_before);
+    assert_eq!(
+        read(&dropin),
+        "# from cloud-init\n[settings.bootstrap-containers.dropin]\nsource = \"/d\"\nmode = \"off\"\n"
+    );
+    set_all(
+        &main,
+        &[
+            ("bootstrap-containers.dropin.essential", "true"),
+            ("bootstrap-containers.new.source", "/n"),
+        ],
+    )
+    .unwrap();
+    assert!(read(&dropin).contains("essential = true"));
+    assert!(read(&main).contains("[settings.bootstrap-containers.new]"));
+    let settings = load(&main).unwrap();
+    assert_eq!(settings.origins["new"], main);
+    assert_eq!(settings.origins["dropin"], dropin);
+}
+
+#[test]
+fn a_drop_in_is_edited_without_a_main_file_and_one_lock_covers_all() {
+    let (dir, main, dropin) = with_dropin();
+    std::fs::remove_file(&main).unwrap();
+    set_mode_off(&main, "dropin").unwrap();
+    assert!(read(&dropin).contains("mode = \"off\""));
+    assert!(!main.exists());
+    let err = format!("{:#}", set_mode_off(&main, "main").unwrap_err());
+    assert!(err.contains(&main.display().to_string()), "{err}");
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["settings.d", "settings.toml.lock"]);
+    assert_eq!(
+        std::fs::read_dir(dropin.parent().unwrap()).unwrap().count(),
+        1
+    );
+}
+
+#[test]
+fn an_edit_across_files_that_would_be_invalid_writes_nothing() {
+    let (_dir, main, dropin) = with_dropin();
+    let before = (read(&main), read(&dropin));
+    let err = set_all(
+        &main,
+        &[
+            ("bootstrap-containers.main.mode", "off"),
+            ("bootstrap-containers.dropin.depends-on", "[\"nobody\"]"),
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("unknown container \"nobody\""),
+        "{err:#}"
+    );
+    assert_eq!((read(&main), read(&dropin)), before);
+}
+
+#[test]
+fn get_shows_the_drop_ins_containers() {
+    let (_dir, main, _dropin) = with_dropin();
+    let got = get(&main, &["bootstrap-containers".into()]).unwrap();
+    assert_eq!(
+        got,
+        json!({"settings": {"bootstrap-containers": {
+            "main": {"source": "/m", "mode": "once"},
+            "dropin": {"source": "/d", "mode": "once"},
+        }}})
     );
 }
