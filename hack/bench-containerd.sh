@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench-containerd.sh: run as root" >&2; exit 1; }
 runs=${1:-30}
 hack/install-deps.sh
-cargo build --release --quiet
+hack/build.sh
 ours=$PWD/target/release/bootstrap-runc
 
 work=$(mktemp -d /tmp/bootstrap-runc-bench-ctd.XXXXXX)

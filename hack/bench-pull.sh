@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench-pull.sh: run as root" >&2; exit 1; }
 runs=${1:-3}
 hack/install-deps.sh
-cargo build --release --quiet
+hack/build.sh
 bin=$PWD/target/release
 
 work=$(mktemp -d /tmp/bootstrap-pull-bench.XXXXXX)

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench-supervisor.sh: run as root" >&2; exit 1; }
 n=${1:-32}
 hack/install-deps.sh
-cargo build --release --quiet
+hack/build.sh
 bin=$PWD/target/release
 
 work=$(mktemp -d /tmp/bootstrap-supervisor-bench.XXXXXX)

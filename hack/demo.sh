@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "demo.sh: run as root" >&2; exit 1; }
 hack/install-deps.sh
-cargo build --release --quiet
+hack/build.sh
 bin=$PWD/target/release
 
 demo=$(mktemp -d /tmp/bootstrap-containers-demo.XXXXXX)

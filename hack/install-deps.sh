@@ -7,7 +7,7 @@ packages=(
   libseccomp-dev pkg-config   # libcontainer links libseccomp
   libssl-dev                  # registry pulls: TLS through OpenSSL (native-tls)
   busybox-static              # rootfs of demo and test bundles
-  runc                        # the benchmark's baseline
+  runc python3                # the benchmark: its baseline, and its timing (hack/bench.py)
   containerd umoci            # containerd integration tests: a private containerd, local images
   strace                      # fault-injection tests: SIGKILL at syscall boundaries
   gcc libc6-dev               # seccomp tests: a static syscall probe (integration/probe)

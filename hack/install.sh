@@ -14,7 +14,7 @@ prefix=${1:-/usr/local}
 bin_dir=${BIN_DIR:-}
 if [ -z "$bin_dir" ]; then
   hack/install-deps.sh
-  cargo build --release --quiet
+  hack/build.sh
   bin_dir=target/release
 fi
 for binary in bootstrap-runc bootstrap-supervisor; do

@@ -7,6 +7,18 @@ use std::path::{Path, PathBuf};
 
 use clap::{Command, CommandFactory, FromArgMatches};
 
+/// Makes a panic abort the process once its message is printed, as `panic = "abort"` did,
+/// while the build itself unwinds so that tests, demo and benchmarks share one build.
+/// libcontainer clones its intermediate and init processes without exec: a panic unwinding
+/// there would return into the caller's code, in a copy of the caller. Call it first in `main`.
+pub fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
+}
+
 /// Parses the process's arguments into `T`, every flag of every subcommand overriding itself.
 pub fn parse<T: CommandFactory + FromArgMatches>() -> Result<T, clap::Error> {
     let matches = overriding_self(T::command()).try_get_matches()?;

@@ -6,6 +6,7 @@ use bootstrap_runc::commands::Cli;
 use bootstrap_runc::logging;
 
 fn main() -> ExitCode {
+    cli::abort_on_panic();
     let cli: Cli = match cli::parse() {
         Ok(cli) => cli,
         Err(err) => {

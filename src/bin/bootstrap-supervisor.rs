@@ -5,6 +5,7 @@ use bootstrap_runc::logging::{self, LogFormat};
 use bootstrap_runc::supervisor::commands::{Cli, INVALID};
 
 fn main() -> ExitCode {
+    cli::abort_on_panic();
     // A usage error exits 2 (clap's code, the supervisor's documented one for invalid input).
     let cli: Cli = cli::parse().unwrap_or_else(|err| err.exit());
     if let Err(err) = logging::init(None, LogFormat::Text, cli.debug) {
