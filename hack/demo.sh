@@ -47,8 +47,11 @@ mode = "always"
 essential = true
 user-data = "$(printf 'cluster=demo\n' | base64)"
 depends-on = ["disk-setup"]
-
-# No source: the user-data runs as a script, on the host's own tools.
+TOML
+# A drop-in, as cloud-init's write_files would add it. No source: the user-data runs as a
+# script, on the host's own tools.
+mkdir -p "$demo/settings.d"
+cat > "$demo/settings.d/50-host-script.toml" <<TOML
 [settings.bootstrap-containers.host-script]
 mode = "always"
 user-data = "$(printf '#!/bin/sh\necho "source-less: user-data run as a script, with the host tools, e.g. $(command -v mount)"\n' | base64 -w0)"
@@ -60,7 +63,8 @@ echo
 echo "== bootstrap-supervisor run"
 set +e
 "$bin/bootstrap-supervisor" run --settings "$demo/settings.toml" --runtime "$bin/bootstrap-runc" \
-  --state-dir "$demo/state" --run-dir "$demo/run" --host-mount-area "$demo/mnt" --shared-dirs ""
+  --state-dir "$demo/state" --run-dir "$demo/run" --host-mount-area "$demo/mnt" --shared-dirs "" \
+  --metrics-file "$demo/bootstrap-containers.prom"
 code=$?
 set -e
 echo "exit code: $code ($( [ $code = 0 ] && echo 'boot goes on' || echo 'boot halts'))"
@@ -70,3 +74,12 @@ echo "$demo/mnt/scratch/hello.txt: $(cat "$demo/mnt/scratch/hello.txt")"
 grep " $demo/mnt/scratch " /proc/self/mountinfo | awk '{print "mount left by the container: " $5 " (" $9 ")"}'
 echo "disk-setup mode after the run: $(grep -A2 'disk-setup\]' "$demo/settings.toml" | grep mode)"
 echo "report: $(wc -c < "$demo/run/report.json") bytes of JSON in the run directory"
+echo
+echo "== bootstrap-supervisor status (this boot's record)"
+"$bin/bootstrap-supervisor" status --state-dir "$demo/state" || true
+echo
+echo "== bootstrap-supervisor logs check"
+"$bin/bootstrap-supervisor" logs check --state-dir "$demo/state"
+echo
+echo "== metrics (node_exporter textfile format)"
+grep -v '^#' "$demo/bootstrap-containers.prom"

@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::supervisor::{container, Boot, SUPERVISOR};
@@ -161,31 +161,38 @@ fn status_and_logs_per_boot_with_their_exit_codes() {
     b.assert_clean();
 }
 
-#[test]
-fn status_shows_a_run_in_progress() {
-    let b = Boot::new("progress");
+/// Settings of `quick` (an echo) and `slow` (`slow_script`), both always, and a supervisor
+/// spawned in boot `boot`, returned once `status` shows `quick` ended, with what it showed.
+fn spawn_until_quick_ended(b: &Boot, boot: &str, slow_script: &str) -> (Child, Ran) {
     let quick = b.bundle("quick", "echo quick");
-    let slow = b.bundle("slow", "sleep 4");
+    let slow = b.bundle("slow", slow_script);
     b.write_settings(&format!(
         "{}{}",
         container(&b.name("quick"), &quick, "mode = \"always\""),
         container(&b.name("slow"), &slow, "mode = \"always\""),
     ));
-    let mut child = b
+    let child = b
         .command()
-        .env(BOOT_ID_ENV, "c001")
+        .env(BOOT_ID_ENV, boot)
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let seen = loop {
-        let status = supervisor(&b, "c001", &["status"]);
+    loop {
+        let status = supervisor(b, boot, &["status"]);
         if status.code == 4 && status.stdout.contains(&b.name("quick")) {
-            break status;
+            return (child, status);
         }
         assert!(Instant::now() < deadline, "never in progress: {status:?}");
         std::thread::sleep(Duration::from_millis(100));
-    };
+    }
+}
+
+#[test]
+fn status_shows_a_run_in_progress() {
+    let b = Boot::new("progress");
+    let (mut child, seen) = spawn_until_quick_ended(&b, "c001", "sleep 4");
     assert!(seen.stdout.contains("in progress"), "{}", seen.stdout);
     assert!(!seen.stdout.contains(&b.name("slow")), "{}", seen.stdout);
     assert!(child.wait().unwrap().success());
@@ -199,28 +206,7 @@ fn status_shows_a_run_in_progress() {
 #[test]
 fn a_killed_run_is_never_shown_as_finished() {
     let b = Boot::new("killed");
-    let quick = b.bundle("quick", "echo quick");
-    let slow = b.bundle("slow", "echo slow started; sleep 3");
-    b.write_settings(&format!(
-        "{}{}",
-        container(&b.name("quick"), &quick, "mode = \"always\""),
-        container(&b.name("slow"), &slow, "mode = \"always\""),
-    ));
-    let mut child = b
-        .command()
-        .env(BOOT_ID_ENV, "d001")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !supervisor(&b, "d001", &["status"])
-        .stdout
-        .contains(&b.name("quick"))
-    {
-        assert!(Instant::now() < deadline, "quick never ended");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut child, _) = spawn_until_quick_ended(&b, "d001", "echo slow started; sleep 3");
     child.kill().unwrap();
     child.wait().unwrap();
     let status = supervisor(&b, "d001", &["status"]);

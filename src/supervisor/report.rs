@@ -119,7 +119,7 @@ impl Report {
                 o.status.name(),
                 exit,
                 o.run_ms,
-                o.error.as_deref().unwrap_or("")
+                printable(o.error.as_deref().unwrap_or(""))
             );
         }
         out
