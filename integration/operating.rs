@@ -171,7 +171,7 @@ fn spawn_until_quick_ended(b: &Boot, boot: &str, slow_script: &str) -> (Child, R
         container(&b.name("quick"), &quick, "mode = \"always\""),
         container(&b.name("slow"), &slow, "mode = \"always\""),
     ));
-    let child = b
+    let mut child = b
         .command()
         .env(BOOT_ID_ENV, boot)
         .stdout(Stdio::null())
@@ -179,14 +179,19 @@ fn spawn_until_quick_ended(b: &Boot, boot: &str, slow_script: &str) -> (Child, R
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let seen = loop {
         let status = supervisor(b, boot, &["status"]);
         if status.code == 4 && status.stdout.contains(&b.name("quick")) {
-            return (child, status);
+            break status;
         }
-        assert!(Instant::now() < deadline, "never in progress: {status:?}");
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("never in progress: {status:?}");
+        }
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
+    (child, seen)
 }
 
 #[test]
