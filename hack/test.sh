@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 hack/install-deps.sh
 # The boot tests' Debian root (integration/boot.rs): debootstrapped once (~90 s), then cached.
 hack/boot-root.sh build >/dev/null
-# One profile for tests, demo and benchmark: a single warm target/ is built once.
+# The same build as hack/build.sh (release, every target): after it, nothing is compiled again.
 # --no-fail-fast: one run shows every failing test binary, not only the first.
 exec timeout 1800 cargo test --release --no-fail-fast "$@"
