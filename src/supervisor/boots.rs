@@ -249,7 +249,8 @@ impl Record {
         let containers: Vec<Outcome> = outcomes.cloned().collect();
         let exit_code = verdict(&containers);
         let report = self.report(containers, exit_code, None);
-        if let Err(err) = report.write(&self.dir.join(PROGRESS)) {
+        // Not synced: it is rewritten as each container ends, and the final report is.
+        if let Err(err) = report.replace(&self.dir.join(PROGRESS)) {
             log::warn!("recording this boot's progress: {err:#}");
         }
     }

@@ -87,11 +87,18 @@ pub struct Report {
 }
 
 impl Report {
+    /// Writes the report at `path` (its directory created if missing), atomically and durably.
     pub fn write(&self, path: &Path) -> Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         atomic_file::write(path, &serde_json::to_vec_pretty(self)?, 0o644)
+    }
+
+    /// As [`Report::write`], atomic but not synced: for a report rewritten as each container
+    /// ends, on the boot's path, which the final one replaces.
+    pub fn replace(&self, path: &Path) -> Result<()> {
+        atomic_file::replace(path, &serde_json::to_vec_pretty(self)?, 0o644)
     }
 
     /// Essential containers that did not succeed: any of them halts the boot.
@@ -185,14 +192,26 @@ impl Report {
 /// `text` with control characters escaped, so a message carrying an image's or a file's text
 /// cannot drive the terminal.
 pub fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() && c != '\n' {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_shown_escaped_and_lines_kept() {
+        assert_eq!(
+            printable("ok\x1b]0;pwn\x07\tend\nnext é"),
+            "ok\\u{1b}]0;pwn\\u{7}\\tend\nnext é"
+        );
+    }
 }
