@@ -212,6 +212,17 @@ fn status_shows_a_run_in_progress() {
 fn a_killed_run_is_never_shown_as_finished() {
     let b = Boot::new("killed");
     let (mut child, _) = spawn_until_quick_ended(&b, "d001", "echo slow started; sleep 3");
+    // Killed once slow has said something, so its log holds the first run's output.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let slow_log = || supervisor(&b, "d001", &["logs", &b.name("slow")]).stdout;
+    while !slow_log().contains("slow started") {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("slow never started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     let status = supervisor(&b, "d001", &["status"]);
@@ -228,7 +239,7 @@ fn a_killed_run_is_never_shown_as_finished() {
     let ran = ran(b.command().env(BOOT_ID_ENV, "d001").output().unwrap());
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     assert_eq!(supervisor(&b, "d001", &["status"]).code, 0);
-    let logs = supervisor(&b, "d001", &["logs", &b.name("slow")]).stdout;
+    let logs = slow_log();
     assert!(
         logs.starts_with("slow started\n--- run again at "),
         "{logs}"
