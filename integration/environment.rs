@@ -413,6 +413,61 @@ fn probed(
         .collect()
 }
 
+/// An allow-everything program in the layout of runtime/seccomp_filter.rs, with a wrong digest.
+fn allow_all_filter() -> Vec<u8> {
+    let mut bytes = 0u32.to_ne_bytes().to_vec();
+    bytes.extend_from_slice(&0x06u16.to_ne_bytes()); // BPF_RET | BPF_K
+    bytes.extend_from_slice(&[0, 0]);
+    bytes.extend_from_slice(&libc::SECCOMP_RET_ALLOW.to_ne_bytes());
+    bytes.extend_from_slice(&[0; 32]);
+    bytes
+}
+
+#[test]
+fn seccomp_filter_is_compiled_once_reaches_exec_and_a_changed_one_is_not_trusted() {
+    let f = Fixture::new("scfilter");
+    let results = probed(&f, "first", |_| {});
+    assert_eq!(errno_of(&results, "keyctl"), libc::EPERM, "{results:?}");
+    let cached: Vec<PathBuf> = std::fs::read_dir(f.root.join(".seccomp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_none())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let compiled = std::fs::read(&cached[0]).unwrap();
+
+    // A cached program that does not check out is compiled again, not loaded.
+    std::fs::write(&cached[0], allow_all_filter()).unwrap();
+    let results = probed(&f, "again", |_| {});
+    assert_eq!(errno_of(&results, "keyctl"), libc::EPERM, "{results:?}");
+    assert_eq!(std::fs::read(&cached[0]).unwrap(), compiled);
+
+    // exec'd processes load the container's filter too.
+    let bundle = f.bundle("held", &["sleep", "100"]);
+    std::fs::copy(probe(f.dir.path()), bundle.join("rootfs/bin/probe")).unwrap();
+    let id = f.id("held");
+    f.rt_ok(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
+    f.rt_ok(&["start", &id]);
+    let ran = f.rt_ok(&["exec", &id, "/bin/probe", "keyctl", "mount"]);
+    assert_eq!(
+        ran.stdout,
+        format!("keyctl {}\nmount {}\n", libc::EPERM, libc::ENOENT)
+    );
+
+    // ... and an exec whose filter file was changed fails rather than run unfiltered.
+    let own = f.root.join(".bootstrap").join(&id).join("seccomp.bpf");
+    std::fs::write(&own, allow_all_filter()).unwrap();
+    let ran = f.rt(&["exec", &id, "/bin/probe", "keyctl"]);
+    assert_ne!(ran.code, 0, "{}", ran.stdout);
+    assert!(
+        ran.stderr.contains("seccomp.bpf is not valid") && ran.stderr.contains("digest"),
+        "{}",
+        ran.stderr
+    );
+    f.rt_ok(&["delete", "--force", &id]);
+    f.assert_clean();
+}
+
 fn errno_of(results: &[(String, i32)], name: &str) -> i32 {
     results.iter().find(|(n, _)| n == name).unwrap().1
 }

@@ -10,7 +10,10 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
 
 use super::cgroup::Owned;
-use super::{bind_sources, derived_bundle, environment, host_mounts, libcontainer_error, Runtime};
+use super::{
+    bind_sources, derived_bundle, environment, host_mounts, libcontainer_error, seccomp_filter,
+    Runtime,
+};
 use crate::atomic_file;
 
 pub struct CreateRequest<'a> {
@@ -57,7 +60,7 @@ impl Runtime {
         derived_dir: &Path,
         policy: &crate::policy::Policy,
     ) -> Result<Pid> {
-        let derived = derived_bundle::write(derived_dir, bundle, policy)?;
+        let derived = derived_bundle::write(derived_dir, bundle, policy, &self.root.seccomp_dir())?;
         Owned::claim(
             derived.cgroups_path.clone(),
             request.id,
@@ -69,6 +72,9 @@ impl Runtime {
             .with_root_path(self.root.path())?
             .with_console_socket(request.console_socket)
             .with_preserved_fds(request.preserve_fds)
+            .with_executor(seccomp_filter::Executor {
+                filter: derived.seccomp_filter,
+            })
             .as_init(derived_dir)
             .with_systemd(self.systemd_cgroup)
             .with_detach(request.detach)

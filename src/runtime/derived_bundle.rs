@@ -14,12 +14,14 @@ use serde::{Deserialize, Serialize};
 use super::bind_sources::{self, Judged};
 use super::environment;
 use super::host_mounts::{self, HostMount};
+use super::seccomp_filter::Filter;
 use crate::atomic_file;
 use crate::policy::{self, Policy};
 
 /// A config.json larger than this is refused before parsing.
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 const META_FILE: &str = "bootstrap.json";
+const FILTER_FILE: &str = "seccomp.bpf";
 
 /// What we remember about a container beside libcontainer's state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -30,6 +32,20 @@ pub struct Meta {
     pub rootfs: PathBuf,
     /// The effective policy the container was created under.
     pub policy: Policy,
+    /// The config's seccomp profile is not in the derived config but compiled, in
+    /// `seccomp.bpf` beside it, for every process of the container to load.
+    #[serde(default)]
+    pub seccomp_filter: bool,
+}
+
+impl Meta {
+    /// The compiled seccomp filter of the container whose derived bundle is `dir`, if it has
+    /// one; an unreadable one is an error, never no filter.
+    pub fn seccomp_filter(&self, dir: &Path) -> Result<Option<Filter>> {
+        self.seccomp_filter
+            .then(|| Filter::read(&dir.join(FILTER_FILE)))
+            .transpose()
+    }
 }
 
 /// Reads and parses `<bundle>/config.json`, refusing oversized files.
@@ -71,17 +87,23 @@ pub struct Derived {
     pub cgroups_path: Option<PathBuf>,
     /// The bind sources as the policy judged them, to check once mounted.
     pub binds: Vec<Judged>,
+    /// The seccomp profile compiled, when libcontainer does not apply it.
+    pub seccomp_filter: Option<Filter>,
 }
 
 /// Applies the policy to the bundle's spec and writes the result into `dir` (which exists and is
-/// empty).
-pub fn write(dir: &Path, bundle: &Path, policy: &Policy) -> Result<Derived> {
+/// empty); seccomp filters are compiled into, or taken from, `seccomp_dir`.
+pub fn write(dir: &Path, bundle: &Path, policy: &Policy, seccomp_dir: &Path) -> Result<Derived> {
     let mut spec = read_spec(bundle)?;
     resolve_bind_sources(&mut spec, bundle);
     let mut spec = policy::apply(spec, policy, bundle)?;
     environment::present(&mut spec, &policy.host_root)?;
-    let (spec, host_mounts) = host_mounts::split(spec);
+    let (mut spec, host_mounts) = host_mounts::split(spec);
     let binds = bind_sources::judge(spec.mounts().as_deref().unwrap_or_default())?;
+    let seccomp_filter = Filter::take(&mut spec, seccomp_dir)?;
+    if let Some(filter) = &seccomp_filter {
+        filter.write(&dir.join(FILTER_FILE))?;
+    }
     replace_spec(dir, &spec)?;
     let meta = Meta {
         bundle: bundle.to_path_buf(),
@@ -91,12 +113,14 @@ pub fn write(dir: &Path, bundle: &Path, policy: &Policy) -> Result<Derived> {
             .map(|r| r.path().clone())
             .unwrap_or_default(),
         policy: policy.clone(),
+        seccomp_filter: seccomp_filter.is_some(),
     };
     atomic_file::replace(&dir.join(META_FILE), &serde_json::to_vec(&meta)?, 0o600)?;
     Ok(Derived {
         host_mounts,
         cgroups_path: spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()),
         binds,
+        seccomp_filter,
     })
 }
 

@@ -9,7 +9,7 @@ use libcontainer::oci_spec::runtime::{Capability, Process};
 use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
 
-use super::{derived_bundle, libcontainer_error, Runtime};
+use super::{derived_bundle, libcontainer_error, seccomp_filter, Runtime};
 use crate::atomic_file;
 use crate::policy;
 
@@ -62,6 +62,7 @@ impl Runtime {
             }
         };
         let process = policy::apply_to_process(process, &meta.policy)?;
+        let filter = meta.seccomp_filter(&derived_dir)?;
         let process_file = derived_dir.join(format!("exec-{}.json", std::process::id()));
         atomic_file::replace(&process_file, &serde_json::to_vec(&process)?, 0o600)?;
         drop(lock);
@@ -70,6 +71,7 @@ impl Runtime {
             .and_then(|b| {
                 b.with_console_socket(request.console_socket)
                     .with_preserved_fds(request.preserve_fds)
+                    .with_executor(seccomp_filter::Executor { filter })
                     .as_tenant()
                     .with_detach(request.detach)
                     .with_process(Some(&process_file))

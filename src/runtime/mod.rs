@@ -12,6 +12,7 @@ pub mod host_mounts;
 pub mod kill;
 pub mod oci_state;
 pub mod sealed_exe;
+pub mod seccomp_filter;
 pub mod state_root;
 pub mod update;
 

@@ -8,6 +8,7 @@
 //!                            state (a waiter that then gets the lock sees its file is no longer
 //!                            the path's, and locks the path afresh)
 //! <root>/.empty/             always empty (see sealed_exe)
+//! <root>/.seccomp/<key>      compiled seccomp filters, shared by containers (see seccomp_filter)
 //! ```
 //! Names starting with `.` can never be container ids, so ours never collide with libcontainer's.
 
@@ -63,6 +64,7 @@ impl StateRoot {
             path.join(".bootstrap"),
             path.join(".locks"),
             path.join(".empty"),
+            path.join(".seccomp"),
         ] {
             DirBuilder::new()
                 .recursive(true)
@@ -80,6 +82,11 @@ impl StateRoot {
     /// An empty directory that stays empty (the binary protection's second overlay layer).
     pub fn empty_dir(&self) -> PathBuf {
         self.path.join(".empty")
+    }
+
+    /// Compiled seccomp filters, by key.
+    pub fn seccomp_dir(&self) -> PathBuf {
+        self.path.join(".seccomp")
     }
 
     /// libcontainer's directory for the container.
