@@ -59,6 +59,30 @@ fn run_returns_the_container_exit_code() {
 }
 
 #[test]
+fn run_without_a_pid_namespace_kills_what_the_init_left() {
+    let f = Fixture::new("leftover");
+    // A sleep no other test runs: its argument is unique to this process.
+    let sleep = format!("sleep {}", 4_000_000 + std::process::id());
+    let script = format!("{sleep} >/dev/null 2>&1 & echo started");
+    let bundle = f.bundle("left", &["sh", "-c", &script]);
+    f.edit_config(&bundle, |config| {
+        let namespaces = config["linux"]["namespaces"].as_array_mut().unwrap();
+        namespaces.retain(|ns| ns["type"] != "pid");
+    });
+    let id = f.id("left");
+    let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+    assert_eq!(
+        (ran.code, ran.stdout.as_str()),
+        (0, "started\n"),
+        "{}",
+        ran.stderr
+    );
+    let left = common::processes_mentioning(&sleep);
+    assert!(left.is_empty(), "the init's child outlived run: {left:?}");
+    f.assert_clean();
+}
+
+#[test]
 fn run_forwards_signals_and_reports_128_plus_signal() {
     let f = Fixture::new("signals");
     // A trap turns SIGTERM into exit 7: proves the signal reached the container.

@@ -23,9 +23,9 @@ use clap::{Parser, Subcommand};
 use crate::cli;
 use crate::logging::LogFormat;
 use crate::policy::{self, file::Overrides};
-use crate::runtime::sealed_exe;
 use crate::runtime::state_root::{StateRoot, DEFAULT_ROOT};
 use crate::runtime::Runtime;
+use crate::runtime::{attach_wait, sealed_exe};
 
 /// A runc-compatible OCI runtime that runs every container as a Bottlerocket bootstrap
 /// container: CAP_SYS_ADMIN, the host root read-only at /.bottlerocket/rootfs, the host's
@@ -110,6 +110,11 @@ impl Cli {
             self.command,
             Command::Create(_) | Command::Run(_) | Command::Exec(_)
         ) {
+            if !sealed_exe::running_protected() {
+                // Once per command, in the process started first: the wait then passes during
+                // the re-exec and the bundle's preparation.
+                attach_wait::start();
+            }
             sealed_exe::ensure_sealed(&root.empty_dir())?;
         }
         Ok(Runtime {

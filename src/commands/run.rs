@@ -24,7 +24,7 @@ pub fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
     let code = started.and_then(|()| forwarder.wait(pid));
     // The container's exit code is what callers act on; a cleanup failure after it ran is
     // worth a warning, not a different exit code.
-    if let Err(err) = runtime.delete(id, true) {
+    if let Err(err) = runtime.delete_after_run(id) {
         log::warn!("deleting container {id:?} after it ran: {err:#}");
     }
     code

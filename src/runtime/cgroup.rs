@@ -65,6 +65,12 @@ impl Owned {
         Ok(owned)
     }
 
+    /// Every directory, in every mounted hierarchy, where this cgroup is (whether it exists or
+    /// not). One read of mountinfo.
+    pub fn directories(&self) -> Result<Vec<PathBuf>> {
+        directories(&self.path, self.systemd)
+    }
+
     /// The cgroup recorded in `state_dir`; `None` when no create got as far as claiming one.
     pub fn recorded(state_dir: &Path) -> Result<Option<Owned>> {
         let path = state_dir.join(RECORD);

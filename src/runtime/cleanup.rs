@@ -47,6 +47,52 @@ impl Runtime {
         Ok(())
     }
 
+    /// `run`'s delete, once the init it waited for has exited: `run` knows what it made, so
+    /// the cgroup's directories are removed after one read of mountinfo, where libcontainer's
+    /// general delete has libcgroups v1 read it once per controller (~3 ms of a 35 ms `run`).
+    /// Anything else (a process left in the cgroup, systemd's cgroups, Intel RDT) takes the
+    /// general path, `delete --force`.
+    pub fn delete_after_run(&self, id: &str) -> Result<()> {
+        {
+            let _lock = self.lock(id)?;
+            match self.remove_exited(id) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(err) => log::debug!("deleting {id:?} the general way: {err:#}"),
+            }
+        }
+        self.delete(id, true)
+    }
+
+    /// Removes an exited container's cgroup and state when nothing but its empty cgroup
+    /// directories is left; false, with the state untouched, otherwise.
+    fn remove_exited(&self, id: &str) -> Result<bool> {
+        let derived_dir = self.root.derived_dir(id);
+        let container = self.load(id)?;
+        let owned = match Owned::recorded(&derived_dir)? {
+            Some(owned) if !owned.systemd && container.intel_rdt_dir().is_none() => owned,
+            _ => return Ok(false),
+        };
+        if container
+            .pid()
+            .is_some_and(|pid| nix::sys::signal::kill(pid, None).is_ok())
+        {
+            return Ok(false);
+        }
+        for dir in owned.directories()? {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                // EBUSY: a process is left in it; the general path kills it.
+                Err(_) => return Ok(false),
+            }
+        }
+        for dir in [self.root.container_dir(id), derived_dir] {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        Ok(true)
+    }
+
     /// Kills the container's processes and removes its cgroup, libcontainer's directory and
     /// ours. Safe to call on a container that is partly or entirely gone.
     pub(super) fn remove_leftovers(&self, id: &str) -> Result<()> {

@@ -1,5 +1,6 @@
 //! The runtime: container lifecycle on top of libcontainer, with the policy applied on create.
 
+pub mod attach_wait;
 pub mod bind_sources;
 pub mod cgroup;
 pub mod cleanup;

@@ -55,6 +55,11 @@ pub fn ensure_sealed(empty_dir: &Path) -> Result<()> {
     Err(err).context("re-executing the runtime from its protected copy")
 }
 
+/// Whether this process already runs from a protected binary (it was re-executed).
+pub fn running_protected() -> bool {
+    File::open("/proc/self/exe").is_ok_and(|exe| is_protected(&exe))
+}
+
 /// Our exe cannot be written: a sealed memfd, or a file on a read-only overlayfs.
 fn is_protected(exe: &File) -> bool {
     if fcntl(exe.as_raw_fd(), FcntlArg::F_GET_SEALS)
