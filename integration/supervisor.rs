@@ -781,3 +781,65 @@ fn get_and_set_speak_apiclients_shapes_from_a_fresh_host() {
     );
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
+
+/// The supervisor runs bootstrap-runc through a read-only overlay it makes once: each runtime
+/// process is protected (CVE-2019-5736: its exe cannot be opened for writing) from the start,
+/// without re-executing itself (its environment lacks the re-exec's mark).
+#[test]
+fn the_runtime_is_started_protected_and_not_re_executed() {
+    let b = Boot::new("prot");
+    let slow = b.bundle(
+        "slow",
+        "echo up > /.bottlerocket/rootfs/mnt/up; exec sleep 30",
+    );
+    b.write_settings(&b.always(&[("slow", &slow)]));
+    let supervisor = b
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.f.mount_area.join("up").exists() {
+        assert!(Instant::now() < deadline, "the container did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let runtimes: Vec<u32> = std::fs::read_dir(format!("/proc/{}/task", supervisor.id()))
+        .unwrap()
+        .flatten()
+        .map(|task| std::fs::read_to_string(task.path().join("children")).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .collect();
+    let checked: Vec<(u32, Option<i32>, bool)> = runtimes
+        .iter()
+        .map(|pid| {
+            let writable = std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/proc/{pid}/exe"));
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let marked = environ
+                .split(|b| *b == 0)
+                .any(|var| var.starts_with(b"_BOOTSTRAP_RUNC_REEXECUTED="));
+            (*pid, writable.err().and_then(|e| e.raw_os_error()), marked)
+        })
+        .collect();
+    // Stopped as systemd stops its unit: the supervisor stops its container and cleans up.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    supervisor.wait_with_output().unwrap();
+    b.assert_clean();
+    assert_eq!(runtimes.len(), 1, "one bootstrap-runc run: {runtimes:?}");
+    for (pid, error, marked) in checked {
+        assert!(
+            matches!(error, Some(libc::EROFS) | Some(libc::EPERM)),
+            "runtime {pid}: its exe opened for writing gave {error:?}"
+        );
+        assert!(!marked, "runtime {pid} re-executed itself");
+    }
+}

@@ -110,9 +110,9 @@ impl Cli {
             self.command,
             Command::Create(_) | Command::Run(_) | Command::Exec(_)
         ) {
-            if !sealed_exe::running_protected() {
-                // Once per command, in the process started first: the wait then passes during
-                // the re-exec and the bundle's preparation.
+            // Once per command, in the process it starts with (before the re-exec, if there
+            // is one): the wait then passes during the re-exec and the bundle's preparation.
+            if !sealed_exe::take_reexec_mark() {
                 attach_wait::start();
             }
             sealed_exe::ensure_sealed(&root.empty_dir())?;

@@ -120,15 +120,18 @@ pub fn run(args: &Args) -> Result<i32> {
     )?);
     // Dropped (the cgroup given back) once every container is gone.
     let cgroup = Delegated::take();
+    let mut runtime = Runtime {
+        binary: args.runtime.clone().unwrap_or_else(default_runtime),
+        run_dir: args.run_dir.clone(),
+        host_root: args.host_root.clone(),
+        host_mount_area: args.host_mount_area.clone(),
+        shared_dirs: args.shared_dirs.clone().map(|list| list.0),
+        protected: None,
+    };
+    runtime.protect();
     let executor = Executor {
         settings: args.settings.settings.clone(),
-        runtime: Runtime {
-            binary: args.runtime.clone().unwrap_or_else(default_runtime),
-            run_dir: args.run_dir.clone(),
-            host_root: args.host_root.clone(),
-            host_mount_area: args.host_mount_area.clone(),
-            shared_dirs: args.shared_dirs.clone().map(|list| list.0),
-        },
+        runtime,
         state_dir: args.state_dir.clone(),
         images: images.clone(),
         cgroup_parent: cgroup.as_ref().map(|c| c.parent().to_path_buf()),

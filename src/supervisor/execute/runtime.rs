@@ -2,8 +2,13 @@
 //! a JSON log per container (`<run-dir>/logs/<name>.runtime.json`, where every error of the
 //! runtime's own lands), and the policy's host paths passed through.
 
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use crate::runtime::{sealed_exe, state_root::StateRoot};
 
 /// How to call bootstrap-runc.
 #[derive(Clone, Debug)]
@@ -18,6 +23,8 @@ pub struct Runtime {
     pub host_mount_area: Option<PathBuf>,
     /// `--shared-dirs`, when given.
     pub shared_dirs: Option<Vec<PathBuf>>,
+    /// `binary` in a read-only overlay of its own ([`Runtime::protect`]), executed instead.
+    pub protected: Option<Arc<OwnedFd>>,
 }
 
 impl Runtime {
@@ -25,7 +32,14 @@ impl Runtime {
     /// [--host-mount-area ...] [--shared-dirs ...]` for container `name`, stdin from /dev/null; the caller adds the
     /// subcommand.
     pub fn command(&self, name: &str) -> Command {
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = match &self.protected {
+            Some(fd) => {
+                let mut cmd = Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                cmd.arg0(&self.binary);
+                cmd
+            }
+            None => Command::new(&self.binary),
+        };
         cmd.arg("--root").arg(self.run_dir.join("runtime"));
         cmd.arg("--log")
             .arg(self.log(name))
@@ -48,6 +62,27 @@ impl Runtime {
     /// kills and deletes: the container may be gone already, and its log says why if not.
     pub fn try_run(&self, name: &str, args: &[&str]) {
         let _ = self.command(name).args(args).status();
+    }
+
+    /// Makes the read-only overlay that bootstrap-runc makes for itself before it creates
+    /// container processes (runtime/sealed_exe.rs), once for the boot: every runtime started
+    /// through it is protected from the start and skips its re-exec. Without overlayfs, or
+    /// with a binary found on PATH, each runtime protects itself as before.
+    pub fn protect(&mut self) {
+        if !self.binary.is_absolute() {
+            return;
+        }
+        // The overlay's lower layer is the directory of the file itself, not of a symlink to it.
+        let protected = std::fs::canonicalize(&self.binary)
+            .map_err(anyhow::Error::from)
+            .and_then(|binary| {
+                let root = StateRoot::open(&self.run_dir.join("runtime"))?;
+                sealed_exe::protected_binary(&binary, &root.empty_dir())
+            });
+        match protected {
+            Ok(fd) => self.protected = Some(Arc::new(fd)),
+            Err(err) => log::debug!("bootstrap-runc will protect itself: {err:#}"),
+        }
     }
 
     /// The runtime's JSON log for container `name`.
