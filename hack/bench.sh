@@ -23,17 +23,8 @@ cleanup() {
 }
 trap cleanup EXIT
 hack/make-bundle.sh "$work/lean" /bin/true
-mkdir -p "$work/spec" "$work/state" "$work/mnt" "$work/many"
-cp -a "$work/lean/rootfs" "$work/spec/rootfs"
-runc spec --bundle "$work/spec"
-python3 - "$work/spec/config.json" <<'PY'
-import json, sys
-path = sys.argv[1]
-config = json.load(open(path))
-config["process"]["terminal"] = False
-config["process"]["args"] = ["/bin/true"]
-json.dump(config, open(path, "w"), indent=2)
-PY
+mkdir -p "$work/state" "$work/mnt" "$work/many"
+hack/make-spec-bundle.sh "$work/spec"
 # State roots on a tmpfs, as /run is on a real host.
 mount -t tmpfs tmpfs "$work/state"
 

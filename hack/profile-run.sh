@@ -19,18 +19,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-hack/make-bundle.sh "$work/lean" /bin/true >/dev/null
-mkdir -p "$work/spec" "$work/state" "$work/traces" "$work/mnt"
-cp -a "$work/lean/rootfs" "$work/spec/rootfs"
-runc spec --bundle "$work/spec"
-python3 - "$work/spec/config.json" <<'PY'
-import json, sys
-path = sys.argv[1]
-config = json.load(open(path))
-config["process"]["terminal"] = False
-config["process"]["args"] = ["/bin/true"]
-json.dump(config, open(path, "w"), indent=2)
-PY
+mkdir -p "$work/state" "$work/traces" "$work/mnt"
+hack/make-spec-bundle.sh "$work/spec"
 mount -t tmpfs tmpfs "$work/state"
 # As hack/bench.py: the host root is read, but the mount area and shared directories are ours.
 ours=("$ours" --root "$work/state" --host-mount-area "$work/mnt" --shared-dirs "")

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::supervisor::{boot_id, container, Boot, SUPERVISOR};
+use common::supervisor::{boot_id, container, stop, Boot, SUPERVISOR};
 
 /// SIGKILL to a process group, as systemd stops a unit.
 fn kill_group(mut child: std::process::Child) {
@@ -793,17 +793,7 @@ fn the_runtime_is_started_protected_and_not_re_executed() {
         "echo up > /.bottlerocket/rootfs/mnt/up; exec sleep 30",
     );
     b.write_settings(&b.always(&[("slow", &slow)]));
-    let supervisor = b
-        .command()
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !b.f.mount_area.join("up").exists() {
-        assert!(Instant::now() < deadline, "the container did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let supervisor = b.start_until_up(b.command(), &["up"]);
     let runtimes: Vec<u32> = std::fs::read_dir(format!("/proc/{}/task", supervisor.id()))
         .unwrap()
         .flatten()
@@ -826,13 +816,7 @@ fn the_runtime_is_started_protected_and_not_re_executed() {
             (*pid, writable.err().and_then(|e| e.raw_os_error()), marked)
         })
         .collect();
-    // Stopped as systemd stops its unit: the supervisor stops its container and cleans up.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(supervisor.id() as i32),
-        nix::sys::signal::SIGTERM,
-    )
-    .unwrap();
-    supervisor.wait_with_output().unwrap();
+    stop(supervisor);
     b.assert_clean();
     assert_eq!(runtimes.len(), 1, "one bootstrap-runc run: {runtimes:?}");
     for (pid, error, marked) in checked {

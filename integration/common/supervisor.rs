@@ -1,7 +1,7 @@
 //! The supervisor driven on a fake host: settings, state and run dirs of its own per test.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{Fixture, Ran};
@@ -99,7 +99,15 @@ impl Boot {
     /// Spawns `run` (a [`Boot::command`], perhaps with more flags), waits until each of `ups`
     /// exists in the mount area (the containers are running), then SIGTERMs the supervisor as
     /// systemd stops its unit; returns its output and how long stopping took.
-    pub fn stop_once_up(&self, mut run: Command, ups: &[&str]) -> (Output, Duration) {
+    pub fn stop_once_up(&self, run: Command, ups: &[&str]) -> (Output, Duration) {
+        let child = self.start_until_up(run, ups);
+        let stopped = Instant::now();
+        let out = stop(child);
+        (out, stopped.elapsed())
+    }
+
+    /// Spawns `run` (output discarded) and waits until each of `ups` exists in the mount area.
+    pub fn start_until_up(&self, mut run: Command, ups: &[&str]) -> Child {
         let child = run
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -112,14 +120,7 @@ impl Boot {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        let stopped = Instant::now();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::SIGTERM,
-        )
-        .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (out, stopped.elapsed())
+        child
     }
 
     pub fn run(&self) -> Ran {
@@ -168,6 +169,16 @@ impl Boot {
         let mounts = self.f.unexpected_mounts();
         assert!(mounts.is_empty(), "mounts left: {mounts:?}");
     }
+}
+
+/// SIGTERMs the supervisor, as systemd stops its unit, and waits for it.
+pub fn stop(supervisor: Child) -> Output {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    supervisor.wait_with_output().unwrap()
 }
 
 /// One container's settings table.
