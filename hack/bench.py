@@ -4,7 +4,10 @@ median CPU time (user + system of the command and every process it waited for, f
 rusage) of each, and both ratios. Called by hack/bench.sh, which builds, makes the bundles and,
 for the mounts row, a private mount namespace; see there for the rows.
 
-Usage: bench.py RUNS OURS WORK ROW...   ROW: run-spec | run-lean | lifecycle | run-mounts
+Usage: bench.py RUNS OURS WORK ROW...
+  ROW: run-spec | run-lean | lifecycle | run-mounts | run-installed
+  run-installed runs WORK/installed/bin/bootstrap-runc instead of OURS: hack/install.sh's
+  layout with its mount unit mounted (bench.sh makes it).
 """
 
 import os
@@ -17,10 +20,11 @@ RUNS, OURS, WORK = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 ROWS = sys.argv[4:]
 
 
-def runtime(name):
+def runtime(name, row):
     """The command line prefix of a runtime, each with its own state root."""
     if name == "ours":
-        return [OURS, "--root", f"{WORK}/state/ours", "--host-mount-area", f"{WORK}/mnt",
+        ours = f"{WORK}/installed/bin/bootstrap-runc" if row == "run-installed" else OURS
+        return [ours, "--root", f"{WORK}/state/ours", "--host-mount-area", f"{WORK}/mnt",
                 "--shared-dirs", ""]
     return ["runc", "--root", f"{WORK}/state/runc"]
 
@@ -42,7 +46,7 @@ def timed(argv):
 
 def steps(row, name, bundle):
     """The timed steps of one iteration of `row`: (label, argv)."""
-    rt = runtime(name)
+    rt = runtime(name, row)
     cid = f"bench-{row}"
     if row == "lifecycle":
         return [("create", rt + ["create", "--bundle", bundle, cid]),
@@ -53,12 +57,15 @@ def steps(row, name, bundle):
     return [("run", rt + ["run", "--bundle", bundle, cid])]
 
 
-BUNDLES = {"run-spec": "spec", "run-lean": "lean", "lifecycle": "spec", "run-mounts": "spec"}
+BUNDLES = {"run-spec": "spec", "run-lean": "lean", "lifecycle": "spec", "run-mounts": "spec",
+           "run-installed": "spec"}
 TITLES = {
     "run-spec": "run /bin/true, runc spec config (terminal false)",
     "run-lean": "run /bin/true, lean bundle (hack/make-bundle.sh)",
     "lifecycle": "runc spec config, each step alone",
     "run-mounts": "run /bin/true, runc spec config, ~500 more host mounts",
+    "run-installed": "run /bin/true, runc spec config, bootstrap-runc installed read-only "
+                     "(hack/install.sh's mount unit: no re-exec)",
 }
 
 

@@ -84,10 +84,7 @@ install_into() {
   [ -d "$dir/etc/systemd" ] || { echo "boot-root.sh: $dir is not a copy of the boot root" >&2; exit 1; }
   [ "$(realpath "$dir")" != "$(realpath -m "$root")" ] ||
     { echo "boot-root.sh: refusing to install into the cached root itself" >&2; exit 1; }
-  # install.sh rewrites /usr/local/ in the units to its prefix; inside the guest the prefix is
-  # /usr/local again.
-  BIN_DIR=${BIN_DIR:-target/release} hack/install.sh "$dir/usr/local" >/dev/null
-  sed -i "s#$dir/usr/local/#/usr/local/#g" "$dir"/usr/local/lib/systemd/system/bootstrap-containers.*
+  DESTDIR=$dir BIN_DIR=${BIN_DIR:-target/release} hack/install.sh /usr/local >/dev/null
   mkdir -p "$dir/var/lib/boot-test" "$dir/usr/local/lib/boot-test"
 
   # The stand-in orchestrator: kubelet.service, so that our kubelet drop-in orders it. Per boot
@@ -162,7 +159,7 @@ UNIT
   chmod 0755 "$dir"/usr/local/lib/boot-test/*.sh
 
   systemctl --root="$dir" --quiet enable bootstrap-containers.service bootstrap-containers.target \
-    kubelet.service boot-test-cgroups.service boot-test-finish.service
+    'usr-local-lib-bootstrap\x2drunc.mount' kubelet.service boot-test-cgroups.service boot-test-finish.service
 }
 
 # In braces: bash reads all of it before running it, so editing this file meanwhile is safe.

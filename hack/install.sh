@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Builds and installs bootstrap-runc, bootstrap-supervisor, the containerd shim wrapper and the
 # systemd units.
-# Usage: hack/install.sh [PREFIX]   (default /usr/local; as root for system prefixes)
-#   PREFIX/bin/bootstrap-runc, PREFIX/bin/bootstrap-supervisor
+# Usage: [DESTDIR=dir] hack/install.sh [PREFIX]   (default /usr/local; as root for system prefixes)
+#   PREFIX/lib/bootstrap-runc/bootstrap-runc      the runtime; runc -> bootstrap-runc beside it
+#                                                 (the shim's runc)
+#   PREFIX/bin/bootstrap-runc -> ../lib/bootstrap-runc/bootstrap-runc, PREFIX/bin/bootstrap-supervisor
 #   PREFIX/bin/containerd-shim-bootstrap-v1       (--runtime io.containerd.bootstrap.v1)
-#   PREFIX/lib/bootstrap-runc/runc -> ../../bin/bootstrap-runc   (the shim's runc)
-#   PREFIX/lib/systemd/system/bootstrap-containers.{service,target} and drop-ins for
-#     kubelet, ecs and containerd (on systemd's search path for PREFIX=/usr/local)
+#   PREFIX/lib/systemd/system/bootstrap-containers.{service,target}, drop-ins for kubelet, ecs
+#     and containerd (on systemd's search path for PREFIX=/usr/local), and the mount unit that
+#     makes PREFIX/lib/bootstrap-runc read-only (packaging/systemd/bootstrap-runc.mount.in)
+# DESTDIR stages the files under another root (a guest image): the units still name PREFIX.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=${1:-/usr/local}
+prefix=${prefix%/}
+dest=${DESTDIR:-}
 # BIN_DIR=dir installs already built binaries (the tests do).
 bin_dir=${BIN_DIR:-}
 if [ -z "$bin_dir" ]; then
@@ -17,20 +22,50 @@ if [ -z "$bin_dir" ]; then
   hack/build.sh
   bin_dir=target/release
 fi
-for binary in bootstrap-runc bootstrap-supervisor; do
-  install -D -m 0755 "$bin_dir/$binary" "$prefix/bin/$binary"
-done
-install -D -m 0755 packaging/containerd/containerd-shim-bootstrap-v1 "$prefix/bin/containerd-shim-bootstrap-v1"
-mkdir -p "$prefix/lib/bootstrap-runc"
-ln -sfn ../../bin/bootstrap-runc "$prefix/lib/bootstrap-runc/runc"
-
+lib=$prefix/lib/bootstrap-runc
+empty=$prefix/share/bootstrap-runc/empty
 units=$prefix/lib/systemd/system
+# systemd-escape --path --suffix=mount, for the paths install.sh accepts.
+case $lib in
+  /*) ;;
+  *) echo "install.sh: PREFIX must be absolute: $prefix" >&2; exit 2 ;;
+esac
+[[ $lib =~ ^[A-Za-z0-9/_.-]+$ ]] || { echo "install.sh: unsupported characters in PREFIX: $prefix" >&2; exit 2; }
+mount_unit=$(printf %s "${lib#/}" | sed -e 's/-/\\x2d/g' -e 's#/#-#g').mount
+
+# A mounted read-only install is replaced underneath and mounted again. Lazily unmounted:
+# runtimes still running keep the binary they started from.
+remount=
+if [ -z "$dest" ] && mountpoint -q "$lib"; then
+  umount -l "$lib"
+  remount=1
+fi
+install -D -m 0755 "$bin_dir/bootstrap-runc" "$dest$lib/bootstrap-runc"
+ln -sfn bootstrap-runc "$dest$lib/runc"
+mkdir -p "$dest$empty" "$dest$prefix/bin"
+ln -sfn ../lib/bootstrap-runc/bootstrap-runc "$dest$prefix/bin/bootstrap-runc"
+install -D -m 0755 "$bin_dir/bootstrap-supervisor" "$dest$prefix/bin/bootstrap-supervisor"
+install -D -m 0755 packaging/containerd/containerd-shim-bootstrap-v1 "$dest$prefix/bin/containerd-shim-bootstrap-v1"
+
+rewrite() { # the units name /usr/local and its mount unit; installed, they name PREFIX
+  sed -e "s#/usr/local/#$prefix/#g" -e "s#usr-local-lib-bootstrap\\\\x2drunc\\.mount#${mount_unit//\\/\\\\}#g" "$@"
+}
 for unit in bootstrap-containers.service bootstrap-containers.target; do
-  sed -e "s#/usr/local/bin/#$prefix/bin/#" -e "s#/usr/local/share/#$prefix/share/#" \
-    "packaging/systemd/$unit" | install -D -m 0644 /dev/stdin "$units/$unit"
+  rewrite "packaging/systemd/$unit" | install -D -m 0644 /dev/stdin "$dest$units/$unit"
 done
+rewrite packaging/systemd/bootstrap-runc.mount.in | install -D -m 0644 /dev/stdin "$dest$units/$mount_unit"
 for dropin in packaging/systemd/*.service.d; do
-  install -D -m 0644 "$dropin/10-bootstrap-containers.conf" "$units/$(basename "$dropin")/10-bootstrap-containers.conf"
+  install -D -m 0644 "$dropin/10-bootstrap-containers.conf" "$dest$units/$(basename "$dropin")/10-bootstrap-containers.conf"
 done
-install -D -m 0644 README.md "$prefix/share/doc/bootstrap-runc/README.md"
-echo "installed into $prefix; enable with: systemctl enable bootstrap-containers.service bootstrap-containers.target"
+install -D -m 0644 README.md "$dest$prefix/share/doc/bootstrap-runc/README.md"
+
+if [ -n "$remount" ]; then
+  if [ -d /run/systemd/system ] && systemctl daemon-reload 2>/dev/null &&
+    systemctl cat "$mount_unit" >/dev/null 2>&1; then
+    systemctl restart "$mount_unit"
+  else
+    mount -t overlay overlay -o "$(sed -n 's/^Options=//p' "$units/$mount_unit")" "$lib"
+  fi
+fi
+echo "installed into $dest$prefix; enable with: systemctl enable --now '$mount_unit';" \
+  "systemctl enable bootstrap-containers.service bootstrap-containers.target"

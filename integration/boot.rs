@@ -592,6 +592,20 @@ fn every_container_succeeds(mut g: Guest) {
     let boot = g.boot();
     boot.assert_orchestrator_started();
     assert_eq!(boot.state, "running", "{}", boot.summary());
+    // hack/install.sh's mount unit makes bootstrap-runc read-only before the supervisor starts,
+    // which then runs it as installed.
+    assert!(
+        boot.systemd_said("usr-local-lib-bootstrap\\x2drunc.mount", "Mounted"),
+        "{}",
+        boot.summary()
+    );
+    assert!(
+        boot.supervisor()
+            .iter()
+            .any(|m| m.contains("/usr/local/bin/bootstrap-runc is installed read-only")),
+        "{}",
+        boot.summary()
+    );
     for name in ["slow", "quick"] {
         assert_eq!(
             boot.outcomes(name),

@@ -6,7 +6,7 @@ mod common;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{alive, Fixture};
@@ -803,6 +803,79 @@ fn runtime_binary_cannot_be_overwritten_through_proc_exe() {
         "unexpected error {err}"
     );
     f.assert_clean();
+}
+
+/// hack/install.sh's mount unit makes the runtime's directory read-only: a runtime executed
+/// from it is protected as it starts (CVE-2019-5736: its exe gives EROFS) and does not
+/// re-execute itself (its environment lacks the re-exec's mark).
+#[test]
+fn an_installed_runtime_starts_protected_without_re_executing() {
+    /// Unmounts the install when the test ends, passed or not.
+    struct Installed(tempfile::TempDir);
+    impl Drop for Installed {
+        fn drop(&mut self) {
+            common::unmount_all_under(self.0.path());
+        }
+    }
+    let f = Fixture::new("installed");
+    let installed = Installed(common::scratch_dir("brt-installed-"));
+    let prefix = installed.0.path().join("prefix");
+    let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/install.sh"))
+        .arg(&prefix)
+        .env("BIN_DIR", Path::new(common::BIN).parent().unwrap())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "hack/install.sh failed");
+    // The mount unit, mounted as systemd would: mount -t Type What -o Options Where.
+    let units = prefix.join("lib/systemd/system");
+    let unit = std::fs::read_dir(&units)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "mount"))
+        .expect("install.sh installs a mount unit");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("{} has no {key}=", unit.display()))
+    };
+    let status = Command::new("mount")
+        .args(["-t", field("Type"), field("What"), "-o", field("Options")])
+        .arg(field("Where"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "mounting {}", unit.display());
+
+    let bundle = f.bundle("i", &["sh", "-c", "echo up; exec sleep 100"]);
+    let id = f.id("i");
+    let mut child = f
+        .command_of(&prefix.join("bin/bootstrap-runc"))
+        .args(["run", "--bundle", bundle.to_str().unwrap(), &id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut up = [0u8; 3];
+    child.stdout.as_mut().unwrap().read_exact(&mut up).unwrap();
+    let writable = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{}/exe", child.id()));
+    let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+    f.rt_ok(&["kill", &id, "KILL"]);
+    child.wait().unwrap();
+    f.assert_clean();
+    let error = writable.err().and_then(|e| e.raw_os_error());
+    assert!(
+        matches!(error, Some(libc::EROFS) | Some(libc::EPERM)),
+        "the runtime's exe opened for writing gave {error:?}"
+    );
+    assert!(
+        !environ
+            .split(|b| *b == 0)
+            .any(|var| var.starts_with(b"_BOOTSTRAP_RUNC_REEXECUTED=")),
+        "the installed runtime re-executed itself"
+    );
 }
 
 #[test]

@@ -665,6 +665,16 @@ fn systemd_units_verify_and_order_the_orchestrator_after_the_target() {
         "[Unit]\nDescription=kubelet\n[Service]\nExecStart=/bin/true\n",
     )
     .unwrap();
+    // The mount unit that makes the runtime read-only, under the name systemd gives its path.
+    let escaped = Command::new("systemd-escape")
+        .args(["--path", "--suffix=mount"])
+        .arg(prefix.join("lib/bootstrap-runc"))
+        .output()
+        .unwrap();
+    let mount_unit = String::from_utf8(escaped.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .args(
@@ -672,6 +682,7 @@ fn systemd_units_verify_and_order_the_orchestrator_after_the_target() {
                 "bootstrap-containers.service",
                 "bootstrap-containers.target",
                 "kubelet.service",
+                &mount_unit,
             ]
             .map(|u| units.join(u)),
         )
@@ -694,6 +705,8 @@ fn systemd_units_verify_and_order_the_orchestrator_after_the_target() {
         "After=network-online.target",
         "Delegate=yes",
         "RequiredBy=bootstrap-containers.target",
+        &format!("Wants={mount_unit}"),
+        &format!("After={mount_unit}"),
     ] {
         assert!(service.lines().any(|l| l == line), "{line} missing");
     }

@@ -100,7 +100,12 @@ impl Fixture {
 
     /// The runtime with this fixture's root, fake host and policy file.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(BIN);
+        self.command_of(Path::new(BIN))
+    }
+
+    /// As [`Fixture::command`], with the runtime binary at `binary` (an installed copy).
+    pub fn command_of(&self, binary: &Path) -> Command {
+        let mut cmd = Command::new(binary);
         cmd.arg("--root")
             .arg(&self.root)
             .arg("--host-root")

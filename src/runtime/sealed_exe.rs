@@ -82,8 +82,10 @@ pub fn protected_binary(binary: &Path, empty_dir: &Path) -> Result<OwnedFd> {
         .with_context(|| format!("protecting {} in a read-only overlay", binary.display()))
 }
 
-/// Our exe cannot be written: a sealed memfd, or a file on a read-only overlayfs.
-fn is_protected(exe: &File) -> bool {
+/// `exe` cannot be written whatever its mount's flags: a sealed memfd, or a file on a read-only
+/// overlayfs (no upper layer: the kernel refuses to remount it read-write), such as
+/// `hack/install.sh`'s mount unit makes of `lib/bootstrap-runc/`.
+pub fn is_protected(exe: &File) -> bool {
     if fcntl(exe.as_raw_fd(), FcntlArg::F_GET_SEALS)
         .is_ok_and(|seals| SealFlag::from_bits_truncate(seals).contains(SEALS))
     {

@@ -2,6 +2,7 @@
 //! a JSON log per container (`<run-dir>/logs/<name>.runtime.json`, where every error of the
 //! runtime's own lands), and the policy's host paths passed through.
 
+use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -66,23 +67,32 @@ impl Runtime {
 
     /// Makes the read-only overlay that bootstrap-runc makes for itself before it creates
     /// container processes (runtime/sealed_exe.rs), once for the boot: every runtime started
-    /// through it is protected from the start and skips its re-exec. Without overlayfs, or
-    /// with a binary found on PATH, each runtime protects itself as before.
+    /// through it is protected from the start and skips its re-exec. A binary installed
+    /// read-only already (`hack/install.sh`'s mount unit) is executed as it is. Without
+    /// overlayfs, or with a binary found on PATH, each runtime protects itself as before.
     pub fn protect(&mut self) {
         if !self.binary.is_absolute() {
             return;
         }
-        // The overlay's lower layer is the directory of the file itself, not of a symlink to it.
-        let protected = std::fs::canonicalize(&self.binary)
-            .map_err(anyhow::Error::from)
-            .and_then(|binary| {
-                let root = StateRoot::open(&self.run_dir.join("runtime"))?;
-                sealed_exe::protected_binary(&binary, &root.empty_dir())
-            });
-        match protected {
-            Ok(fd) => self.protected = Some(Arc::new(fd)),
+        match self.protected_copy() {
+            Ok(Some(fd)) => self.protected = Some(Arc::new(fd)),
+            Ok(None) => log::info!(
+                "{} is installed read-only: each runtime starts protected",
+                self.binary.display()
+            ),
             Err(err) => log::debug!("bootstrap-runc will protect itself: {err:#}"),
         }
+    }
+
+    /// An overlay copy of the binary, or `None` when the binary is protected as installed.
+    fn protected_copy(&self) -> anyhow::Result<Option<OwnedFd>> {
+        // The overlay's lower layer is the directory of the file itself, not of a symlink to it.
+        let binary = std::fs::canonicalize(&self.binary)?;
+        if sealed_exe::is_protected(&File::open(&binary)?) {
+            return Ok(None);
+        }
+        let root = StateRoot::open(&self.run_dir.join("runtime"))?;
+        sealed_exe::protected_binary(&binary, &root.empty_dir()).map(Some)
     }
 
     /// The runtime's JSON log for container `name`.
