@@ -15,6 +15,7 @@ use libcgroups::common::{get_cgroup_setup, CgroupSetup};
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
 use serde::{Deserialize, Serialize};
 
+use super::mountinfo::MountTable;
 use crate::atomic_file;
 
 const RECORD: &str = "cgroup.json";
@@ -40,10 +41,11 @@ impl Owned {
         id: &str,
         systemd: bool,
         state_dir: &Path,
+        table: &MountTable,
     ) -> Result<Owned> {
         let explicit = cgroups_path.is_some();
         let path = libcontainer::utils::get_cgroup_path(&cgroups_path, id);
-        for dir in directories(&path, systemd)? {
+        for dir in directories(&path, systemd, table)? {
             if dir.exists() {
                 if !explicit && is_empty(&dir) {
                     log::warn!(
@@ -68,7 +70,7 @@ impl Owned {
     /// Every directory, in every mounted hierarchy, where this cgroup is (whether it exists or
     /// not). One read of mountinfo.
     pub fn directories(&self) -> Result<Vec<PathBuf>> {
-        directories(&self.path, self.systemd)
+        directories(&self.path, self.systemd, &MountTable::read()?)
     }
 
     /// The cgroup recorded in `state_dir`; `None` when no create got as far as claiming one.
@@ -87,7 +89,7 @@ impl Owned {
 /// Every directory, in every mounted hierarchy, where the cgroup `path` would be: libcgroups
 /// joins the path, leading `/` dropped, to each hierarchy's root; on cgroup v2 with systemd
 /// the unit's cgroup is `<slice expanded>/<prefix>-<name>.scope` (or `<name>` for a slice).
-fn directories(path: &Path, systemd: bool) -> Result<Vec<PathBuf>> {
+fn directories(path: &Path, systemd: bool, table: &MountTable) -> Result<Vec<PathBuf>> {
     let unified = matches!(get_cgroup_setup(), Ok(CgroupSetup::Unified));
     if unified && systemd && !path.is_absolute() {
         return Ok(vec![Path::new(UNIFIED_ROOT).join(systemd_unit_path(path)?)]);
@@ -96,13 +98,9 @@ fn directories(path: &Path, systemd: bool) -> Result<Vec<PathBuf>> {
         .components()
         .filter(|c| !matches!(c, Component::RootDir))
         .collect();
-    let mounts = procfs::process::Process::myself()
-        .and_then(|me| me.mountinfo())
-        .context("reading /proc/self/mountinfo")?;
-    Ok(mounts
-        .into_iter()
-        .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
-        .map(|m| m.mount_point.join(&relative))
+    Ok(table
+        .cgroup_hierarchies()
+        .map(|point| point.join(&relative))
         .collect())
 }
 

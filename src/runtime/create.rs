@@ -10,6 +10,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
 
 use super::cgroup::Owned;
+use super::mountinfo::MountTable;
 use super::{
     bind_sources, derived_bundle, environment, host_mounts, libcontainer_error, seccomp_filter,
     Runtime,
@@ -60,14 +61,22 @@ impl Runtime {
         derived_dir: &Path,
         policy: &crate::policy::Policy,
     ) -> Result<Pid> {
-        let derived = derived_bundle::write(derived_dir, bundle, policy, &self.root.seccomp_dir())?;
+        let table = MountTable::read()?;
+        let derived = derived_bundle::write(
+            derived_dir,
+            bundle,
+            policy,
+            &self.root.seccomp_dir(),
+            &table,
+        )?;
         Owned::claim(
             derived.cgroups_path.clone(),
             request.id,
             self.systemd_cgroup,
             derived_dir,
+            &table,
         )?;
-        environment::prepare_shared(&derived.host_mounts, &policy.host_root)?;
+        environment::prepare_shared(&derived.host_mounts, &policy.host_root, &table)?;
         let container = ContainerBuilder::new(request.id.to_string(), SyscallType::default())
             .with_root_path(self.root.path())?
             .with_console_socket(request.console_socket)

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::bind_sources::{self, Judged};
 use super::environment;
 use super::host_mounts::{self, HostMount};
+use super::mountinfo::MountTable;
 use super::seccomp_filter::Filter;
 use crate::atomic_file;
 use crate::policy::{self, Policy};
@@ -92,12 +93,19 @@ pub struct Derived {
 }
 
 /// Applies the policy to the bundle's spec and writes the result into `dir` (which exists and is
-/// empty); seccomp filters are compiled into, or taken from, `seccomp_dir`.
-pub fn write(dir: &Path, bundle: &Path, policy: &Policy, seccomp_dir: &Path) -> Result<Derived> {
+/// empty); seccomp filters are compiled into, or taken from, `seccomp_dir`; `table` is the
+/// host's mount table.
+pub fn write(
+    dir: &Path,
+    bundle: &Path,
+    policy: &Policy,
+    seccomp_dir: &Path,
+    table: &MountTable,
+) -> Result<Derived> {
     let mut spec = read_spec(bundle)?;
     resolve_bind_sources(&mut spec, bundle);
     let mut spec = policy::apply(spec, policy, bundle)?;
-    environment::present(&mut spec, &policy.host_root)?;
+    environment::present(&mut spec, &policy.host_root, table)?;
     let (mut spec, host_mounts) = host_mounts::split(spec);
     let binds = bind_sources::judge(spec.mounts().as_deref().unwrap_or_default())?;
     let seccomp_filter = Filter::take(&mut spec, seccomp_dir)?;

@@ -19,6 +19,7 @@ use pathrs::{error::ErrorKind, InodeType, Root};
 use std::os::unix::fs::PermissionsExt;
 
 use super::host_mounts::HostMount;
+use super::mountinfo::MountTable;
 use crate::policy::{DEBUGFS_DIR, MOUNT_AREA_TARGET, WHEN_PRESENT};
 
 /// Drops the policy's optional mounts (`WHEN_PRESENT`) whose source is missing under
@@ -26,8 +27,8 @@ use crate::policy::{DEBUGFS_DIR, MOUNT_AREA_TARGET, WHEN_PRESENT};
 /// point the container's root lacks and cannot get (a read-only rootfs: libcontainer could not
 /// make it); gives the others their source as resolved inside `host_root` (a host's `/lib` is
 /// often a symlink to `usr/lib`). Errors: a source that exists but is no directory, or cannot
-/// be resolved.
-pub fn present(spec: &mut Spec, host_root: &Path) -> Result<()> {
+/// be resolved. `table` is the host's mount table.
+pub fn present(spec: &mut Spec, host_root: &Path, table: &MountTable) -> Result<()> {
     let rootfs = spec.root().as_ref().map(|r| r.path().clone());
     let Some(mounts) = spec.mounts_mut() else {
         return Ok(());
@@ -57,7 +58,9 @@ pub fn present(spec: &mut Spec, host_root: &Path) -> Result<()> {
         if !real.is_dir() {
             bail!("host {} is not a directory", what());
         }
-        if destination == Path::new(DEBUGFS_DIR) && !top_mount_is(&real, "debugfs")? {
+        if destination == Path::new(DEBUGFS_DIR)
+            && table.top_at(&real).is_none_or(|m| m.fs_type != "debugfs")
+        {
             log::debug!("no debugfs mounted at host {}: not mounted", real.display());
             continue;
         }
@@ -106,27 +109,20 @@ fn mount_point_possible(rootfs: &Path, destination: &Path) -> bool {
     }
 }
 
-fn top_mount_is(path: &Path, fs_type: &str) -> Result<bool> {
-    Ok(mounts()?
-        .iter()
-        .rev()
-        .find(|m| m.point == path)
-        .is_some_and(|m| m.fs_type == fs_type))
-}
-
 /// Makes every shared host mount in `mounts` ready: the mount area as before (a shared mount
 /// point of its own), and each shared directory created if missing (root, 0711, as Bottlerocket
 /// ships them; no symlink followed under `host_root`) and propagating. A refusal comes before
 /// anything changes. Each source is locked (`flock` on the directory itself) while it is
-/// decided and changed, so creates from any state root, containerd's included, agree.
-pub fn prepare_shared(mounts: &[HostMount], host_root: &Path) -> Result<()> {
+/// decided and changed, so creates from any state root, containerd's included, agree. `table`
+/// is the host's mount table as `create` read it; under the locks it is read again.
+pub fn prepare_shared(mounts: &[HostMount], host_root: &Path, table: &MountTable) -> Result<()> {
     let mut shared: Vec<(&Path, bool)> = mounts
         .iter()
         .filter(|m| m.shared)
         .map(|m| (m.source.as_path(), m.target == Path::new(MOUNT_AREA_TARGET)))
         .collect();
     shared.sort();
-    let table = mounts_table()?;
+    let table = shared_points(table);
     let mut missing = Vec::new();
     let mut all_ready = true;
     for &(path, area) in &shared {
@@ -152,7 +148,7 @@ pub fn prepare_shared(mounts: &[HostMount], host_root: &Path) -> Result<()> {
         .map(|(path, _)| lock_dir(path))
         .collect::<Result<Vec<_>>>()?;
     // Decided again under the locks: another create may have shared a source meanwhile.
-    let table = mounts_table()?;
+    let table = shared_points(&MountTable::read()?);
     for (path, area) in shared {
         let what = if area {
             "host mount area"
@@ -273,33 +269,13 @@ fn create_shared_dir(source: &Path, host_root: &Path) -> Result<()> {
     }
 }
 
-/// One line of mountinfo: what the decisions need.
-#[derive(Debug)]
-struct MountEntry {
-    point: PathBuf,
-    shared: bool,
-    fs_type: String,
-}
-
-fn mounts() -> Result<Vec<MountEntry>> {
-    let mounts = procfs::process::Process::myself()
-        .and_then(|me| me.mountinfo())
-        .context("reading /proc/self/mountinfo")?;
-    Ok(mounts
-        .into_iter()
-        .map(|m| MountEntry {
-            point: PathBuf::from(unescape_mountinfo(&m.mount_point.to_string_lossy())),
-            shared: m
-                .opt_fields
-                .iter()
-                .any(|f| matches!(f, procfs::process::MountOptFields::Shared(_))),
-            fs_type: m.fs_type,
-        })
-        .collect())
-}
-
-fn mounts_table() -> Result<Vec<(PathBuf, bool)>> {
-    Ok(mounts()?.into_iter().map(|m| (m.point, m.shared)).collect())
+/// (mount point, shared?) of each mount, in mountinfo order.
+fn shared_points(table: &MountTable) -> Vec<(PathBuf, bool)> {
+    table
+        .0
+        .iter()
+        .map(|m| (m.point.clone(), m.shared))
+        .collect()
 }
 
 /// What a shared source needs on the host for a container's mounts to reach it.
@@ -342,29 +318,6 @@ fn sharing(mounts: &[(PathBuf, bool)], path: &Path, mount_area: bool) -> Sharing
         Some((submount, _)) => Sharing::Refuse(submount.clone()),
         None => Sharing::BindAndShare,
     }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal; procfs leaves them so.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let octal = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("0");
-            out.push(u8::from_str_radix(octal, 8).unwrap_or(b'?'));
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -428,11 +381,5 @@ mod tests {
             sharing(&mounts, Path::new("/var/lib/containerd"), false),
             Sharing::BindAndShare
         );
-    }
-
-    #[test]
-    fn unescapes_mountinfo_paths() {
-        assert_eq!(unescape_mountinfo("/with\\040space"), "/with space");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
     }
 }

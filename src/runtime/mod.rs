@@ -11,6 +11,7 @@ pub mod exec;
 pub mod foreground;
 pub mod host_mounts;
 pub mod kill;
+pub mod mountinfo;
 pub mod oci_state;
 pub mod sealed_exe;
 pub mod seccomp_filter;
