@@ -816,7 +816,7 @@ fn the_runtime_is_started_protected_and_not_re_executed() {
         .split_whitespace()
         .filter_map(|pid| pid.parse().ok())
         .collect();
-    let checked: Vec<(u32, Option<i32>, bool)> = runtimes
+    let checked: Vec<(u32, Option<i32>, bool, String)> = runtimes
         .iter()
         .map(|pid| {
             let writable = std::fs::OpenOptions::new()
@@ -826,17 +826,21 @@ fn the_runtime_is_started_protected_and_not_re_executed() {
             let marked = environ
                 .split(|b| *b == 0)
                 .any(|var| var.starts_with(b"_BOOTSTRAP_RUNC_REEXECUTED="));
-            (*pid, writable.err().and_then(|e| e.raw_os_error()), marked)
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let error = writable.err().and_then(|e| e.raw_os_error());
+            (*pid, error, marked, comm)
         })
         .collect();
     stop(supervisor);
     b.assert_clean();
     assert_eq!(runtimes.len(), 1, "one bootstrap-runc run: {runtimes:?}");
-    for (pid, error, marked) in checked {
+    for (pid, error, marked, comm) in checked {
         assert!(
             matches!(error, Some(libc::EROFS) | Some(libc::EPERM)),
             "runtime {pid}: its exe opened for writing gave {error:?}"
         );
         assert!(!marked, "runtime {pid} re-executed itself");
+        // Executed through /proc/self/fd/N, it names itself after its argv[0], not N.
+        assert_eq!(comm, "bootstrap-runc\n", "runtime {pid}'s name");
     }
 }

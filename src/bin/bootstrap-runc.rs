@@ -4,9 +4,11 @@ use std::process::ExitCode;
 use bootstrap_runc::cli;
 use bootstrap_runc::commands::Cli;
 use bootstrap_runc::logging;
+use bootstrap_runc::runtime::sealed_exe;
 
 fn main() -> ExitCode {
     cli::abort_on_panic();
+    sealed_exe::restore_name();
     let cli: Cli = match cli::parse() {
         Ok(cli) => cli,
         Err(err) => {

@@ -73,6 +73,36 @@ pub fn take_reexec_mark() -> bool {
     marked
 }
 
+/// Names this process after its `argv[0]` (`bootstrap-runc`, or `runc` as the shim calls it)
+/// when it was executed by the path `/proc/self/fd/N` (the supervisor's protected copy; older
+/// kernels name an `fexecve`, our re-exec, the same way), which the kernel names `N`: `ps`,
+/// `top` and the journal's `_COMM` then show the runtime, not a number. Best effort; any other
+/// name is kept.
+pub fn restore_name() {
+    // Not nix's get_name: it hands the kernel an immutable buffer, which the optimizer may
+    // then read as still zeroed.
+    let mut comm = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL included, into the buffer.
+    if unsafe { libc::prctl(libc::PR_GET_NAME, comm.as_mut_ptr()) } != 0 {
+        return;
+    }
+    let len = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
+    if len == 0 || !comm[..len].iter().all(u8::is_ascii_digit) {
+        return;
+    }
+    let Some(arg0) = std::env::args_os().next() else {
+        return;
+    };
+    let Some(base) = Path::new(&arg0).file_name() else {
+        return;
+    };
+    // The kernel keeps 15 bytes.
+    let name: Vec<u8> = base.as_bytes().iter().copied().take(15).collect();
+    if let Ok(name) = CString::new(name) {
+        let _ = nix::sys::prctl::set_name(&name);
+    }
+}
+
 /// An `O_PATH` fd of `binary` seen through a new detached read-only overlay mount, as
 /// [`ensure_sealed`] makes for the runtime itself: a runtime executed through it (by path
 /// `/proc/self/fd/<fd>`) starts protected and needs no re-exec. The mount lives as long as
