@@ -22,27 +22,40 @@ if [ -z "$bin_dir" ]; then
   hack/build.sh
   bin_dir=target/release
 fi
+case $prefix in
+  /*) prefix=$(realpath -m "$prefix") ;; # as systemd names the mount unit: no //, /./, /../
+  *) echo "install.sh: PREFIX must be absolute: $prefix" >&2; exit 2 ;;
+esac
 lib=$prefix/lib/bootstrap-runc
 empty=$prefix/share/bootstrap-runc/empty
 units=$prefix/lib/systemd/system
-# systemd-escape --path --suffix=mount, for the paths install.sh accepts.
-case $lib in
-  /*) ;;
-  *) echo "install.sh: PREFIX must be absolute: $prefix" >&2; exit 2 ;;
-esac
-[[ $lib =~ ^[A-Za-z0-9/_.-]+$ ]] || { echo "install.sh: unsupported characters in PREFIX: $prefix" >&2; exit 2; }
-mount_unit=$(printf %s "${lib#/}" | sed -e 's/-/\\x2d/g' -e 's#/#-#g').mount
+if command -v systemd-escape >/dev/null; then
+  mount_unit=$(systemd-escape --path --suffix=mount "$lib")
+else # the same escaping, for the paths it is simple on
+  [[ $lib =~ ^/[A-Za-z0-9_][A-Za-z0-9/_.-]*$ ]] ||
+    { echo "install.sh: PREFIX needs systemd-escape (systemd) for its characters: $prefix" >&2; exit 2; }
+  mount_unit=$(printf %s "${lib#/}" | sed -e 's/-/\\x2d/g' -e 's#/#-#g').mount
+fi
 
-# A mounted read-only install is replaced underneath and mounted again. Lazily unmounted:
-# runtimes still running keep the binary they started from.
-remount=
+# A mounted read-only install is replaced underneath and mounted again, also when the install
+# fails. Lazily unmounted: runtimes still running keep the binary they started from.
+remount() {
+  if [ -d /run/systemd/system ] && systemctl daemon-reload 2>/dev/null &&
+    systemctl cat "$mount_unit" >/dev/null 2>&1; then
+    systemctl restart "$mount_unit"
+  else
+    mount -t overlay overlay -o "$(sed -n 's/^Options=//p' "$units/$mount_unit")" "$lib"
+  fi
+}
 if [ -z "$dest" ] && mountpoint -q "$lib"; then
-  umount -l "$lib"
-  remount=1
+  while mountpoint -q "$lib"; do umount -l "$lib"; done
+  trap remount EXIT
 fi
 install -D -m 0755 "$bin_dir/bootstrap-runc" "$dest$lib/bootstrap-runc"
 ln -sfn bootstrap-runc "$dest$lib/runc"
-mkdir -p "$dest$empty" "$dest$prefix/bin"
+# The overlay's second, empty lower layer: whatever it held would appear beside the runtime.
+install -d -m 0755 "$dest$empty" "$dest$prefix/bin"
+[ -z "$(ls -A "$dest$empty")" ] || { echo "install.sh: $dest$empty is not empty" >&2; exit 1; }
 ln -sfn ../lib/bootstrap-runc/bootstrap-runc "$dest$prefix/bin/bootstrap-runc"
 install -D -m 0755 "$bin_dir/bootstrap-supervisor" "$dest$prefix/bin/bootstrap-supervisor"
 install -D -m 0755 packaging/containerd/containerd-shim-bootstrap-v1 "$dest$prefix/bin/containerd-shim-bootstrap-v1"
@@ -58,14 +71,5 @@ for dropin in packaging/systemd/*.service.d; do
   install -D -m 0644 "$dropin/10-bootstrap-containers.conf" "$dest$units/$(basename "$dropin")/10-bootstrap-containers.conf"
 done
 install -D -m 0644 README.md "$dest$prefix/share/doc/bootstrap-runc/README.md"
-
-if [ -n "$remount" ]; then
-  if [ -d /run/systemd/system ] && systemctl daemon-reload 2>/dev/null &&
-    systemctl cat "$mount_unit" >/dev/null 2>&1; then
-    systemctl restart "$mount_unit"
-  else
-    mount -t overlay overlay -o "$(sed -n 's/^Options=//p' "$units/$mount_unit")" "$lib"
-  fi
-fi
 echo "installed into $dest$prefix; enable with: systemctl enable --now '$mount_unit';" \
   "systemctl enable bootstrap-containers.service bootstrap-containers.target"

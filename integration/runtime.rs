@@ -805,20 +805,54 @@ fn runtime_binary_cannot_be_overwritten_through_proc_exe() {
     f.assert_clean();
 }
 
+/// Unmounts everything under a scratch directory when the test ends, passed or not.
+struct ScratchMounts(tempfile::TempDir);
+
+impl Drop for ScratchMounts {
+    fn drop(&mut self) {
+        common::unmount_all_under(self.0.path());
+    }
+}
+
+/// `run` of a `sleep` container with the runtime at `binary`, seen while it runs: the error
+/// opening its exe for writing gave, and whether it re-executed itself (the re-exec's mark in
+/// its environment).
+fn runtime_as_it_runs(f: &Fixture, binary: &Path, name: &str) -> (Option<i32>, bool) {
+    let bundle = f.bundle(name, &["sh", "-c", "echo up; exec sleep 100"]);
+    let id = f.id(name);
+    let mut child = f
+        .command_of(binary)
+        .args(["run", "--bundle", bundle.to_str().unwrap(), &id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut up = [0u8; 3];
+    child.stdout.as_mut().unwrap().read_exact(&mut up).unwrap();
+    let writable = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{}/exe", child.id()));
+    let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+    f.rt_ok(&["kill", &id, "KILL"]);
+    child.wait().unwrap();
+    f.assert_clean();
+    let re_executed = environ
+        .split(|b| *b == 0)
+        .any(|var| var.starts_with(b"_BOOTSTRAP_RUNC_REEXECUTED="));
+    (writable.err().and_then(|e| e.raw_os_error()), re_executed)
+}
+
+fn mount(args: &[&str], what: &str) {
+    let status = Command::new("mount").args(args).status().unwrap();
+    assert!(status.success(), "mounting {what}: mount {args:?}");
+}
+
 /// hack/install.sh's mount unit makes the runtime's directory read-only: a runtime executed
 /// from it is protected as it starts (CVE-2019-5736: its exe gives EROFS) and does not
-/// re-execute itself (its environment lacks the re-exec's mark).
+/// re-execute itself.
 #[test]
 fn an_installed_runtime_starts_protected_without_re_executing() {
-    /// Unmounts the install when the test ends, passed or not.
-    struct Installed(tempfile::TempDir);
-    impl Drop for Installed {
-        fn drop(&mut self) {
-            common::unmount_all_under(self.0.path());
-        }
-    }
     let f = Fixture::new("installed");
-    let installed = Installed(common::scratch_dir("brt-installed-"));
+    let installed = ScratchMounts(common::scratch_dir("brt-installed-"));
     let prefix = installed.0.path().join("prefix");
     let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/install.sh"))
         .arg(&prefix)
@@ -841,40 +875,61 @@ fn an_installed_runtime_starts_protected_without_re_executing() {
             .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
             .unwrap_or_else(|| panic!("{} has no {key}=", unit.display()))
     };
-    let status = Command::new("mount")
-        .args(["-t", field("Type"), field("What"), "-o", field("Options")])
-        .arg(field("Where"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "mounting {}", unit.display());
+    mount(
+        &[
+            "-t",
+            field("Type"),
+            field("What"),
+            "-o",
+            field("Options"),
+            field("Where"),
+        ],
+        "the mount unit",
+    );
 
-    let bundle = f.bundle("i", &["sh", "-c", "echo up; exec sleep 100"]);
-    let id = f.id("i");
-    let mut child = f
-        .command_of(&prefix.join("bin/bootstrap-runc"))
-        .args(["run", "--bundle", bundle.to_str().unwrap(), &id])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut up = [0u8; 3];
-    child.stdout.as_mut().unwrap().read_exact(&mut up).unwrap();
-    let writable = std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/proc/{}/exe", child.id()));
-    let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
-    f.rt_ok(&["kill", &id, "KILL"]);
-    child.wait().unwrap();
-    f.assert_clean();
-    let error = writable.err().and_then(|e| e.raw_os_error());
+    let (error, re_executed) =
+        runtime_as_it_runs(&f, &prefix.join("bin/bootstrap-runc"), "installed");
+    assert!(
+        matches!(error, Some(libc::EROFS) | Some(libc::EPERM)),
+        "the runtime's exe opened for writing gave {error:?}"
+    );
+    assert!(!re_executed, "the installed runtime re-executed itself");
+}
+
+/// A read-only mount of a writable filesystem does not protect the runtime, even an overlay:
+/// with an upper layer, a remount or another mount of it writes the binary. The runtime
+/// started from one re-executes itself from its own protected copy.
+#[test]
+fn a_runtime_on_a_read_only_bind_of_a_writable_overlay_protects_itself() {
+    let f = Fixture::new("rwoverlay");
+    let scratch = ScratchMounts(common::scratch_dir("brt-rwoverlay-"));
+    let dir = scratch.0.path();
+    for sub in ["lower", "upper", "work", "merged", "ro"] {
+        std::fs::create_dir(dir.join(sub)).unwrap();
+    }
+    std::fs::copy(common::BIN, dir.join("lower/bootstrap-runc")).unwrap();
+    let d = |sub: &str| dir.join(sub).to_str().unwrap().to_string();
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        d("lower"),
+        d("upper"),
+        d("work")
+    );
+    mount(
+        &["-t", "overlay", "overlay", "-o", &options, &d("merged")],
+        "the overlay",
+    );
+    mount(&["--bind", &d("merged"), &d("ro")], "the bind");
+    mount(&["-o", "remount,bind,ro", &d("ro")], "the bind read-only");
+
+    let (error, re_executed) = runtime_as_it_runs(&f, &dir.join("ro/bootstrap-runc"), "rw");
     assert!(
         matches!(error, Some(libc::EROFS) | Some(libc::EPERM)),
         "the runtime's exe opened for writing gave {error:?}"
     );
     assert!(
-        !environ
-            .split(|b| *b == 0)
-            .any(|var| var.starts_with(b"_BOOTSTRAP_RUNC_REEXECUTED=")),
-        "the installed runtime re-executed itself"
+        re_executed,
+        "the runtime took a writable overlay for protection"
     );
 }
 

@@ -112,22 +112,46 @@ pub fn protected_binary(binary: &Path, empty_dir: &Path) -> Result<OwnedFd> {
         .with_context(|| format!("protecting {} in a read-only overlay", binary.display()))
 }
 
-/// `exe` cannot be written whatever its mount's flags: a sealed memfd, or a file on a read-only
-/// overlayfs (no upper layer: the kernel refuses to remount it read-write), such as
-/// `hack/install.sh`'s mount unit makes of `lib/bootstrap-runc/`.
+/// `exe` cannot be written through any mount: a sealed memfd, or a file on an overlayfs
+/// without an upper layer (the kernel keeps its superblock read-only and refuses to remount it
+/// read-write), such as `hack/install.sh`'s mount unit makes of `lib/bootstrap-runc/` and
+/// [`ensure_sealed`] and [`protected_binary`] make detached. A read-only mount of a writable
+/// filesystem, an overlay with an upper layer included, is not protected: another mount of
+/// the same superblock, or a remount, writes the file.
 pub fn is_protected(exe: &File) -> bool {
     if fcntl(exe.as_raw_fd(), FcntlArg::F_GET_SEALS)
         .is_ok_and(|seals| SealFlag::from_bits_truncate(seals).contains(SEALS))
     {
         return true;
     }
-    match nix::sys::statfs::fstatfs(exe) {
-        Ok(fs) => {
-            fs.filesystem_type().0 as libc::c_long == OVERLAYFS_SUPER_MAGIC
-                && nix::sys::statvfs::fstatvfs(exe)
-                    .is_ok_and(|vfs| vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+    let on_overlay = nix::sys::statfs::fstatfs(exe)
+        .is_ok_and(|fs| fs.filesystem_type().0 as libc::c_long == OVERLAYFS_SUPER_MAGIC);
+    on_overlay && lower_layers_only(exe).unwrap_or(false)
+}
+
+/// Whether the overlay mount holding `file` has no `upperdir`: its mount id from
+/// `/proc/self/fdinfo`, its super options from that line of `/proc/self/mountinfo`. A mount
+/// missing there is detached (our re-exec's, the supervisor's copy): only a process with
+/// CAP_SYS_ADMIN could make it and hand it over, and ours have no upper layer, so it counts
+/// when read-only.
+fn lower_layers_only(file: &File) -> Result<bool> {
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd()))?;
+    let id = fdinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("mnt_id:"))
+        .context("no mnt_id in fdinfo")?
+        .trim();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    match mountinfo
+        .lines()
+        .find(|line| line.split(' ').next() == Some(id))
+    {
+        Some(line) => {
+            let mount = procfs::process::MountInfo::from_line(line)?;
+            Ok(mount.fs_type == "overlay" && !mount.super_options.contains_key("upperdir"))
         }
-        Err(_) => false,
+        None => Ok(nix::sys::statvfs::fstatvfs(file)
+            .is_ok_and(|vfs| vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))),
     }
 }
 
