@@ -46,13 +46,7 @@ impl Containerd {
         let dir = common::scratch_dir(&format!("brt-ctd-{name}-"));
         let d = dir.path();
         let prefix = d.join("prefix");
-        let status = Command::new(Path::new(REPO).join("hack/install.sh"))
-            .arg(&prefix)
-            .env("BIN_DIR", Path::new(common::BIN).parent().unwrap())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "hack/install.sh failed");
+        common::install(&prefix);
 
         let (host_root, mount_area) = common::fake_host(d);
         let policy = d.join("policy.toml");

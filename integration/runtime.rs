@@ -854,13 +854,7 @@ fn an_installed_runtime_starts_protected_without_re_executing() {
     let f = Fixture::new("installed");
     let installed = ScratchMounts(common::scratch_dir("brt-installed-"));
     let prefix = installed.0.path().join("prefix");
-    let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/install.sh"))
-        .arg(&prefix)
-        .env("BIN_DIR", Path::new(common::BIN).parent().unwrap())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "hack/install.sh failed");
+    common::install(&prefix);
     // The mount unit, mounted as systemd would: mount -t Type What -o Options Where.
     let units = prefix.join("lib/systemd/system");
     let unit = std::fs::read_dir(&units)

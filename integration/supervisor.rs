@@ -651,13 +651,7 @@ fn oci_layout_sources_run_as_bootstrap_containers() {
 fn systemd_units_verify_and_order_the_orchestrator_after_the_target() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = dir.path().join("prefix");
-    let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/install.sh"))
-        .arg(&prefix)
-        .env("BIN_DIR", Path::new(common::BIN).parent().unwrap())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::install(&prefix);
     let units = prefix.join("lib/systemd/system");
     // A stand-in orchestrator, as kubelet would be installed.
     std::fs::write(

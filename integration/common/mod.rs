@@ -216,6 +216,22 @@ pub fn shared_on_purpose(point: &Path, host_root: &Path, mount_area: &Path) -> b
     point == mount_area || SHARED_DIRS.iter().any(|dir| point == host_root.join(dir))
 }
 
+/// `hack/install.sh PREFIX` with the binaries under test (BIN_DIR): the installed layout,
+/// units included.
+pub fn install(prefix: &Path) {
+    let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/install.sh"))
+        .arg(prefix)
+        .env("BIN_DIR", Path::new(BIN).parent().unwrap())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "hack/install.sh {} failed",
+        prefix.display()
+    );
+}
+
 /// A temporary directory for one test (integration tests need root).
 pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
     assert!(
