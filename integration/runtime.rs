@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{alive, Fixture};
+use common::{alive, Fixture, RuntimeSeen};
 use serde_json::json;
 
 const CAP_SYS_ADMIN_BIT: u64 = 1 << 21;
@@ -814,10 +814,8 @@ impl Drop for ScratchMounts {
     }
 }
 
-/// `run` of a `sleep` container with the runtime at `binary`, seen while it runs: the error
-/// opening its exe for writing gave, and whether it re-executed itself (the re-exec's mark in
-/// its environment).
-fn runtime_as_it_runs(f: &Fixture, binary: &Path, name: &str) -> (Option<i32>, bool) {
+/// `run` of a `sleep` container with the runtime at `binary`, seen while it runs.
+fn runtime_as_it_runs(f: &Fixture, binary: &Path, name: &str) -> RuntimeSeen {
     let bundle = f.bundle(name, &["sh", "-c", "echo up; exec sleep 100"]);
     let id = f.id(name);
     let mut child = f
@@ -828,17 +826,11 @@ fn runtime_as_it_runs(f: &Fixture, binary: &Path, name: &str) -> (Option<i32>, b
         .unwrap();
     let mut up = [0u8; 3];
     child.stdout.as_mut().unwrap().read_exact(&mut up).unwrap();
-    let writable = std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/proc/{}/exe", child.id()));
-    let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+    let seen = RuntimeSeen::of(child.id());
     f.rt_ok(&["kill", &id, "KILL"]);
     child.wait().unwrap();
     f.assert_clean();
-    let re_executed = environ
-        .split(|b| *b == 0)
-        .any(|var| var.starts_with(b"_BOOTSTRAP_RUNC_REEXECUTED="));
-    (writable.err().and_then(|e| e.raw_os_error()), re_executed)
+    seen
 }
 
 fn mount(args: &[&str], what: &str) {
@@ -881,13 +873,12 @@ fn an_installed_runtime_starts_protected_without_re_executing() {
         "the mount unit",
     );
 
-    let (error, re_executed) =
-        runtime_as_it_runs(&f, &prefix.join("bin/bootstrap-runc"), "installed");
+    let seen = runtime_as_it_runs(&f, &prefix.join("bin/bootstrap-runc"), "installed");
+    seen.assert_exe_read_only("the installed runtime");
     assert!(
-        matches!(error, Some(libc::EROFS) | Some(libc::EPERM)),
-        "the runtime's exe opened for writing gave {error:?}"
+        !seen.re_executed,
+        "the installed runtime re-executed itself"
     );
-    assert!(!re_executed, "the installed runtime re-executed itself");
 }
 
 /// A read-only mount of a writable filesystem does not protect the runtime, even an overlay:
@@ -916,13 +907,10 @@ fn a_runtime_on_a_read_only_bind_of_a_writable_overlay_protects_itself() {
     mount(&["--bind", &d("merged"), &d("ro")], "the bind");
     mount(&["-o", "remount,bind,ro", &d("ro")], "the bind read-only");
 
-    let (error, re_executed) = runtime_as_it_runs(&f, &dir.join("ro/bootstrap-runc"), "rw");
+    let seen = runtime_as_it_runs(&f, &dir.join("ro/bootstrap-runc"), "rw");
+    seen.assert_exe_read_only("the runtime");
     assert!(
-        matches!(error, Some(libc::EROFS) | Some(libc::EPERM)),
-        "the runtime's exe opened for writing gave {error:?}"
-    );
-    assert!(
-        re_executed,
+        seen.re_executed,
         "the runtime took a writable overlay for protection"
     );
 }

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::supervisor::{boot_id, container, stop, Boot, SUPERVISOR};
+use common::RuntimeSeen;
 
 /// SIGKILL to a process group, as systemd stops a unit.
 fn kill_group(mut child: std::process::Child) {
@@ -810,31 +811,17 @@ fn the_runtime_is_started_protected_and_not_re_executed() {
         .split_whitespace()
         .filter_map(|pid| pid.parse().ok())
         .collect();
-    let checked: Vec<(u32, Option<i32>, bool, String)> = runtimes
+    let seen: Vec<(u32, RuntimeSeen)> = runtimes
         .iter()
-        .map(|pid| {
-            let writable = std::fs::OpenOptions::new()
-                .write(true)
-                .open(format!("/proc/{pid}/exe"));
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            let marked = environ
-                .split(|b| *b == 0)
-                .any(|var| var.starts_with(b"_BOOTSTRAP_RUNC_REEXECUTED="));
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            let error = writable.err().and_then(|e| e.raw_os_error());
-            (*pid, error, marked, comm)
-        })
+        .map(|pid| (*pid, RuntimeSeen::of(*pid)))
         .collect();
     stop(supervisor);
     b.assert_clean();
     assert_eq!(runtimes.len(), 1, "one bootstrap-runc run: {runtimes:?}");
-    for (pid, error, marked, comm) in checked {
-        assert!(
-            matches!(error, Some(libc::EROFS) | Some(libc::EPERM)),
-            "runtime {pid}: its exe opened for writing gave {error:?}"
-        );
-        assert!(!marked, "runtime {pid} re-executed itself");
+    for (pid, seen) in seen {
+        seen.assert_exe_read_only(&format!("runtime {pid}"));
+        assert!(!seen.re_executed, "runtime {pid} re-executed itself");
         // Executed through /proc/self/fd/N, it names itself after its argv[0], not N.
-        assert_eq!(comm, "bootstrap-runc\n", "runtime {pid}'s name");
+        assert_eq!(seen.comm, "bootstrap-runc\n", "runtime {pid}'s name");
     }
 }

@@ -232,6 +232,43 @@ pub fn install(prefix: &Path) {
     );
 }
 
+/// A running bootstrap-runc process as a CVE-2019-5736 attack would find it.
+#[derive(Debug)]
+pub struct RuntimeSeen {
+    /// The error opening its `/proc/<pid>/exe` for writing gave (`None`: it opened).
+    pub exe_write_error: Option<i32>,
+    /// Its environment has the re-exec's mark: it re-executed itself from a protected copy.
+    pub re_executed: bool,
+    /// Its `comm`, newline included.
+    pub comm: String,
+}
+
+impl RuntimeSeen {
+    pub fn of(pid: u32) -> RuntimeSeen {
+        let writable = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/{pid}/exe"));
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        RuntimeSeen {
+            exe_write_error: writable.err().and_then(|e| e.raw_os_error()),
+            re_executed: environ
+                .split(|b| *b == 0)
+                .any(|var| var.starts_with(b"_BOOTSTRAP_RUNC_REEXECUTED=")),
+            comm: std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default(),
+        }
+    }
+
+    /// Its exe cannot be opened for writing (EROFS from a read-only overlay, EPERM from a
+    /// sealed memfd).
+    pub fn assert_exe_read_only(&self, who: &str) {
+        let error = self.exe_write_error;
+        assert!(
+            matches!(error, Some(libc::EROFS) | Some(libc::EPERM)),
+            "{who}: its exe opened for writing gave {error:?}"
+        );
+    }
+}
+
 /// A temporary directory for one test (integration tests need root).
 pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
     assert!(
