@@ -23,9 +23,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$work/host/mnt"
 # Before containerd's private mount namespace is made, so that it has the mount.
-BIN_DIR=$(dirname "$ours") hack/install.sh "$work/installed" >/dev/null
-mount_unit=("$work"/installed/lib/systemd/system/*.mount)
-mount -t overlay overlay -o "$(sed -n 's/^Options=//p' "${mount_unit[0]}")" "$work/installed/lib/bootstrap-runc"
+BIN_DIR=$(dirname "$ours") hack/install.sh --now "$work/installed" >/dev/null
 installed=$work/installed/bin/bootstrap-runc
 printf 'host-root = "%s"\nhost-mount-area = "%s"\n' "$work/host" "$work/host/mnt" > "$work/policy.toml"
 containerd config default |

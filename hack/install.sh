@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds and installs bootstrap-runc, bootstrap-supervisor, the containerd shim wrapper and the
 # systemd units.
-# Usage: [DESTDIR=dir] hack/install.sh [PREFIX]   (default /usr/local; as root for system prefixes)
+# Usage: [DESTDIR=dir] hack/install.sh [--now] [PREFIX]
+#   (PREFIX: default /usr/local; as root for system prefixes. --now also mounts the read-only
+#   install at once, as `systemctl enable --now` of its mount unit would; not with DESTDIR.)
 #   PREFIX/lib/bootstrap-runc/bootstrap-runc      the runtime; runc -> bootstrap-runc beside it
 #                                                 (the shim's runc)
 #   PREFIX/bin/bootstrap-runc -> ../lib/bootstrap-runc/bootstrap-runc, PREFIX/bin/bootstrap-supervisor
@@ -12,9 +14,15 @@
 # DESTDIR stages the files under another root (a guest image): the units still name PREFIX.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+now=
+if [ "${1:-}" = --now ]; then
+  now=1
+  shift
+fi
 prefix=${1:-/usr/local}
 prefix=${prefix%/}
 dest=${DESTDIR:-}
+[ -z "$now" ] || [ -z "$dest" ] || { echo "install.sh: --now mounts on this host, not under DESTDIR" >&2; exit 2; }
 # BIN_DIR=dir installs already built binaries (the tests do).
 bin_dir=${BIN_DIR:-}
 if [ -z "$bin_dir" ]; then
@@ -38,7 +46,8 @@ else # the same escaping, for the paths it is simple on
 fi
 
 # A mounted read-only install is replaced underneath and mounted again, also when the install
-# fails. Lazily unmounted: runtimes still running keep the binary they started from.
+# fails. Lazily unmounted: runtimes still running keep the binary they started from. With
+# --now, the install is mounted when done.
 remount() {
   if [ -d /run/systemd/system ] && systemctl daemon-reload 2>/dev/null &&
     systemctl cat "$mount_unit" >/dev/null 2>&1; then
@@ -50,6 +59,8 @@ remount() {
 if [ -z "$dest" ] && mountpoint -q "$lib"; then
   while mountpoint -q "$lib"; do umount -l "$lib"; done
   trap remount EXIT
+elif [ -n "$now" ]; then
+  trap '[ $? != 0 ] || remount' EXIT
 fi
 install -D -m 0755 "$bin_dir/bootstrap-runc" "$dest$lib/bootstrap-runc"
 ln -sfn bootstrap-runc "$dest$lib/runc"

@@ -7,10 +7,10 @@
 //! 1.2's approach): every runtime process that enters a container then has an `exe` on which
 //! any write fails with EROFS, and no path leads to that mount. Where overlayfs is missing, it
 //! falls back to a sealed memfd copy of the binary. The overlay costs a mount and an exec; the
-//! copy costs ~6 ms more with our binary size (README, "Binary protection"). A caller that
-//! starts the runtime many times (the supervisor) makes the overlay once and executes the
-//! runtime through it ([`protected_binary`]): the runtime then starts protected and skips the
-//! re-exec (~4 ms of CPU and wall time each).
+//! copy costs ~6 ms more with our binary size (README, "Binary protection"). A runtime that
+//! already runs from such an overlay skips the re-exec (4–6 ms of CPU each): installed
+//! read-only by `hack/install.sh`'s mount unit, or started by a caller that makes the overlay
+//! once for many runs ([`protected_binary`], the supervisor).
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
