@@ -6,7 +6,9 @@
 #   install at once, as `systemctl enable --now` of its mount unit would; not with DESTDIR.)
 #   PREFIX/lib/bootstrap-runc/bootstrap-runc      the runtime; runc -> bootstrap-runc beside it
 #                                                 (the shim's runc)
-#   PREFIX/bin/bootstrap-runc -> ../lib/bootstrap-runc/bootstrap-runc, PREFIX/bin/bootstrap-supervisor
+#   PREFIX/lib/bootstrap-runc/bootstrap-supervisor  the supervisor (its runtime processes are
+#                                                 forks of it: protected as installed too)
+#   PREFIX/bin/bootstrap-runc, PREFIX/bin/bootstrap-supervisor -> ../lib/bootstrap-runc/...
 #   PREFIX/bin/containerd-shim-bootstrap-v1       (--runtime io.containerd.bootstrap.v1)
 #   PREFIX/lib/systemd/system/bootstrap-containers.{service,target}, drop-ins for kubelet, ecs
 #     and containerd (on systemd's search path for PREFIX=/usr/local), and the mount unit that
@@ -62,13 +64,14 @@ if [ -z "$dest" ] && mountpoint -q "$lib"; then
 elif [ -n "$now" ]; then
   trap '[ $? != 0 ] || remount' EXIT
 fi
-install -D -m 0755 "$bin_dir/bootstrap-runc" "$dest$lib/bootstrap-runc"
+install -D -m 0755 "$bin_dir/bootstrap-runc" "$bin_dir/bootstrap-supervisor" -t "$dest$lib"
 ln -sfn bootstrap-runc "$dest$lib/runc"
 # The overlay's second, empty lower layer: whatever it held would appear beside the runtime.
 install -d -m 0755 "$dest$empty" "$dest$prefix/bin"
 [ -z "$(ls -A "$dest$empty")" ] || { echo "install.sh: $dest$empty is not empty" >&2; exit 1; }
-ln -sfn ../lib/bootstrap-runc/bootstrap-runc "$dest$prefix/bin/bootstrap-runc"
-install -D -m 0755 "$bin_dir/bootstrap-supervisor" "$dest$prefix/bin/bootstrap-supervisor"
+for binary in bootstrap-runc bootstrap-supervisor; do
+  ln -sfn "../lib/bootstrap-runc/$binary" "$dest$prefix/bin/$binary"
+done
 install -D -m 0755 packaging/containerd/containerd-shim-bootstrap-v1 "$dest$prefix/bin/containerd-shim-bootstrap-v1"
 
 rewrite() { # the units name /usr/local and its mount unit; installed, they name PREFIX

@@ -592,17 +592,16 @@ fn every_container_succeeds(mut g: Guest) {
     let boot = g.boot();
     boot.assert_orchestrator_started();
     assert_eq!(boot.state, "running", "{}", boot.summary());
-    // hack/install.sh's mount unit makes bootstrap-runc read-only before the supervisor starts,
-    // which then runs it as installed.
+    // hack/install.sh's mount unit makes bootstrap-runc's directory read-only before the
+    // supervisor starts: the supervisor, installed there too, runs containers without a re-exec.
     assert!(
         boot.systemd_said("usr-local-lib-bootstrap\\x2drunc.mount", "Mounted"),
         "{}",
         boot.summary()
     );
     assert!(
-        boot.supervisor()
-            .iter()
-            .any(|m| m.contains("/usr/local/bin/bootstrap-runc is installed read-only")),
+        boot.supervisor().iter().any(|m| m
+            .contains("/usr/local/lib/bootstrap-runc/bootstrap-supervisor is installed read-only")),
         "{}",
         boot.summary()
     );

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -724,7 +724,6 @@ fn settings_command(verb: &str, path: &Path, args: &[&str]) -> std::process::Out
 
 #[test]
 fn get_and_set_speak_apiclients_shapes_from_a_fresh_host() {
-    use std::os::unix::fs::MetadataExt;
     let dir = common::scratch_dir("brt-apiclient-");
     // A fresh host: neither the settings file nor its directory exists.
     let path = dir.path().join("etc/bootstrap-containers/settings.toml");
@@ -790,11 +789,11 @@ fn get_and_set_speak_apiclients_shapes_from_a_fresh_host() {
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
 
-/// The supervisor runs bootstrap-runc through a read-only overlay it makes once: each runtime
-/// process is protected (CVE-2019-5736: its exe cannot be opened for writing) from the start,
-/// without re-executing itself (its environment lacks the re-exec's mark).
+/// Each container runs in a runtime process that the supervisor's launcher forks, not a
+/// bootstrap-runc it executes: the process's exe is the supervisor's own, which re-executed
+/// itself from a read-only overlay first (CVE-2019-5736: the exe cannot be opened for writing).
 #[test]
-fn the_runtime_is_started_protected_and_not_re_executed() {
+fn each_container_runs_in_a_protected_fork_of_the_supervisor() {
     let b = Boot::new("prot");
     let slow = b.bundle(
         "slow",
@@ -802,26 +801,59 @@ fn the_runtime_is_started_protected_and_not_re_executed() {
     );
     b.write_settings(&b.always(&[("slow", &slow)]));
     let supervisor = b.start_until_up(b.command(), &["up"]);
-    let runtimes: Vec<u32> = std::fs::read_dir(format!("/proc/{}/task", supervisor.id()))
-        .unwrap()
-        .flatten()
-        .map(|task| std::fs::read_to_string(task.path().join("children")).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join(" ")
-        .split_whitespace()
-        .filter_map(|pid| pid.parse().ok())
+    let runtimes: Vec<u32> = descendants(supervisor.id())
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default()
+                == "bootstrap-runc\n"
+        })
         .collect();
-    let seen: Vec<(u32, RuntimeSeen)> = runtimes
+    // The file a process runs, as (device, inode).
+    let exe = |pid: u32| {
+        std::fs::metadata(format!("/proc/{pid}/exe"))
+            .map(|m| (m.dev(), m.ino()))
+            .unwrap()
+    };
+    let supervisor_exe = exe(supervisor.id());
+    let supervisor_seen = RuntimeSeen::of(supervisor.id());
+    let seen: Vec<(u32, RuntimeSeen, (u64, u64))> = runtimes
         .iter()
-        .map(|pid| (*pid, RuntimeSeen::of(*pid)))
+        .map(|pid| (*pid, RuntimeSeen::of(*pid), exe(*pid)))
         .collect();
     stop(supervisor);
     b.assert_clean();
-    assert_eq!(runtimes.len(), 1, "one bootstrap-runc run: {runtimes:?}");
-    for (pid, seen) in seen {
-        seen.assert_exe_read_only(&format!("runtime {pid}"));
-        assert!(!seen.re_executed, "runtime {pid} re-executed itself");
-        // Executed through /proc/self/fd/N, it names itself after its argv[0], not N.
-        assert_eq!(seen.comm, "bootstrap-runc\n", "runtime {pid}'s name");
+    supervisor_seen.assert_exe_read_only("the supervisor");
+    assert!(
+        supervisor_seen.re_executed,
+        "the supervisor did not re-execute itself"
+    );
+    assert_eq!(runtimes.len(), 1, "one runtime process: {runtimes:?}");
+    for (pid, seen, exe) in seen {
+        seen.assert_exe_read_only(&format!("runtime process {pid}"));
+        assert_eq!(
+            exe, supervisor_exe,
+            "runtime process {pid} is not the supervisor's fork"
+        );
     }
+}
+
+/// Every process below `pid`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut next = vec![pid];
+    while let Some(pid) = next.pop() {
+        let children: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|task| std::fs::read_to_string(task.path().join("children")).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" ")
+            .split_whitespace()
+            .filter_map(|child| child.parse().ok())
+            .collect();
+        found.extend(&children);
+        next.extend(children);
+    }
+    found
 }

@@ -4,10 +4,11 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
+use std::sync::{OnceLock, RwLock};
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
-use log::{Level, LevelFilter};
+use log::{Level, LevelFilter, Log, Metadata, Record};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -44,9 +45,35 @@ pub fn format_line(format: LogFormat, level: Level, msg: &str, time: &str) -> St
     }
 }
 
-/// Installs env_logger writing runc-shaped lines to `log_file` (or stderr). Only our own crate
-/// logs at info; libraries are heard with `--debug` (libcontainer logs each error itself, and a
-/// second copy of it would not be the last error line containerd looks for).
+/// The process's logger: `log` takes one for the life of a process, and the supervisor's
+/// launcher (supervisor/execute/launcher.rs) needs another in each runtime process it forks.
+struct Installed(RwLock<env_logger::Logger>);
+
+static INSTALLED: OnceLock<Installed> = OnceLock::new();
+
+impl Log for Installed {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        self.0.read().is_ok_and(|logger| logger.enabled(metadata))
+    }
+
+    fn log(&self, record: &Record) {
+        if let Ok(logger) = self.0.read() {
+            logger.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        if let Ok(logger) = self.0.read() {
+            logger.flush();
+        }
+    }
+}
+
+/// Sends this process's log, from now on, as runc-shaped lines to `log_file` (or stderr)
+/// through env_logger; a later call replaces an earlier one. Only our own crate logs at info;
+/// libraries are heard with `--debug` (libcontainer logs each error itself, and a second copy
+/// of it would not be the last error line containerd looks for). Errors: the log file cannot
+/// be opened for appending.
 pub fn init(log_file: Option<&Path>, format: LogFormat, debug: bool) -> Result<()> {
     let mut builder = env_logger::Builder::new();
     if debug {
@@ -74,7 +101,18 @@ pub fn init(log_file: Option<&Path>, format: LogFormat, debug: bool) -> Result<(
         );
         writeln!(buf, "{line}")
     });
-    builder.try_init().context("installing the logger")?;
+    let logger = builder.build();
+    log::set_max_level(logger.filter());
+    match INSTALLED.get() {
+        Some(current) => {
+            *current
+                .0
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = logger
+        }
+        None => log::set_logger(INSTALLED.get_or_init(|| Installed(RwLock::new(logger))))
+            .context("installing the logger")?,
+    }
     Ok(())
 }
 

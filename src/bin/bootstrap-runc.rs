@@ -1,8 +1,7 @@
-use std::io::Write;
 use std::process::ExitCode;
 
 use bootstrap_runc::cli;
-use bootstrap_runc::commands::Cli;
+use bootstrap_runc::commands::{self, Cli};
 use bootstrap_runc::logging;
 use bootstrap_runc::runtime::sealed_exe;
 
@@ -26,17 +25,5 @@ fn main() -> ExitCode {
         eprintln!("bootstrap-runc: {err:#}");
         return ExitCode::FAILURE;
     }
-    let result = cli.execute();
-    match result {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        Err(err) => {
-            let message = format!("{err:#}");
-            log::error!("{message}");
-            // As runc: the error goes to the log and, when that is a file, to stderr too.
-            if log_to_file {
-                let _ = writeln!(std::io::stderr(), "bootstrap-runc: {message}");
-            }
-            ExitCode::from(cli::exit_code(&err))
-        }
-    }
+    ExitCode::from(commands::finish(cli.execute(), log_to_file))
 }

@@ -15,6 +15,7 @@ pub mod start;
 pub mod state;
 pub mod update;
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
@@ -152,6 +153,23 @@ impl Cli {
             Command::Update(args) => update::run(args, &self.runtime()?),
             Command::Features(args) => features::run(args),
             Command::Spec(args) => spec::run(args),
+        }
+    }
+}
+
+/// Ends a command as runc does: returns its exit code (a container's, or 1, or the code an
+/// error carries); an error goes to the log and, when the log is a file, to stderr too
+/// ("bootstrap-runc: <error>"), where a caller that reads only our output sees it.
+pub fn finish(result: Result<i32>, log_to_file: bool) -> u8 {
+    match result {
+        Ok(code) => u8::try_from(code).unwrap_or(1),
+        Err(err) => {
+            let message = format!("{err:#}");
+            log::error!("{message}");
+            if log_to_file {
+                let _ = writeln!(std::io::stderr(), "bootstrap-runc: {message}");
+            }
+            cli::exit_code(&err)
         }
     }
 }

@@ -1,6 +1,5 @@
 use anyhow::Result;
 
-use crate::runtime::foreground::SignalForwarder;
 use crate::runtime::Runtime;
 
 #[derive(Debug, clap::Args)]
@@ -13,19 +12,5 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
-    let id = &args.create.container_id;
-    let forwarder = (!args.detach).then(SignalForwarder::install).transpose()?;
-    let pid = runtime.create(&args.create.request(args.detach))?;
-    let started = runtime.start(id);
-    let Some(forwarder) = forwarder else {
-        started?;
-        return Ok(0);
-    };
-    let code = started.and_then(|()| forwarder.wait(pid));
-    // The container's exit code is what callers act on; a cleanup failure after it ran is
-    // worth a warning, not a different exit code.
-    if let Err(err) = runtime.delete_after_run(id) {
-        log::warn!("deleting container {id:?} after it ran: {err:#}");
-    }
-    code
+    runtime.run(&args.create.request(args.detach))
 }

@@ -13,6 +13,7 @@ pub mod host_mounts;
 pub mod kill;
 pub mod mountinfo;
 pub mod oci_state;
+pub mod run;
 pub mod sealed_exe;
 pub mod seccomp_filter;
 pub mod state_root;

@@ -9,8 +9,9 @@
 //! falls back to a sealed memfd copy of the binary. The overlay costs a mount and an exec; the
 //! copy costs ~6 ms more with our binary size (README, "Binary protection"). A runtime that
 //! already runs from such an overlay skips the re-exec (4–6 ms of CPU each): installed
-//! read-only by `hack/install.sh`'s mount unit, or started by a caller that makes the overlay
-//! once for many runs ([`protected_binary`], the supervisor).
+//! read-only by `hack/install.sh`'s mount unit. `bootstrap-supervisor run` protects itself the
+//! same way, once per boot: its launcher's runtime processes are forks of it
+//! (supervisor/execute/launcher.rs).
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -103,22 +104,13 @@ pub fn restore_name() {
     }
 }
 
-/// An `O_PATH` fd of `binary` seen through a new detached read-only overlay mount, as
-/// [`ensure_sealed`] makes for the runtime itself: a runtime executed through it (by path
-/// `/proc/self/fd/<fd>`) starts protected and needs no re-exec. The mount lives as long as
-/// the fd. `empty_dir` as for [`ensure_sealed`].
-pub fn protected_binary(binary: &Path, empty_dir: &Path) -> Result<OwnedFd> {
-    read_only_overlay_copy(binary, empty_dir)
-        .with_context(|| format!("protecting {} in a read-only overlay", binary.display()))
-}
-
 /// `exe` cannot be written through any mount: a sealed memfd, or a file on an overlayfs
 /// without an upper layer (the kernel keeps its superblock read-only and refuses to remount it
 /// read-write), such as `hack/install.sh`'s mount unit makes of `lib/bootstrap-runc/` and
-/// [`ensure_sealed`] and [`protected_binary`] make detached. A read-only mount of a writable
+/// [`ensure_sealed`] makes detached. A read-only mount of a writable
 /// filesystem, an overlay with an upper layer included, is not protected: another mount of
 /// the same superblock, or a remount, writes the file.
-pub fn is_protected(exe: &File) -> bool {
+fn is_protected(exe: &File) -> bool {
     if fcntl(exe.as_raw_fd(), FcntlArg::F_GET_SEALS)
         .is_ok_and(|seals| SealFlag::from_bits_truncate(seals).contains(SEALS))
     {
@@ -131,7 +123,7 @@ pub fn is_protected(exe: &File) -> bool {
 
 /// Whether the overlay mount holding `file` has no `upperdir`: its mount id from
 /// `/proc/self/fdinfo`, its super options from that line of `/proc/self/mountinfo`. A mount
-/// missing there is detached (our re-exec's, the supervisor's copy): only a process with
+/// missing there is detached (a re-exec of ours, the runtime's or the supervisor's): only a process with
 /// CAP_SYS_ADMIN could make it and hand it over, and ours have no upper layer, so it counts
 /// when read-only.
 fn lower_layers_only(file: &File) -> Result<bool> {

@@ -11,8 +11,11 @@ use crate::image::registry::config::RegistryConfig;
 use crate::image::{Images, Limits};
 use crate::logging::now_rfc3339;
 use crate::policy;
+use crate::runtime::sealed_exe;
+use crate::runtime::state_root::StateRoot;
 use crate::supervisor::boots::Record;
 use crate::supervisor::cgroup::Delegated;
+use crate::supervisor::execute::launcher::Launcher;
 use crate::supervisor::execute::{stop_requested, verdict, Executor, Runtime};
 use crate::supervisor::metrics;
 use crate::supervisor::plan::{plan, PlanOptions};
@@ -23,7 +26,8 @@ use crate::supervisor::settings;
 pub struct Args {
     #[command(flatten)]
     pub settings: SettingsArg,
-    /// The bootstrap-runc binary [default: beside this binary, else on PATH]
+    /// The bootstrap-runc binary, for kills (containers run in this binary's own runtime
+    /// processes) [default: beside this binary, else on PATH]
     #[arg(long)]
     pub runtime: Option<PathBuf>,
     /// Persistent state: generated bundles, unpacked images, per-container data and logs
@@ -84,6 +88,17 @@ fn default_runtime() -> PathBuf {
 }
 
 pub fn run(args: &Args) -> Result<i32> {
+    // Runtime processes are forks of this one (execute/launcher.rs): run from a protected
+    // binary, as bootstrap-runc does before it creates containers.
+    let reexecuted = sealed_exe::take_reexec_mark();
+    let runtime_root = StateRoot::open(&args.run_dir.join("runtime"))?;
+    sealed_exe::ensure_sealed(&runtime_root.empty_dir())?;
+    if !reexecuted {
+        log::info!(
+            "{} is installed read-only: it runs containers as it is",
+            std::env::current_exe().unwrap_or_default().display()
+        );
+    }
     let started_at = now_rfc3339();
     let record = Arc::new(Record::open(
         &args.state_dir,
@@ -120,25 +135,29 @@ pub fn run(args: &Args) -> Result<i32> {
     )?);
     // Dropped (the cgroup given back) once every container is gone.
     let cgroup = Delegated::take();
-    let mut runtime = Runtime {
+    let runtime = Runtime {
         binary: args.runtime.clone().unwrap_or_else(default_runtime),
         run_dir: args.run_dir.clone(),
         host_root: args.host_root.clone(),
         host_mount_area: args.host_mount_area.clone(),
         shared_dirs: args.shared_dirs.clone().map(|list| list.0),
-        protected: None,
     };
-    runtime.protect();
+    // Forked while this process is single-threaded, and in the cgroup just taken.
+    let launcher = Arc::new(Launcher::start(runtime.launcher_config())?);
     let executor = Executor {
         settings: args.settings.settings.clone(),
         runtime,
+        launcher: launcher.clone(),
         state_dir: args.state_dir.clone(),
         images: images.clone(),
         cgroup_parent: cgroup.as_ref().map(|c| c.parent().to_path_buf()),
         stop_grace: args.stop_grace,
         record: record.clone(),
     };
-    let containers = executor.execute(&plan)?;
+    let containers = executor.execute(&plan);
+    // Gone before the cgroup is given back (it is in it).
+    launcher.stop();
+    let containers = containers?;
     if let Err(err) = images.collect_garbage(&image_references(&settings)) {
         log::warn!("removing unused images: {err:#}");
     }

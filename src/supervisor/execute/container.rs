@@ -4,15 +4,17 @@
 //! the outcome classified.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::launcher::Launched;
 use super::stop::stop_requested;
 use super::{blank_outcome, Executor};
 use crate::logging::now_rfc3339;
@@ -99,31 +101,25 @@ impl Executor {
     ) -> Result<(ExitStatus, Option<Ending>)> {
         let _ = std::fs::remove_file(self.runtime.log(&step.name));
         let log = open_log(&boots::log_path(&self.record.dir, &step.name))?;
-        let mut child = self
-            .runtime
-            .command(&step.name)
-            .arg("run")
-            .arg("--bundle")
-            .arg(bundle)
-            .arg(&step.id)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", self.runtime.binary.display()))?;
+        let (stdout, stdout_write) = pipe().context("creating the container's stdout pipe")?;
+        let (stderr, stderr_write) = pipe().context("creating the container's stderr pipe")?;
+        let rx = self.launcher.run(
+            &step.id,
+            bundle,
+            &self.runtime.log(&step.name),
+            stdout_write,
+            stderr_write,
+        )?;
         let journal = ContainerJournal::open(&step.name).map(std::sync::Arc::new);
         let streams = [
             stream(
-                child.stdout.take(),
+                File::from(stdout),
                 &step.name,
                 log.try_clone()?,
                 journal.clone(),
             ),
-            stream(child.stderr.take(), &step.name, log, journal),
+            stream(File::from(stderr), &step.name, log, journal),
         ];
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
         let deadline = step
             .container
             .timeout
@@ -137,7 +133,9 @@ impl Executor {
             });
             match rx.recv_timeout(wait) {
                 Ok(status) => break status,
-                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the runtime's waiter vanished"),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!("the launcher ended before the runtime process")
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             ending = if stop_requested() {
@@ -151,7 +149,8 @@ impl Executor {
                 break self.stop(step, ending, stop_signal, &rx)?;
             }
         }
-        .context("waiting for the runtime")?;
+        .map_err(anyhow::Error::msg)
+        .context("running bootstrap-runc")?;
         for stream in streams {
             let _ = stream.join();
         }
@@ -165,8 +164,8 @@ impl Executor {
         step: &Step,
         ending: Ending,
         stop_signal: &str,
-        rx: &mpsc::Receiver<std::io::Result<ExitStatus>>,
-    ) -> Result<std::io::Result<ExitStatus>> {
+        rx: &mpsc::Receiver<Launched>,
+    ) -> Result<Launched> {
         let grace = self.stop_grace;
         let why = match ending {
             Ending::TimedOut => format!(
@@ -192,7 +191,8 @@ impl Executor {
                 );
                 self.runtime
                     .try_run(&step.name, &["kill", "--all", &step.id, "KILL"]);
-                rx.recv().context("waiting for the runtime")
+                rx.recv()
+                    .context("the launcher ended before the runtime process")
             }
         }
     }
@@ -244,18 +244,22 @@ impl Executor {
     }
 }
 
+/// A pipe, both ends close-on-exec: only the runtime process gets the write end.
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
 /// Copies a child's output to the container's log file, and to the journal under the
 /// container's identifier when our output is the journal, else (or if journald refuses a line)
 /// to our stdout, each line prefixed with the container's name.
-fn stream<R: Read + Send + 'static>(
-    source: Option<R>,
+fn stream(
+    source: File,
     name: &str,
     mut log: std::fs::File,
     journal: Option<std::sync::Arc<ContainerJournal>>,
 ) -> std::thread::JoinHandle<()> {
     let name = name.to_string();
     std::thread::spawn(move || {
-        let Some(source) = source else { return };
         for line in BufReader::new(source).split(b'\n').map_while(Result::ok) {
             let text = String::from_utf8_lossy(&line);
             let _ = writeln!(log, "{text}");

@@ -1,9 +1,10 @@
-//! Running a plan: every ready container at once, each through `bootstrap-runc run` (so the
+//! Running a plan: every ready container at once, each as `bootstrap-runc run` (so the
 //! policy lives in one place). [`scheduler`] decides what starts and records outcomes,
-//! [`container`] runs one container, [`stop`] is the stop request, [`runtime`] the
-//! bootstrap-runc command line.
+//! [`container`] runs one container, [`launcher`] forks its runtime process, [`stop`] is the
+//! stop request, [`runtime`] bootstrap-runc's flags and command line.
 
 mod container;
+pub mod launcher;
 pub mod runtime;
 mod scheduler;
 pub mod stop;
@@ -26,6 +27,8 @@ pub struct Executor {
     /// The settings file: `once` containers are turned `off` in it.
     pub settings: PathBuf,
     pub runtime: Runtime,
+    /// Forks each container's runtime process.
+    pub launcher: Arc<launcher::Launcher>,
     /// Persistent state: bundles, per-container data and logs.
     pub state_dir: PathBuf,
     /// Shared by the containers' threads, so each image is pulled once.

@@ -1,20 +1,18 @@
-//! bootstrap-runc as the supervisor calls it: one `--root` for the boot (`<run-dir>/runtime`),
+//! bootstrap-runc as the supervisor uses it: one `--root` for the boot (`<run-dir>/runtime`),
 //! a JSON log per container (`<run-dir>/logs/<name>.runtime.json`, where every error of the
-//! runtime's own lands), and the policy's host paths passed through.
+//! runtime's own lands), and the policy's host paths passed through. Containers run in the
+//! launcher's runtime processes (launcher.rs); kills execute the binary.
 
-use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
-use crate::runtime::{sealed_exe, state_root::StateRoot};
+use super::launcher;
+use crate::policy::file::Overrides;
 
 /// How to call bootstrap-runc.
 #[derive(Clone, Debug)]
 pub struct Runtime {
-    /// The bootstrap-runc binary.
+    /// The bootstrap-runc binary, for kills.
     pub binary: PathBuf,
     /// The supervisor's run dir (a tmpfs).
     pub run_dir: PathBuf,
@@ -24,8 +22,6 @@ pub struct Runtime {
     pub host_mount_area: Option<PathBuf>,
     /// `--shared-dirs`, when given.
     pub shared_dirs: Option<Vec<PathBuf>>,
-    /// `binary` in a read-only overlay of its own ([`Runtime::protect`]), executed instead.
-    pub protected: Option<Arc<OwnedFd>>,
 }
 
 impl Runtime {
@@ -33,14 +29,7 @@ impl Runtime {
     /// [--host-mount-area ...] [--shared-dirs ...]` for container `name`, stdin from /dev/null; the caller adds the
     /// subcommand.
     pub fn command(&self, name: &str) -> Command {
-        let mut cmd = match &self.protected {
-            Some(fd) => {
-                let mut cmd = Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-                cmd.arg0(&self.binary);
-                cmd
-            }
-            None => Command::new(&self.binary),
-        };
+        let mut cmd = Command::new(&self.binary);
         cmd.arg("--root").arg(self.run_dir.join("runtime"));
         cmd.arg("--log")
             .arg(self.log(name))
@@ -65,34 +54,17 @@ impl Runtime {
         let _ = self.command(name).args(args).status();
     }
 
-    /// Makes the read-only overlay that bootstrap-runc makes for itself before it creates
-    /// container processes (runtime/sealed_exe.rs), once for the boot: every runtime started
-    /// through it is protected from the start and skips its re-exec. A binary installed
-    /// read-only already (`hack/install.sh`'s mount unit) is executed as it is. Without
-    /// overlayfs, or with a binary found on PATH, each runtime protects itself as before.
-    pub fn protect(&mut self) {
-        if !self.binary.is_absolute() {
-            return;
+    /// The same flags for the launcher's runtime processes.
+    pub fn launcher_config(&self) -> launcher::Config {
+        launcher::Config {
+            root: self.run_dir.join("runtime"),
+            overrides: Overrides {
+                host_root: self.host_root.clone(),
+                host_mount_area: self.host_mount_area.clone(),
+                shared_dirs: self.shared_dirs.clone(),
+                systemd_cgroup: false,
+            },
         }
-        match self.protected_copy() {
-            Ok(Some(fd)) => self.protected = Some(Arc::new(fd)),
-            Ok(None) => log::info!(
-                "{} is installed read-only: each runtime starts protected",
-                self.binary.display()
-            ),
-            Err(err) => log::debug!("bootstrap-runc will protect itself: {err:#}"),
-        }
-    }
-
-    /// An overlay copy of the binary, or `None` when the binary is protected as installed.
-    fn protected_copy(&self) -> anyhow::Result<Option<OwnedFd>> {
-        // The overlay's lower layer is the directory of the file itself, not of a symlink to it.
-        let binary = std::fs::canonicalize(&self.binary)?;
-        if sealed_exe::is_protected(&File::open(&binary)?) {
-            return Ok(None);
-        }
-        let root = StateRoot::open(&self.run_dir.join("runtime"))?;
-        sealed_exe::protected_binary(&binary, &root.empty_dir()).map(Some)
     }
 
     /// The runtime's JSON log for container `name`.
