@@ -857,3 +857,35 @@ fn descendants(pid: u32) -> Vec<u32> {
     }
     found
 }
+
+/// Compiled seccomp filters outlive the boot in `<state-dir>/seccomp`: the next boot, with a
+/// new run dir, loads the program the first one compiled instead of compiling it again.
+#[test]
+fn the_seccomp_profile_is_compiled_once_across_boots() {
+    let b = Boot::new("sccache");
+    let quick = b.bundle("quick", "true");
+    b.write_settings(&b.always(&[("quick", &quick)]));
+    // Each compiled program, as (name, inode): a program compiled again is a new file.
+    let compiled = |dir: &Path| -> Vec<(String, u64)> {
+        let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata()))
+            .filter(|(name, _)| !name.ends_with(".lock"))
+            .map(|(name, meta)| (name, meta.unwrap().ino()))
+            .collect();
+        files.sort();
+        files
+    };
+    let cache = b.state_dir.join("seccomp");
+    assert_eq!(b.run().code, 0);
+    let first = compiled(&cache);
+    assert_eq!(first.len(), 1, "one compiled profile: {first:?}");
+    std::fs::remove_dir_all(&b.run_dir).unwrap();
+    assert_eq!(b.run().code, 0);
+    assert_eq!(b.outcome("quick")["status"], "succeeded");
+    assert_eq!(compiled(&cache), first, "the profile was compiled again");
+    assert_eq!(compiled(&b.run_dir.join("runtime/.seccomp")), []);
+    b.assert_clean();
+}

@@ -119,6 +119,7 @@ impl Cli {
             sealed_exe::ensure_sealed(&root.empty_dir())?;
         }
         Ok(Runtime {
+            seccomp_cache: root.seccomp_dir(),
             root,
             systemd_cgroup: self.systemd_cgroup,
             policy_overrides: Overrides {

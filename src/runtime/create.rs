@@ -62,13 +62,8 @@ impl Runtime {
         policy: &crate::policy::Policy,
     ) -> Result<Pid> {
         let table = MountTable::read()?;
-        let derived = derived_bundle::write(
-            derived_dir,
-            bundle,
-            policy,
-            &self.root.seccomp_dir(),
-            &table,
-        )?;
+        let derived =
+            derived_bundle::write(derived_dir, bundle, policy, &self.seccomp_cache, &table)?;
         Owned::claim(
             derived.cgroups_path.clone(),
             request.id,

@@ -19,6 +19,8 @@ pub mod seccomp_filter;
 pub mod state_root;
 pub mod update;
 
+use std::path::PathBuf;
+
 use anyhow::{anyhow, bail, Context, Result};
 use libcgroups::common::CgroupManager;
 use libcontainer::container::{Container, ContainerStatus};
@@ -33,6 +35,9 @@ pub struct Runtime {
     pub root: StateRoot,
     pub systemd_cgroup: bool,
     pub policy_overrides: Overrides,
+    /// Where compiled seccomp filters are kept (seccomp_filter.rs): the state root's
+    /// `.seccomp`, or the supervisor's `<state-dir>/seccomp`, which outlives the boot.
+    pub seccomp_cache: PathBuf,
 }
 
 impl Runtime {

@@ -10,11 +10,13 @@
 //!
 //! The program is compiled by libcontainer's own `initialize_seccomp` in a forked child that
 //! we trace, and read back with `PTRACE_SECCOMP_GET_FILTER`: it is exactly what libcontainer
-//! would have loaded. Programs are kept in `<root>/.seccomp/<key>`, the key a sha256 of the
-//! profile, the libseccomp version, the kernel release and our version. Every file ends with
-//! a sha256 of its contents; one that does not check out is compiled again. Where a profile
-//! cannot be compiled this way (a notify action, no ptrace, a profile libseccomp refuses),
-//! it stays in the config and libcontainer applies it as before, errors included.
+//! would have loaded. Programs are kept in the runtime's cache, `<root>/.seccomp/<key>` (the
+//! supervisor's runtime processes use `<state-dir>/seccomp/<key>`, kept across boots), the
+//! key a sha256 of the profile, the libseccomp version, the kernel release and our version.
+//! Every file ends with a sha256 of its contents; one that does not check out is compiled
+//! again. Where a profile cannot be compiled this way (a notify action, no ptrace, a profile
+//! libseccomp refuses), it stays in the config and libcontainer applies it as before, errors
+//! included.
 
 use std::fs::File;
 use std::io::Read;

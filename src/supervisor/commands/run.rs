@@ -1,9 +1,10 @@
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::{SettingsArg, INVALID};
 use crate::cli;
@@ -11,6 +12,7 @@ use crate::image::registry::config::RegistryConfig;
 use crate::image::{Images, Limits};
 use crate::logging::now_rfc3339;
 use crate::policy;
+use crate::private_file;
 use crate::runtime::sealed_exe;
 use crate::runtime::state_root::StateRoot;
 use crate::supervisor::boots::Record;
@@ -26,9 +28,9 @@ use crate::supervisor::settings;
 pub struct Args {
     #[command(flatten)]
     pub settings: SettingsArg,
-    /// The bootstrap-runc binary, for kills (containers run in this binary's own runtime
-    /// processes) [default: beside this binary, else on PATH]
-    #[arg(long)]
+    /// The bootstrap-runc binary, for kills and deletes (containers run in this binary's own
+    /// runtime processes) [default: beside this binary, else on PATH]
+    #[arg(long, env = RUNTIME_ENV)]
     pub runtime: Option<PathBuf>,
     /// Persistent state: generated bundles, unpacked images, per-container data and logs
     #[arg(long, default_value = "/var/lib/bootstrap-containers", value_parser = cli::absolute)]
@@ -79,6 +81,25 @@ fn image_references(settings: &settings::Settings) -> BTreeSet<String> {
         .collect()
 }
 
+/// `<state-dir>/seccomp`, root's and private: compiled seccomp filters kept across boots (the
+/// run dir is new each boot, and the first container would compile the profile, ~10 ms, while
+/// the others wait). What it holds is loaded into containers, so it must be root's alone, as
+/// the bundles and images beside it.
+fn seccomp_cache(state_dir: &Path) -> Result<PathBuf> {
+    let dir = state_dir.join("seccomp");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    private_file::check_path(&dir)?;
+    Ok(dir)
+}
+
+/// `--runtime`'s variable: also how the default found beside this binary survives the re-exec
+/// from its protected copy, where nothing is beside it.
+const RUNTIME_ENV: &str = "BOOTSTRAP_RUNTIME";
+
 fn default_runtime() -> PathBuf {
     std::env::current_exe()
         .ok()
@@ -91,7 +112,11 @@ pub fn run(args: &Args) -> Result<i32> {
     // Runtime processes are forks of this one (execute/launcher.rs): run from a protected
     // binary, as bootstrap-runc does before it creates containers.
     let reexecuted = sealed_exe::take_reexec_mark();
+    let binary = args.runtime.clone().unwrap_or_else(default_runtime);
     let runtime_root = StateRoot::open(&args.run_dir.join("runtime"))?;
+    if !reexecuted {
+        std::env::set_var(RUNTIME_ENV, &binary);
+    }
     sealed_exe::ensure_sealed(&runtime_root.empty_dir())?;
     if !reexecuted {
         log::info!(
@@ -99,6 +124,20 @@ pub fn run(args: &Args) -> Result<i32> {
             std::env::current_exe().unwrap_or_default().display()
         );
     }
+    // Dropped (the cgroup given back) once every container is gone.
+    let cgroup = Delegated::take();
+    let runtime = Runtime {
+        binary,
+        run_dir: args.run_dir.clone(),
+        host_root: args.host_root.clone(),
+        host_mount_area: args.host_mount_area.clone(),
+        shared_dirs: args.shared_dirs.clone().map(|list| list.0),
+    };
+    // Forked while this process is single-threaded, in the cgroup just taken, and before the
+    // settings and credentials are read: runtime processes hold no more than they need.
+    let launcher = Arc::new(Launcher::start(
+        runtime.launcher_config(seccomp_cache(&args.state_dir)?),
+    )?);
     let started_at = now_rfc3339();
     let record = Arc::new(Record::open(
         &args.state_dir,
@@ -133,17 +172,6 @@ pub fn run(args: &Args) -> Result<i32> {
         },
         stop_requested,
     )?);
-    // Dropped (the cgroup given back) once every container is gone.
-    let cgroup = Delegated::take();
-    let runtime = Runtime {
-        binary: args.runtime.clone().unwrap_or_else(default_runtime),
-        run_dir: args.run_dir.clone(),
-        host_root: args.host_root.clone(),
-        host_mount_area: args.host_mount_area.clone(),
-        shared_dirs: args.shared_dirs.clone().map(|list| list.0),
-    };
-    // Forked while this process is single-threaded, and in the cgroup just taken.
-    let launcher = Arc::new(Launcher::start(runtime.launcher_config())?);
     let executor = Executor {
         settings: args.settings.settings.clone(),
         runtime,

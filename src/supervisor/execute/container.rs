@@ -134,6 +134,9 @@ impl Executor {
             match rx.recv_timeout(wait) {
                 Ok(status) => break status,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Nobody would see the container end, nor stop it on its timeout.
+                    self.runtime
+                        .try_run(&step.name, &["kill", "--all", &step.id, "KILL"]);
                     bail!("the launcher ended before the runtime process")
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}

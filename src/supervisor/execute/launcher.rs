@@ -70,6 +70,9 @@ pub struct Config {
     pub root: PathBuf,
     /// `--host-root`, `--host-mount-area`, `--shared-dirs`.
     pub overrides: Overrides,
+    /// Compiled seccomp filters: `<state-dir>/seccomp`, so that a boot does not compile the
+    /// profile again (runtime/seccomp_filter.rs), where `bootstrap-runc` would use its root's.
+    pub seccomp_cache: PathBuf,
 }
 
 /// One container to run: `run --bundle <bundle> <id>`, logging to `log`.
@@ -123,10 +126,19 @@ impl Launcher {
         // Nothing buffered may be written twice, by both processes.
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
+        let supervisor = nix::unistd::getpid();
         // SAFETY: this process is single-threaded (checked above).
         match unsafe { fork() }.context("forking the launcher")? {
             ForkResult::Child => {
                 drop(ours);
+                // Dies with the supervisor, without starting what it had asked for: its runtime
+                // processes go on, as executed runtimes would.
+                // SAFETY: PR_SET_PDEATHSIG with a signal number.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+                if nix::unistd::getppid() != supervisor {
+                    // SAFETY: the supervisor is gone already.
+                    unsafe { libc::_exit(0) }
+                }
                 serve(theirs, &config)
             }
             ForkResult::Parent { child } => {
@@ -216,6 +228,7 @@ fn read_responses(socket: &OwnedFd, waiting: &Mutex<HashMap<u64, mpsc::Sender<La
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         let n = match nix::sys::socket::recv(socket.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Err(nix::errno::Errno::EINTR) => continue,
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -308,20 +321,25 @@ fn respond(socket: &OwnedFd, response: &Response) {
 }
 
 /// Reads one request and forks its runtime process; false when the supervisor closed its end.
+/// A request that cannot be carried out is answered with the reason; only a broken socket
+/// ends the launcher.
 fn accept(socket: &OwnedFd, config: &Config, running: &mut HashMap<Pid, u64>) -> Result<bool> {
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut cmsg = nix::cmsg_space!([RawFd; 2]);
     let (n, fds) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(
+        let msg = match recvmsg::<()>(
             socket.as_raw_fd(),
             &mut iov,
             Some(&mut cmsg),
             MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .context("reading a request")?;
+        ) {
+            Ok(msg) => msg,
+            Err(nix::errno::Errno::EINTR) => return Ok(true),
+            Err(err) => return Err(err).context("reading a request"),
+        };
         let mut fds = Vec::new();
-        for cmsg in msg.cmsgs().context("reading a request's descriptors")? {
+        for cmsg in msg.cmsgs().into_iter().flatten() {
             if let ControlMessageOwned::ScmRights(received) = cmsg {
                 // SAFETY: the kernel just installed these descriptors for us.
                 fds.extend(
@@ -336,17 +354,26 @@ fn accept(socket: &OwnedFd, config: &Config, running: &mut HashMap<Pid, u64>) ->
     if n == 0 {
         return Ok(false);
     }
-    let request: Request =
-        serde_json::from_slice(&buf[..n]).context("reading a request: not JSON")?;
-    let Ok([stdout, stderr]) = <[OwnedFd; 2]>::try_from(fds) else {
+    let request: Request = match serde_json::from_slice(&buf[..n]) {
+        Ok(request) => request,
+        Err(err) => {
+            // Without its token nobody can be answered; the supervisor never sends one.
+            eprintln!("bootstrap-supervisor: launcher: an unreadable request: {err}");
+            return Ok(true);
+        }
+    };
+    let refuse = |error: String| {
         respond(
             socket,
             &Response {
                 token: request.token,
                 status: None,
-                error: Some("the request did not carry stdout and stderr".to_string()),
+                error: Some(error),
             },
-        );
+        )
+    };
+    let Ok([stdout, stderr]) = <[OwnedFd; 2]>::try_from(fds) else {
+        refuse("the request did not carry stdout and stderr".to_string());
         return Ok(true);
     };
     if running.is_empty() {
@@ -361,14 +388,7 @@ fn accept(socket: &OwnedFd, config: &Config, running: &mut HashMap<Pid, u64>) ->
         Ok(ForkResult::Parent { child }) => {
             running.insert(child, request.token);
         }
-        Err(err) => respond(
-            socket,
-            &Response {
-                token: request.token,
-                status: None,
-                error: Some(format!("forking a runtime process: {err}")),
-            },
-        ),
+        Err(err) => refuse(format!("forking a runtime process: {err}")),
     }
     Ok(true)
 }
@@ -382,6 +402,7 @@ fn runtime_process(config: &Config, request: &Request, stdout: OwnedFd, stderr: 
                     root,
                     systemd_cgroup: false,
                     policy_overrides: config.overrides.clone(),
+                    seccomp_cache: config.seccomp_cache.clone(),
                 }
                 .run(&CreateRequest {
                     id: &request.id,

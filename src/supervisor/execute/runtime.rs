@@ -28,7 +28,7 @@ impl Runtime {
     /// `bootstrap-runc --root ... --log ... --log-format json [--host-root ...]
     /// [--host-mount-area ...] [--shared-dirs ...]` for container `name`, stdin from /dev/null; the caller adds the
     /// subcommand.
-    pub fn command(&self, name: &str) -> Command {
+    fn command(&self, name: &str) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root").arg(self.run_dir.join("runtime"));
         cmd.arg("--log")
@@ -51,12 +51,15 @@ impl Runtime {
     /// Runs `bootstrap-runc <args>` for container `name` and waits for it. Best effort, for
     /// kills and deletes: the container may be gone already, and its log says why if not.
     pub fn try_run(&self, name: &str, args: &[&str]) {
-        let _ = self.command(name).args(args).status();
+        if let Err(err) = self.command(name).args(args).status() {
+            log::warn!("{name}: running {}: {err}", self.binary.display());
+        }
     }
 
-    /// The same flags for the launcher's runtime processes.
-    pub fn launcher_config(&self) -> launcher::Config {
+    /// The same flags for the launcher's runtime processes, and their seccomp cache.
+    pub fn launcher_config(&self, seccomp_cache: PathBuf) -> launcher::Config {
         launcher::Config {
+            seccomp_cache,
             root: self.run_dir.join("runtime"),
             overrides: Overrides {
                 host_root: self.host_root.clone(),
