@@ -58,6 +58,28 @@ fn run_returns_the_container_exit_code() {
     f.assert_clean();
 }
 
+/// The container's process starts with SIGPIPE's default action, as runc's do: the runtime's
+/// own ignored SIGPIPE (Rust's runtime ignores it) would survive clone and exec, and `yes |
+/// head` would see EPIPE instead of ending quietly.
+#[test]
+fn the_container_gets_sigpipes_default_action() {
+    let f = Fixture::new("sigpipe");
+    let ran = f.run_sh(
+        "status",
+        "grep SigIgn /proc/self/status; yes | head -1 >/dev/null",
+    );
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let ignored = cap_field(&ran.stdout, "SigIgn:");
+    assert_eq!(
+        ignored & (1 << (libc::SIGPIPE - 1)),
+        0,
+        "SIGPIPE is ignored: {}",
+        ran.stdout
+    );
+    assert!(!ran.stderr.contains("Broken pipe"), "{}", ran.stderr);
+    f.assert_clean();
+}
+
 #[test]
 fn run_without_a_pid_namespace_kills_what_the_init_left() {
     let f = Fixture::new("leftover");

@@ -333,7 +333,10 @@ fn read_filter(child: Pid) -> Result<Vec<libc::sock_filter>> {
     Ok(program)
 }
 
-/// libcontainer's default executor, loading our compiled filter first (see the module doc).
+/// libcontainer's default executor, loading our compiled filter first (see the module doc),
+/// and giving the container's process SIGPIPE's default action, as runc's processes have:
+/// Rust's runtime ignores SIGPIPE in the runtime, and an ignored signal stays ignored across
+/// clone and exec (a `cat | head` in the container would see EPIPE instead of dying quietly).
 #[derive(Clone, Default)]
 pub struct Executor {
     pub filter: Option<Filter>,
@@ -341,6 +344,9 @@ pub struct Executor {
 
 impl libcontainer::workload::Executor for Executor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        // SAFETY: restoring a default disposition installs no handler.
+        unsafe { signal::signal(Signal::SIGPIPE, signal::SigHandler::SigDfl) }
+            .map_err(|err| ExecutorError::Other(format!("resetting SIGPIPE: {err}")))?;
         DefaultExecutor {}.exec(spec)
     }
 
