@@ -801,13 +801,6 @@ fn each_container_runs_in_a_protected_fork_of_the_supervisor() {
     );
     b.write_settings(&b.always(&[("slow", &slow)]));
     let supervisor = b.start_until_up(b.command(), &["up"]);
-    let runtimes: Vec<u32> = descendants(supervisor.id())
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default()
-                == "bootstrap-runc\n"
-        })
-        .collect();
     // The file a process runs, as (device, inode).
     let exe = |pid: u32| {
         std::fs::metadata(format!("/proc/{pid}/exe"))
@@ -816,10 +809,13 @@ fn each_container_runs_in_a_protected_fork_of_the_supervisor() {
     };
     let supervisor_exe = exe(supervisor.id());
     let supervisor_seen = RuntimeSeen::of(supervisor.id());
-    let seen: Vec<(u32, RuntimeSeen, (u64, u64))> = runtimes
-        .iter()
-        .map(|pid| (*pid, RuntimeSeen::of(*pid), exe(*pid)))
+    let seen: Vec<(u32, RuntimeSeen, (u64, u64))> = descendants(supervisor.id())
+        .into_iter()
+        .map(|pid| (pid, RuntimeSeen::of(pid)))
+        .filter(|(_, seen)| seen.comm == "bootstrap-runc\n")
+        .map(|(pid, seen)| (pid, seen, exe(pid)))
         .collect();
+    let runtimes: Vec<u32> = seen.iter().map(|(pid, ..)| *pid).collect();
     stop(supervisor);
     b.assert_clean();
     supervisor_seen.assert_exe_read_only("the supervisor");
