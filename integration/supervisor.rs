@@ -104,7 +104,7 @@ fn a_runtime_error_is_not_a_container_failure() {
     });
     let exits_one = b.bundle("one", "exit 1");
     b.write_settings(&format!(
-        "{}{}{}",
+        "{}{}{}{}",
         container(
             &b.name("refused"),
             refused.to_str().unwrap(),
@@ -116,7 +116,15 @@ fn a_runtime_error_is_not_a_container_failure() {
             "/nonexistent/bundle",
             "mode = \"always\""
         ),
+        container(&b.name("nolog"), &exits_one, "mode = \"always\""),
     ));
+    // A runtime process that cannot open its log fails before the container runs: the
+    // container's exit code 1 must not be read as the container's failure.
+    let nolog = b
+        .run_dir
+        .join("logs")
+        .join(format!("{}.runtime.json", b.name("nolog")));
+    std::fs::create_dir_all(&nolog).unwrap();
     assert_eq!(b.run().code, 0);
     let refused = b.outcome("refused");
     assert_eq!(refused["status"], "runtime-error");
@@ -127,6 +135,12 @@ fn a_runtime_error_is_not_a_container_failure() {
     assert_eq!(b.outcome("one")["status"], "failed");
     assert_eq!(b.outcome("one")["exit_code"], 1);
     assert_eq!(b.outcome("missing")["status"], "runtime-error");
+    let nolog = b.outcome("nolog");
+    assert_eq!(nolog["status"], "runtime-error", "{nolog}");
+    assert!(
+        nolog["error"].as_str().unwrap().contains(".runtime.json"),
+        "{nolog}"
+    );
     b.assert_clean();
 }
 

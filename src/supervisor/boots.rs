@@ -4,11 +4,12 @@
 //! A boot is identified as systemd identifies it: the kernel's random `boot_id`
 //! (`/proc/sys/kernel/random/boot_id`, the `_BOOT_ID` of the journal). A boot's directory holds
 //! `sequence` (the boots' order: one more than the newest before it; not the clock, which may
-//! be unset or jump before time sync), `progress.json` (the report's schema, rewritten as each
-//! container ends, removed when the run ends: left behind, the run did not finish),
-//! `report.json` (the report of the last run that finished), `logs/<name>.log` (each
-//! container's output, each run's appended) and `lock` (flock'ed by a running supervisor:
-//! `status` reads a held lock as "in progress"). The last [`KEEP`] boots are kept.
+//! be unset or jump before time sync), `progress.json` (the report's schema, rewritten as
+//! containers end, once for those that end together; removed when the run ends: left behind,
+//! the run did not finish), `report.json` (the report of the last run that finished),
+//! `logs/<name>.log` (each container's output, each run's appended) and `lock` (flock'ed by a
+//! running supervisor: `status` reads a held lock as "in progress"). The last [`KEEP`] boots
+//! are kept.
 //!
 //! Containers' output may hold secrets: `boots/` is root's alone (0700), logs are 0600.
 
@@ -249,7 +250,7 @@ impl Record {
         let containers: Vec<Outcome> = outcomes.cloned().collect();
         let exit_code = verdict(&containers);
         let report = self.report(containers, exit_code, None);
-        // Not synced: it is rewritten as each container ends, and the final report is.
+        // Not synced: it is rewritten as containers end, and the final report is synced.
         if let Err(err) = report.replace(&self.dir.join(PROGRESS)) {
             log::warn!("recording this boot's progress: {err:#}");
         }

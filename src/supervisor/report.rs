@@ -95,8 +95,8 @@ impl Report {
         atomic_file::write(path, &serde_json::to_vec_pretty(self)?, 0o644)
     }
 
-    /// As [`Report::write`], atomic but not synced: for a report rewritten as each container
-    /// ends, on the boot's path, which the final one replaces.
+    /// As [`Report::write`], atomic but not synced: for a report rewritten as containers end,
+    /// on the boot's path, which the final one replaces.
     pub fn replace(&self, path: &Path) -> Result<()> {
         atomic_file::replace(path, &serde_json::to_vec_pretty(self)?, 0o644)
     }

@@ -211,7 +211,7 @@ impl Executor {
     ) {
         use std::os::unix::process::ExitStatusExt;
         let code = status.code();
-        let runtime_error = last_error(&self.runtime.log(&step.name));
+        let runtime_error = runtime_error(&self.runtime.log(&step.name));
         outcome.status = match (code, &runtime_error) {
             _ if ending == Some(Ending::TimedOut) => Status::TimedOut,
             _ if ending == Some(Ending::Interrupted) => Status::Interrupted,
@@ -273,9 +273,14 @@ fn stream(
     })
 }
 
-/// The last `"level":"error"` message of a runtime JSON log.
-fn last_error(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
+/// What the runtime said went wrong: the last `"level":"error"` message of its JSON log; or,
+/// when the log cannot be read, that: a runtime process opens its log (the supervisor removed
+/// the last run's) before it does anything about the container, so it failed before that.
+fn runtime_error(path: &Path) -> Option<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) => return Some(format!("the runtime's log {}: {err}", path.display())),
+    };
     text.lines()
         .rev()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())

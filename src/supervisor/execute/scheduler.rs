@@ -48,6 +48,8 @@ impl Executor {
         let mut started: BTreeSet<String> = outcomes.keys().cloned().collect();
         let mut running: BTreeSet<String> = BTreeSet::new();
         let stop = StopRequest::install()?;
+        // Outcomes recorded since the progress report was last rewritten.
+        let mut unrecorded = false;
         loop {
             if stop.requested() {
                 break;
@@ -72,6 +74,7 @@ impl Executor {
                 let mut outcome = blank_outcome(step, Status::Skipped);
                 outcome.error = Some(format!("dependency did not succeed: {}", failed.join(", ")));
                 self.finish(&markers, outcome, &mut outcomes);
+                unrecorded = true;
             }
             for step in next.ready {
                 if started.insert(step.name.clone()) {
@@ -85,22 +88,34 @@ impl Executor {
                     });
                 }
             }
+            // After the dependents of what just ended have started, and once for all the
+            // containers that ended together: the report is rewritten whole each time.
+            if unrecorded {
+                self.record.progress(outcomes.values());
+                unrecorded = false;
+            }
             if running.is_empty() {
                 break;
             }
             match done_rx.recv_timeout(STOP_POLL) {
-                Ok(outcome) => {
-                    running.remove(&outcome.name);
-                    if outcome.status == Status::Interrupted {
-                        // No marker: a later run this boot runs it again.
-                        outcomes.insert(outcome.name.clone(), outcome);
-                    } else {
-                        self.finish(&markers, outcome, &mut outcomes);
+                Ok(first) => {
+                    for outcome in std::iter::once(first).chain(done_rx.try_iter()) {
+                        running.remove(&outcome.name);
+                        if outcome.status == Status::Interrupted {
+                            // No marker: a later run this boot runs it again.
+                            outcomes.insert(outcome.name.clone(), outcome);
+                        } else {
+                            self.finish(&markers, outcome, &mut outcomes);
+                            unrecorded = true;
+                        }
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => bail!("a container thread vanished"),
             }
+        }
+        if unrecorded {
+            self.record.progress(outcomes.values());
         }
         if stop.requested() {
             self.interrupt(plan, &running, &done_rx, &mut outcomes);
@@ -144,7 +159,8 @@ impl Executor {
         }
     }
 
-    /// Records an outcome: marker, and once → off after a success.
+    /// Records an outcome: marker, and once → off after a success. The caller rewrites the
+    /// progress report.
     fn finish(
         &self,
         markers: &Markers,
@@ -170,7 +186,6 @@ impl Executor {
         }
         announce(&outcome);
         outcomes.insert(outcome.name.clone(), outcome);
-        self.record.progress(outcomes.values());
     }
 }
 
