@@ -277,11 +277,12 @@ fn stream(
 /// when the log cannot be read, that: a runtime process opens its log (the supervisor removed
 /// the last run's) before it does anything about the container, so it failed before that.
 fn runtime_error(path: &Path) -> Option<String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(err) => return Some(format!("the runtime's log {}: {err}", path.display())),
     };
-    text.lines()
+    String::from_utf8_lossy(&bytes)
+        .lines()
         .rev()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|v| v["level"] == "error")

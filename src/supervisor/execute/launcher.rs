@@ -422,11 +422,15 @@ fn runtime_process(config: &Config, request: &Request, stdout: OwnedFd, stderr: 
             });
             commands::finish(result, true)
         }
-        Err(err) => {
-            // Into its JSON log if that opens now, for the supervisor to read a runtime error
-            // with its reason (container.rs reads an unreadable log as one too).
-            let _ = logging::init(Some(&request.log), LogFormat::Json, false);
+        // Into its JSON log if that opens now, for the supervisor to read a runtime error with
+        // its reason (container.rs reads an unreadable log as one too); else on stderr only
+        // (the logger inherited from the supervisor would say it there a second time).
+        Err(err) if logging::init(Some(&request.log), LogFormat::Json, false).is_ok() => {
             commands::finish(Err(err), true)
+        }
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "bootstrap-runc: {err:#}");
+            1
         }
     };
     log::logger().flush();
@@ -462,22 +466,48 @@ fn become_runtime(stdout: OwnedFd, stderr: OwnedFd, log: &Path) -> Result<()> {
 }
 
 /// Closes every descriptor from 3 on but `keep`: a fork has copies of all of its parent's,
-/// and one of them could hold a lock (flock) or a pipe's write end open. `close_range(2)`
-/// (Linux 5.9; the runtime already needs 5.12's `mount_setattr`) over the gaps between the
-/// kept ones: no /proc, no syscall per descriptor.
+/// and one of them could hold a lock (flock) or a pipe's write end open. `close_range(2)` over
+/// the gaps between the kept ones; where it is refused (a kernel before 5.9, a seccomp filter
+/// that does not know it), each descriptor /proc lists.
 fn close_fds_except(keep: &[RawFd]) {
-    let mut keep: Vec<libc::c_uint> = keep
+    let mut kept: Vec<libc::c_uint> = keep
         .iter()
         .filter_map(|&fd| libc::c_uint::try_from(fd).ok())
         .filter(|&fd| fd > 2)
         .collect();
-    keep.sort_unstable();
+    kept.sort_unstable();
     let mut first: libc::c_uint = 3;
-    for fd in keep.into_iter().chain([libc::c_uint::MAX]) {
+    for fd in kept.into_iter().chain([libc::c_uint::MAX]) {
         if fd > first {
             // SAFETY: closes descriptors nothing in this freshly forked process uses.
-            unsafe { libc::close_range(first, fd - 1, 0) };
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    libc::c_long::from(first),
+                    libc::c_long::from(fd - 1),
+                    0 as libc::c_long,
+                )
+            };
+            if rc != 0 {
+                return close_listed_fds_except(keep);
+            }
         }
         first = fd.saturating_add(1);
+    }
+}
+
+fn close_listed_fds_except(keep: &[RawFd]) {
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: closing a descriptor nothing in this process uses any more (the directory's
+            // own was closed with its iterator; closing it again fails harmlessly).
+            unsafe { libc::close(fd) };
+        }
     }
 }

@@ -78,7 +78,12 @@ impl Executor {
             }
             for step in next.ready {
                 if started.insert(step.name.clone()) {
-                    markers.set(&step.name, &Marker::Started)?;
+                    if let Err(err) = markers.set(&step.name, &Marker::Started) {
+                        if unrecorded {
+                            self.record.progress(outcomes.values());
+                        }
+                        return Err(err);
+                    }
                     running.insert(step.name.clone());
                     let tx = done_tx.clone();
                     let step = step.clone();
