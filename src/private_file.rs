@@ -3,7 +3,7 @@
 
 use std::fs::{File, Metadata};
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -28,6 +28,17 @@ pub fn check(path: &Path, meta: &Metadata) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Creates `dir` and its missing parents, each new one root's alone (0700): state, data and
+/// caches that containers are made from. An existing directory is left as it is. Errors name
+/// the directory.
+pub fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
 }
 
 /// [`check`] on the file at `path`, symlinks followed.

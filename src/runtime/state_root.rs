@@ -12,14 +12,16 @@
 //! ```
 //! Names starting with `.` can never be container ids, so ours never collide with libcontainer's.
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use std::os::fd::AsRawFd;
 
 use nix::fcntl::{fcntl, FcntlArg};
+
+use crate::private_file;
 
 pub const DEFAULT_ROOT: &str = "/run/bootstrap-runc";
 
@@ -66,11 +68,7 @@ impl StateRoot {
             path.join(".empty"),
             path.join(".seccomp"),
         ] {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .with_context(|| format!("creating state directory {}", dir.display()))?;
+            private_file::create_dir(&dir)?;
         }
         Ok(StateRoot { path })
     }

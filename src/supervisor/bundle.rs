@@ -20,7 +20,7 @@
 //! written: a missing `process.cwd` is an error naming it.
 
 use std::io::Read;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -35,6 +35,7 @@ use super::spec;
 use crate::atomic_file;
 use crate::image::user::Accounts;
 use crate::image::{self, Images, Rootfs};
+use crate::private_file;
 
 /// The largest `/etc/passwd` or `/etc/group` read from an image, in bytes.
 pub const MAX_ACCOUNT_FILE: u64 = 4 << 20;
@@ -69,11 +70,7 @@ pub fn prepare(
     // A killed earlier run may have left the image overlay mounted.
     image::clear(&dir)?;
     let data = dir.join("data");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&data)
-        .with_context(|| format!("creating {}", data.display()))?;
+    private_file::create_dir(&data)?;
     let user_data = data.join("user-data");
     match &step.container.user_data {
         Some(bytes) => atomic_file::replace(&user_data, bytes.as_bytes(), 0o600)?,

@@ -1,10 +1,9 @@
 use std::collections::BTreeSet;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::{SettingsArg, INVALID};
 use crate::cli;
@@ -87,11 +86,7 @@ fn image_references(settings: &settings::Settings) -> BTreeSet<String> {
 /// the bundles and images beside it.
 fn seccomp_cache(state_dir: &Path) -> Result<PathBuf> {
     let dir = state_dir.join("seccomp");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
+    private_file::create_dir(&dir)?;
     private_file::check_path(&dir)?;
     Ok(dir)
 }

@@ -425,13 +425,13 @@ fn runtime_process(config: &Config, request: &Request, stdout: OwnedFd, stderr: 
         // Into its JSON log if that opens now, for the supervisor to read a runtime error with
         // its reason (container.rs reads an unreadable log as one too); else on stderr only
         // (the logger inherited from the supervisor would say it there a second time).
-        Err(err) if logging::init(Some(&request.log), LogFormat::Json, false).is_ok() => {
-            commands::finish(Err(err), true)
-        }
-        Err(err) => {
-            let _ = writeln!(std::io::stderr(), "bootstrap-runc: {err:#}");
-            1
-        }
+        Err(err) => match logging::init(Some(&request.log), LogFormat::Json, false) {
+            Ok(()) => commands::finish(Err(err), true),
+            Err(_) => {
+                let _ = writeln!(std::io::stderr(), "bootstrap-runc: {err:#}");
+                1
+            }
+        },
     };
     log::logger().flush();
     let _ = std::io::stdout().flush();

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 use super::stop::StopRequest;
 use super::{blank_outcome, describe, Executor};
@@ -50,9 +50,9 @@ impl Executor {
         let stop = StopRequest::install()?;
         // Outcomes recorded since the progress report was last rewritten.
         let mut unrecorded = false;
-        loop {
+        let scheduled: Result<()> = 'schedule: loop {
             if stop.requested() {
-                break;
+                break Ok(());
             }
             let progress: BTreeMap<String, plan::Outcome> = outcomes
                 .iter()
@@ -79,10 +79,7 @@ impl Executor {
             for step in next.ready {
                 if started.insert(step.name.clone()) {
                     if let Err(err) = markers.set(&step.name, &Marker::Started) {
-                        if unrecorded {
-                            self.record.progress(outcomes.values());
-                        }
-                        return Err(err);
+                        break 'schedule Err(err);
                     }
                     running.insert(step.name.clone());
                     let tx = done_tx.clone();
@@ -100,7 +97,7 @@ impl Executor {
                 unrecorded = false;
             }
             if running.is_empty() {
-                break;
+                break Ok(());
             }
             match done_rx.recv_timeout(STOP_POLL) {
                 Ok(first) => {
@@ -116,12 +113,16 @@ impl Executor {
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("a container thread vanished"),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(anyhow!("a container thread vanished"));
+                }
             }
-        }
+        };
+        // However the loop ended, what it recorded reaches the progress report.
         if unrecorded {
             self.record.progress(outcomes.values());
         }
+        scheduled?;
         if stop.requested() {
             self.interrupt(plan, &running, &done_rx, &mut outcomes);
         }
