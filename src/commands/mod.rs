@@ -58,8 +58,12 @@ pub struct Cli {
     /// Host directories bound read-write and rshared at /.bottlerocket/rootfs<dir>,
     /// comma-separated; '' for none [policy file, then
     /// /var/lib/containerd,/var/lib/docker,/var/lib/kubelet]
-    #[arg(long, global = true, value_name = "LIST", value_parser = policy::file::parse_shared_dirs)]
+    #[arg(long, global = true, value_name = "LIST", value_parser = policy::file::parse_dir_list)]
     pub shared_dirs: Option<policy::file::DirList>,
+    /// Host directories no container may reach, comma-separated, besides --root and its
+    /// seccomp cache (bootstrap-supervisor passes its own state)
+    #[arg(long, global = true, value_name = "LIST", value_parser = policy::file::parse_dir_list)]
+    pub protected_dirs: Option<policy::file::DirList>,
     /// runc's rootless mode: `false` or `auto` (bootstrap containers run as root; `true` is
     /// refused)
     #[arg(long, global = true, value_name = "true|false|auto", value_parser = ["false", "auto", "true"])]
@@ -127,6 +131,11 @@ impl Cli {
                 host_mount_area: self.host_mount_area.clone(),
                 shared_dirs: self.shared_dirs.clone().map(|list| list.0),
                 systemd_cgroup: self.systemd_cgroup,
+                protected_dirs: self
+                    .protected_dirs
+                    .clone()
+                    .map(|list| list.0)
+                    .unwrap_or_default(),
             },
         })
     }

@@ -35,6 +35,8 @@ pub struct Overrides {
     pub shared_dirs: Option<Vec<PathBuf>>,
     /// `--systemd-cgroup`.
     pub systemd_cgroup: bool,
+    /// `--protected-dirs`.
+    pub protected_dirs: Vec<PathBuf>,
 }
 
 /// The policy file's path: `$BOOTSTRAP_RUNC_POLICY`, else the default.
@@ -93,6 +95,7 @@ pub fn resolve(text: Option<&str>, overrides: &Overrides) -> Result<Policy> {
         host_certs: file.host_certs.unwrap_or(defaults.host_certs),
         seccomp: file.seccomp.unwrap_or(defaults.seccomp),
         systemd_cgroup: overrides.systemd_cgroup,
+        protected_dirs: overrides.protected_dirs.clone(),
     };
     for (key, path) in [
         ("host-root", &policy.host_root),
@@ -171,8 +174,9 @@ fn check_shared_dirs(policy: &Policy) -> Result<()> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirList(pub Vec<PathBuf>);
 
-/// Parses `--shared-dirs`: comma-separated absolute paths; empty means none.
-pub fn parse_shared_dirs(list: &str) -> Result<DirList, String> {
+/// Parses `--shared-dirs` and `--protected-dirs`: comma-separated absolute paths; empty means
+/// none.
+pub fn parse_dir_list(list: &str) -> Result<DirList, String> {
     list.split(',')
         .filter(|dir| !dir.is_empty())
         .map(|dir| {
@@ -228,7 +232,7 @@ mod tests {
 
         let overrides = Overrides {
             host_root: Some("/flag-root".into()),
-            shared_dirs: Some(parse_shared_dirs("").unwrap().0),
+            shared_dirs: Some(parse_dir_list("").unwrap().0),
             ..Default::default()
         };
         let policy = resolve(Some(text), &overrides).unwrap();
@@ -240,10 +244,10 @@ mod tests {
     #[test]
     fn shared_dirs_flag() {
         assert_eq!(
-            parse_shared_dirs("/a,/b/c").unwrap().0,
+            parse_dir_list("/a,/b/c").unwrap().0,
             [PathBuf::from("/a"), PathBuf::from("/b/c")]
         );
-        assert!(parse_shared_dirs("/a,b").unwrap_err().contains("b is not"));
+        assert!(parse_dir_list("/a,b").unwrap_err().contains("b is not"));
         assert_eq!(
             resolve(None, &Overrides::default()).unwrap().shared_dirs,
             crate::policy::default_shared_dirs()

@@ -88,6 +88,12 @@ pub struct Policy {
     /// `linux.cgroupsPath` must have. Recorded with the container like the rest.
     #[serde(default)]
     pub systemd_cgroup: bool,
+    /// Host directories no container may reach (`--protected-dirs`, not a policy-file key; the
+    /// runtime adds its state root and seccomp cache, the supervisor its run directory and
+    /// its state's records, images and seccomp cache): no bind source is or lies inside one,
+    /// nothing writable holds one. Absolute.
+    #[serde(default)]
+    pub protected_dirs: Vec<PathBuf>,
 }
 
 impl Default for Policy {
@@ -101,6 +107,7 @@ impl Default for Policy {
             host_certs: default_host_certs(),
             seccomp: seccomp::Mode::default(),
             systemd_cgroup: false,
+            protected_dirs: Vec::new(),
         }
     }
 }
@@ -134,6 +141,15 @@ pub enum PolicyError {
     UserNamespace,
     #[error("the bootstrap policy refuses hooks: they would run on the host outside the policy")]
     Hooks,
+    #[error("the bootstrap policy refuses the mount at /: it would replace the container's root (root.path) after the runtime checked it")]
+    MountOverRoot,
+    #[error("the bootstrap policy refuses the bind of {} at {}: it {relation} {}, the runtime's own state, which no container may reach", .from.display(), .destination.display(), .protected.display())]
+    ProtectedSource {
+        from: PathBuf,
+        destination: PathBuf,
+        relation: &'static str,
+        protected: PathBuf,
+    },
     #[error("the config has no root filesystem (root.path)")]
     NoRoot,
     #[error("process.{0} contains a NUL byte, which no program can be given")]
@@ -395,9 +411,23 @@ fn confine_mounts(
         BOTTLEROCKET_DIR,
         &["nosuid", "nodev", "noexec", "mode=755", "size=1m"],
     )];
+    // Before the config's mounts, so that a bind under /tmp lands on it instead of being
+    // hidden by it.
+    if !requested
+        .iter()
+        .any(|m| clean(m.destination()) == Path::new("/tmp"))
+    {
+        mounts.push(tmpfs(
+            "/tmp",
+            &["nosuid", "nodev", "mode=1777", "size=65536k"],
+        ));
+    }
     for mut mount in requested {
         // runc takes a relative destination against the container's root.
         let destination = clean(mount.destination());
+        if destination == Path::new("/") {
+            return Err(PolicyError::MountOverRoot);
+        }
         if destination == bottlerocket
             || destination.starts_with(host_root_target)
             || WHEN_PRESENT.iter().any(|dir| destination.starts_with(dir))
@@ -412,9 +442,11 @@ fn confine_mounts(
         }
         if is_bind(&mount) {
             let source = clean(&bundle.join(mount.source().clone().unwrap_or_default()));
-            if !may_write(&source, policy, bundle) {
+            let writable = may_write(&source, policy, bundle);
+            if !writable {
                 make_read_only(&mut mount);
             }
+            check_protected(&source, mount.destination(), writable, policy)?;
             mount.set_source(Some(source));
         } else {
             let typ = mount.typ().clone().unwrap_or_default();
@@ -426,12 +458,6 @@ fn confine_mounts(
             }
         }
         mounts.push(mount);
-    }
-    if !mounts.iter().any(|m| m.destination() == Path::new("/tmp")) {
-        mounts.push(tmpfs(
-            "/tmp",
-            &["nosuid", "nodev", "mode=1777", "size=65536k"],
-        ));
     }
     // After the config's own mounts (its /sys included), as host-ctr orders them.
     let read_only = ["rbind", "ro", "rro"];
@@ -482,6 +508,35 @@ pub fn is_bind(mount: &Mount) -> bool {
             .iter()
             .flatten()
             .any(|o| o == "bind" || o == "rbind")
+}
+
+/// By name (the runtime compares by device and inode too): a bind source is not, nor lies
+/// inside, a protected directory, and a writable one holds none.
+fn check_protected(
+    source: &Path,
+    destination: &Path,
+    writable: bool,
+    policy: &Policy,
+) -> Result<(), PolicyError> {
+    for dir in &policy.protected_dirs {
+        let dir = clean(dir);
+        let relation = if source == dir {
+            "is"
+        } else if source.starts_with(&dir) {
+            "lies inside"
+        } else if writable && dir.starts_with(source) {
+            "contains"
+        } else {
+            continue;
+        };
+        return Err(PolicyError::ProtectedSource {
+            from: source.to_path_buf(),
+            destination: destination.to_path_buf(),
+            relation,
+            protected: dir,
+        });
+    }
+    Ok(())
 }
 
 fn may_write(source: &Path, policy: &Policy, bundle: &Path) -> bool {

@@ -16,9 +16,11 @@ use anyhow::{bail, Context, Result};
 use libcontainer::oci_spec::runtime::Mount;
 use nix::sys::stat::fstat;
 use nix::unistd::Pid;
+use pathrs::error::ErrorKind;
 use pathrs::flags::ResolverFlags;
 use pathrs::Root;
 
+use super::reach::{Lineage, Relation};
 use crate::policy;
 
 /// A bind source as the policy judged it.
@@ -32,10 +34,14 @@ pub struct Judged {
     ino: u64,
 }
 
-/// Opens the source of every bind in `mounts` (the derived spec's, in mount order) that no later
-/// mount hides. A source that is missing is left to libcontainer's error; one reached through a
-/// symlink now was swapped since it was judged, and is refused.
-pub fn judge(mounts: &[Mount]) -> Result<Vec<Judged>> {
+/// Opens the source of every bind in `mounts` (the derived spec's, in mount order), with no
+/// symlink followed: what is opened is what gets checked once mounted. Refused, naming the
+/// source: a bind a later mount hides (its mount could not be checked); a source that is
+/// missing or a dangling symlink (libcontainer would resolve it again later, to whatever is
+/// there by then); one reached through a symlink now (swapped since it was judged); one that
+/// is or lies inside `protected` (the runtime's and the supervisor's state), or, when the bind
+/// is writable, holds it.
+pub(crate) fn judge(mounts: &[Mount], protected: &[Lineage]) -> Result<Vec<Judged>> {
     let host = Root::open("/")
         .context("opening / for the bind sources")?
         .with_resolver_flags(ResolverFlags::NO_SYMLINKS);
@@ -45,20 +51,59 @@ pub fn judge(mounts: &[Mount]) -> Result<Vec<Judged>> {
             continue;
         };
         let destination = mount.destination();
-        let hidden = mounts[i + 1..]
+        if let Some(later) = mounts[i + 1..]
             .iter()
-            .any(|later| destination.starts_with(later.destination()));
-        if hidden || !source.exists() {
-            continue;
+            .find(|later| destination.starts_with(later.destination()))
+        {
+            bail!(
+                "the bootstrap policy refuses the bind of {} at {}: the later mount at {} hides it, so what is mounted there could not be checked",
+                source.display(),
+                destination.display(),
+                later.destination().display()
+            );
         }
-        let handle = host.resolve_nofollow(source).with_context(|| {
-            format!(
-                "bind source {} changed after the policy judged it (a symlink on its path)",
-                source.display()
+        let missing = || {
+            anyhow::anyhow!(
+                "the bootstrap policy refuses the bind of {} at {}: its source does not exist (or is a dangling symlink), so the policy cannot judge what would be mounted",
+                source.display(),
+                destination.display()
             )
-        })?;
+        };
+        let handle = match host.resolve_nofollow(source) {
+            Ok(handle) => handle,
+            Err(err) if err.kind() == ErrorKind::OsError(Some(libc::ENOENT)) => {
+                return Err(missing())
+            }
+            Err(err) => {
+                return Err(err).with_context(|| {
+                    format!(
+                        "bind source {} changed after the policy judged it (a symlink on its path)",
+                        source.display()
+                    )
+                })
+            }
+        };
         let stat = fstat(handle.as_fd().as_raw_fd())
             .with_context(|| format!("stat {}", source.display()))?;
+        // Existing symlinks were resolved before the policy: this one leads nowhere.
+        if stat.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            return Err(missing());
+        }
+        let lineage = Lineage::of(source, &handle)?;
+        let writable = !mount.options().iter().flatten().any(|o| o == "ro");
+        for state in protected {
+            match lineage.relation(state) {
+                Some(Relation::Contains) if !writable => {}
+                Some(relation) => bail!(
+                    "the bootstrap policy refuses the bind of {} at {}: it {} {}, the runtime's own state, which no container may reach",
+                    source.display(),
+                    destination.display(),
+                    relation.verb(),
+                    state.path.display()
+                ),
+                None => {}
+            }
+        }
         judged.push(Judged {
             destination: destination.clone(),
             source: source.clone(),

@@ -10,12 +10,15 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
 
 use super::cgroup::Owned;
+use super::host_mounts::HostMount;
 use super::mountinfo::MountTable;
+use super::reach::{self, Lineage};
 use super::{
-    bind_sources, derived_bundle, environment, host_mounts, libcontainer_error, seccomp_filter,
-    Runtime,
+    bind_sources, derived_bundle, environment, host_mounts, libcontainer_error, rootfs,
+    seccomp_filter, Runtime,
 };
 use crate::atomic_file;
+use crate::policy::Policy;
 
 pub struct CreateRequest<'a> {
     pub id: &'a str,
@@ -59,11 +62,20 @@ impl Runtime {
         request: &CreateRequest,
         bundle: &Path,
         derived_dir: &Path,
-        policy: &crate::policy::Policy,
+        policy: &Policy,
     ) -> Result<Pid> {
         let table = MountTable::read()?;
-        let derived =
-            derived_bundle::write(derived_dir, bundle, policy, &self.seccomp_cache, &table)?;
+        let protected = reach::protected(&policy.protected_dirs)?;
+        let derived = derived_bundle::write(
+            derived_dir,
+            bundle,
+            policy,
+            &self.seccomp_cache,
+            &table,
+            &protected,
+        )?;
+        check_host_mounts(&derived.host_mounts, &protected)?;
+        check_root(&derived.root, policy, &protected)?;
         Owned::claim(
             derived.cgroups_path.clone(),
             request.id,
@@ -96,6 +108,65 @@ impl Runtime {
         }
         Ok(pid)
     }
+}
+
+/// The policy's writable host mounts (the mount area, the shared directories) must stay apart
+/// from the runtime's and supervisor's state.
+fn check_host_mounts(mounts: &[HostMount], protected: &[Lineage]) -> Result<()> {
+    for mount in mounts.iter().filter(|m| !m.read_only) {
+        let Some(lineage) = Lineage::open(&mount.source)? else {
+            continue; // a shared directory not made yet: environment.rs creates it, empty
+        };
+        if let Some((state, relation)) = protected
+            .iter()
+            .find_map(|state| lineage.relation(state).map(|r| (state, r)))
+        {
+            bail!(
+                "the bootstrap policy refuses the writable host mount of {} at {}: it {} {}, the runtime's own state, which no container may reach",
+                mount.source.display(),
+                mount.target.display(),
+                relation.verb(),
+                state.path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// rootfs.rs's check, with what the root must stay apart from: the protected state, and what
+/// other containers can write.
+fn check_root(root: &Path, policy: &Policy, protected: &[Lineage]) -> Result<()> {
+    let host_roots: Vec<Lineage> = [Path::new("/"), &policy.host_root]
+        .into_iter()
+        .filter_map(|p| Lineage::open(p).transpose())
+        .collect::<Result<_>>()?;
+    let mut apart: Vec<(&str, Lineage)> = protected
+        .iter()
+        .map(|l| ("the runtime's own state", l.clone()))
+        .collect();
+    let writers = std::iter::once(("the host mount area", policy.host_mount_area.clone()))
+        .chain(policy.shared_dirs.iter().map(|d| {
+            (
+                "the shared directory",
+                crate::policy::under(&policy.host_root, d),
+            )
+        }))
+        .chain(
+            policy
+                .writable_binds
+                .iter()
+                .map(|d| ("the writable-binds source", d.clone())),
+        );
+    for (what, path) in writers {
+        // Symlinks followed: a source the operator named by a symlink is still that source.
+        let Ok(real) = path.canonicalize() else {
+            continue;
+        };
+        if let Some(lineage) = Lineage::open(&real)? {
+            apart.push((what, lineage));
+        }
+    }
+    rootfs::check(root, &host_roots, &apart)
 }
 
 /// runc's pid file: the decimal pid, no newline, replaced atomically.

@@ -15,6 +15,7 @@ use super::bind_sources::{self, Judged};
 use super::environment;
 use super::host_mounts::{self, HostMount};
 use super::mountinfo::MountTable;
+use super::reach::Lineage;
 use super::seccomp_filter::Filter;
 use crate::atomic_file;
 use crate::policy::{self, Policy};
@@ -82,6 +83,8 @@ pub fn read_spec(bundle: &Path) -> Result<Spec> {
 
 /// What `create` needs of the derived spec besides the file libcontainer reads.
 pub struct Derived {
+    /// The container's root filesystem, canonical.
+    pub root: PathBuf,
     /// The mounts our own code attaches after libcontainer created the container.
     pub host_mounts: Vec<HostMount>,
     /// `linux.cgroupsPath`, as the spec has it.
@@ -95,19 +98,21 @@ pub struct Derived {
 /// Applies the policy to the bundle's spec and writes the result into `dir` (which exists and is
 /// empty); seccomp filters are compiled into, or taken from, `seccomp_dir`; `table` is the
 /// host's mount table.
-pub fn write(
+pub(crate) fn write(
     dir: &Path,
     bundle: &Path,
     policy: &Policy,
     seccomp_dir: &Path,
     table: &MountTable,
+    protected: &[Lineage],
 ) -> Result<Derived> {
     let mut spec = read_spec(bundle)?;
     resolve_bind_sources(&mut spec, bundle);
     let mut spec = policy::apply(spec, policy, bundle)?;
+    let root = resolve_root(&mut spec)?;
     environment::present(&mut spec, &policy.host_root, table)?;
     let (mut spec, host_mounts) = host_mounts::split(spec);
-    let binds = bind_sources::judge(spec.mounts().as_deref().unwrap_or_default())?;
+    let binds = bind_sources::judge(spec.mounts().as_deref().unwrap_or_default(), protected)?;
     let seccomp_filter = Filter::take(&mut spec, seccomp_dir)?;
     if let Some(filter) = &seccomp_filter {
         filter.write(&dir.join(FILTER_FILE))?;
@@ -115,16 +120,13 @@ pub fn write(
     replace_spec(dir, &spec)?;
     let meta = Meta {
         bundle: bundle.to_path_buf(),
-        rootfs: spec
-            .root()
-            .as_ref()
-            .map(|r| r.path().clone())
-            .unwrap_or_default(),
+        rootfs: root.clone(),
         policy: policy.clone(),
         seccomp_filter: seccomp_filter.is_some(),
     };
     atomic_file::replace(&dir.join(META_FILE), &serde_json::to_vec(&meta)?, 0o600)?;
     Ok(Derived {
+        root,
         host_mounts,
         cgroups_path: spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()),
         binds,
@@ -142,6 +144,20 @@ pub fn read_meta(dir: &Path) -> Result<Meta> {
     let path = dir.join(META_FILE);
     let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Makes `root.path` (absolute after the policy) canonical, as runc resolves it: libcontainer
+/// walks it by path, and rootfs.rs checks the very path it will walk.
+fn resolve_root(spec: &mut Spec) -> Result<PathBuf> {
+    let Some(root) = spec.root_mut() else {
+        bail!("the config has no root filesystem (root.path)");
+    };
+    let real = root
+        .path()
+        .canonicalize()
+        .with_context(|| format!("root.path {}", root.path().display()))?;
+    root.set_path(real.clone());
+    Ok(real)
 }
 
 /// Resolves symlinks in existing bind sources, so the policy judges where a bind really points.

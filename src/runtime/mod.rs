@@ -13,6 +13,8 @@ pub mod host_mounts;
 pub mod kill;
 pub mod mountinfo;
 pub mod oci_state;
+pub(crate) mod reach;
+pub(crate) mod rootfs;
 pub mod run;
 pub mod sealed_exe;
 pub mod seccomp_filter;
@@ -41,10 +43,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// The effective policy: flags, then the policy file, then defaults; host paths resolved.
+    /// The effective policy: flags, then the policy file, then defaults; host paths resolved;
+    /// the state root and seccomp cache protected.
     pub fn policy(&self) -> Result<Policy> {
         let file = policy::file::path();
         let mut policy = policy::file::load(&file, &self.policy_overrides)?;
+        policy
+            .protected_dirs
+            .extend([self.root.path().to_path_buf(), self.seccomp_cache.clone()]);
         for (what, flag, path) in [
             ("host root", "--host-root", &mut policy.host_root),
             (

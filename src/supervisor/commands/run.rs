@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(long, value_parser = cli::absolute)]
     pub host_mount_area: Option<PathBuf>,
     /// Passed to bootstrap-runc: comma-separated host directories shared read-write, '' for none
-    #[arg(long, value_name = "LIST", value_parser = policy::file::parse_shared_dirs)]
+    #[arg(long, value_name = "LIST", value_parser = policy::file::parse_dir_list)]
     pub shared_dirs: Option<policy::file::DirList>,
     /// How long a stopped container (timeout, or the supervisor stopping) has between SIGTERM
     /// and SIGKILL to all its processes (host-ctr's 20 s)
@@ -84,6 +84,14 @@ fn image_references(settings: &settings::Settings) -> BTreeSet<String> {
 /// run dir is new each boot, and the first container would compile the profile, ~10 ms, while
 /// the others wait). What it holds is loaded into containers, so it must be root's alone, as
 /// the bundles and images beside it.
+/// What no container may reach: the run dir (runtime state, logs, markers) and the state dir
+/// but for the containers' bundles (their `data/` is bound into them on purpose).
+fn protected_dirs(state_dir: &Path, run_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![run_dir.to_path_buf()];
+    dirs.extend(["boots", "images", "seccomp"].map(|dir| state_dir.join(dir)));
+    dirs
+}
+
 fn seccomp_cache(state_dir: &Path) -> Result<PathBuf> {
     let dir = state_dir.join("seccomp");
     private_file::create_dir(&dir)?;
@@ -127,6 +135,7 @@ pub fn run(args: &Args) -> Result<i32> {
         host_root: args.host_root.clone(),
         host_mount_area: args.host_mount_area.clone(),
         shared_dirs: args.shared_dirs.clone().map(|list| list.0),
+        protected_dirs: protected_dirs(&args.state_dir, &args.run_dir),
     };
     // Forked while this process is single-threaded, in the cgroup just taken, and before the
     // settings and credentials are read: runtime processes hold no more than they need.

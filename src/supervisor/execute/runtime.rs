@@ -22,11 +22,13 @@ pub struct Runtime {
     pub host_mount_area: Option<PathBuf>,
     /// `--shared-dirs`, when given.
     pub shared_dirs: Option<Vec<PathBuf>>,
+    /// `--protected-dirs`: the supervisor's own state, which no container may reach.
+    pub protected_dirs: Vec<PathBuf>,
 }
 
 impl Runtime {
     /// `bootstrap-runc --root ... --log ... --log-format json [--host-root ...]
-    /// [--host-mount-area ...] [--shared-dirs ...]` for container `name`, stdin from /dev/null; the caller adds the
+    /// [--host-mount-area ...] [--shared-dirs ...] [--protected-dirs ...]` for container `name`, stdin from /dev/null; the caller adds the
     /// subcommand.
     fn command(&self, name: &str) -> Command {
         let mut cmd = Command::new(&self.binary);
@@ -43,6 +45,14 @@ impl Runtime {
         if let Some(dirs) = &self.shared_dirs {
             let list: Vec<&str> = dirs.iter().filter_map(|d| d.to_str()).collect();
             cmd.arg("--shared-dirs").arg(list.join(","));
+        }
+        if !self.protected_dirs.is_empty() {
+            let list: Vec<&str> = self
+                .protected_dirs
+                .iter()
+                .filter_map(|d| d.to_str())
+                .collect();
+            cmd.arg("--protected-dirs").arg(list.join(","));
         }
         cmd.stdin(Stdio::null());
         cmd
@@ -66,6 +76,7 @@ impl Runtime {
                 host_mount_area: self.host_mount_area.clone(),
                 shared_dirs: self.shared_dirs.clone(),
                 systemd_cgroup: false,
+                protected_dirs: self.protected_dirs.clone(),
             },
         }
     }
