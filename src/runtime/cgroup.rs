@@ -73,6 +73,20 @@ impl Owned {
         directories(&self.path, self.systemd, &MountTable::read()?)
     }
 
+    /// Whether process `pid` is in this cgroup, as its `/proc/<pid>/cgroup` says (in any
+    /// hierarchy; false when it cannot be read).
+    pub fn holds(&self, pid: nix::unistd::Pid) -> bool {
+        let Ok(relative) = relative_path(&self.path, self.systemd) else {
+            return false;
+        };
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+            return false;
+        };
+        text.lines()
+            .filter_map(|line| line.splitn(3, ':').nth(2))
+            .any(|path| Path::new(path.trim_start_matches('/')) == relative)
+    }
+
     /// The cgroup recorded in `state_dir`; `None` when no create got as far as claiming one.
     pub fn recorded(state_dir: &Path) -> Result<Option<Owned>> {
         let path = state_dir.join(RECORD);
@@ -90,17 +104,30 @@ impl Owned {
 /// joins the path, leading `/` dropped, to each hierarchy's root; on cgroup v2 with systemd
 /// the unit's cgroup is `<slice expanded>/<prefix>-<name>.scope` (or `<name>` for a slice).
 fn directories(path: &Path, systemd: bool, table: &MountTable) -> Result<Vec<PathBuf>> {
-    let unified = matches!(get_cgroup_setup(), Ok(CgroupSetup::Unified));
-    if unified && systemd && !path.is_absolute() {
-        return Ok(vec![Path::new(UNIFIED_ROOT).join(systemd_unit_path(path)?)]);
+    let relative = relative_path(path, systemd)?;
+    if is_systemd_unit(path, systemd) {
+        return Ok(vec![Path::new(UNIFIED_ROOT).join(relative)]);
     }
-    let relative: PathBuf = path
-        .components()
-        .filter(|c| !matches!(c, Component::RootDir))
-        .collect();
     Ok(table
         .cgroup_hierarchies()
         .map(|point| point.join(&relative))
+        .collect())
+}
+
+/// Whether `path` names a systemd unit's cgroup (cgroup v2 with `--systemd-cgroup` and
+/// `slice:prefix:name`).
+fn is_systemd_unit(path: &Path, systemd: bool) -> bool {
+    systemd && !path.is_absolute() && matches!(get_cgroup_setup(), Ok(CgroupSetup::Unified))
+}
+
+/// The cgroup `path` relative to the root of each hierarchy it is in.
+fn relative_path(path: &Path, systemd: bool) -> Result<PathBuf> {
+    if is_systemd_unit(path, systemd) {
+        return systemd_unit_path(path);
+    }
+    Ok(path
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir))
         .collect())
 }
 

@@ -3,9 +3,9 @@
 
 use anyhow::{bail, Context, Result};
 use libcgroups::common::CgroupManager;
-use libcontainer::container::Container;
 
 use super::cgroup::Owned;
+use super::init::Init;
 use super::{status_error, Runtime};
 
 impl Runtime {
@@ -19,8 +19,8 @@ impl Runtime {
             }
             bail!("container {id:?} does not exist");
         }
-        match Container::load(container_dir) {
-            Ok(mut container) => match container.delete(force) {
+        match self.load_with_init(id) {
+            Ok((mut container, _)) => match container.delete(force) {
                 Ok(()) => {
                     if derived_dir.exists() {
                         std::fs::remove_dir_all(&derived_dir)
@@ -73,11 +73,8 @@ impl Runtime {
             Some(owned) if !owned.systemd && container.intel_rdt_dir().is_none() => owned,
             _ => return Ok(false),
         };
-        if container
-            .pid()
-            .is_some_and(|pid| nix::sys::signal::kill(pid, None).is_ok())
-        {
-            return Ok(false);
+        if container.pid().is_some() {
+            return Ok(false); // the init still lives
         }
         for dir in owned.directories()? {
             match std::fs::remove_dir(&dir) {
@@ -98,11 +95,10 @@ impl Runtime {
     pub(super) fn remove_leftovers(&self, id: &str) -> Result<()> {
         let derived_dir = self.root.derived_dir(id);
         let container_dir = self.root.container_dir(id);
-        // The init may not be in the cgroup yet when create was interrupted.
-        if let Ok(container) = Container::load(container_dir.clone()) {
-            if let Some(pid) = container.pid() {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            }
+        // The init may not be in the cgroup yet when create was interrupted; only the one
+        // recorded, never state.json's pid.
+        if let Ok(Some(init)) = Init::find(&derived_dir, None) {
+            let _ = init.signal(libc::SIGKILL);
         }
         // Only the cgroup this runtime claimed: with no record, create never got as far as
         // making one, and whatever is at the path belongs to someone else.

@@ -14,7 +14,7 @@ use super::host_mounts::HostMount;
 use super::mountinfo::MountTable;
 use super::reach::{self, Lineage};
 use super::{
-    bind_sources, derived_bundle, environment, host_mounts, libcontainer_error, rootfs,
+    bind_sources, derived_bundle, environment, host_mounts, init, libcontainer_error, rootfs,
     seccomp_filter, Runtime,
 };
 use crate::atomic_file;
@@ -101,6 +101,7 @@ impl Runtime {
         let pid = container
             .pid()
             .context("libcontainer reported no pid for the new container")?;
+        init::record(derived_dir, pid)?;
         bind_sources::verify(pid, &derived.binds)?;
         host_mounts::attach(pid, &derived.host_mounts)?;
         if let Some(pid_file) = request.pid_file {

@@ -45,7 +45,7 @@ impl Runtime {
     pub fn exec(&self, request: &ExecRequest) -> Result<Pid> {
         let id = request.id;
         let lock = self.lock(id)?;
-        let container = self.load(id)?;
+        let (container, init) = self.load_with_init(id)?;
         if container.status() == libcontainer::container::ContainerStatus::Paused {
             bail!("cannot exec in a paused container {id:?}");
         }
@@ -53,6 +53,12 @@ impl Runtime {
             bail!("cannot exec in container {id:?}: container not running");
         }
         let derived_dir = self.root.derived_dir(id);
+        check_state_file(
+            self.root.container_dir(id),
+            &derived_dir,
+            init.map(|i| i.pid),
+            id,
+        )?;
         let meta = derived_bundle::read_meta(&derived_dir)?;
         let process = match &request.process {
             ExecProcess::File(path) => read_process(path)?,
@@ -86,6 +92,27 @@ impl Runtime {
         }
         Ok(pid)
     }
+}
+
+/// libcontainer's exec reads `state.json` again and joins the namespaces of the pid there,
+/// with the config of the bundle there: both must be what the runtime recorded.
+fn check_state_file(
+    container_dir: PathBuf,
+    derived_dir: &Path,
+    init: Option<Pid>,
+    id: &str,
+) -> Result<()> {
+    let on_disk = libcontainer::container::Container::load(container_dir)
+        .with_context(|| format!("reading the state of container {id:?}"))?;
+    if on_disk.pid() != init || on_disk.bundle() != derived_dir {
+        bail!(
+            "cannot exec in container {id:?}: its state.json (pid {:?}, bundle {}) is not what the runtime recorded (pid {init:?}, bundle {}); delete --force removes it",
+            on_disk.pid(),
+            on_disk.bundle().display(),
+            derived_dir.display()
+        );
+    }
+    Ok(())
 }
 
 fn read_process(path: &Path) -> Result<Process> {

@@ -68,7 +68,7 @@ impl Runtime {
     /// to every process in its cgroup (also once it is stopped: processes may outlive the init).
     pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
         let _lock = self.lock(id)?;
-        let mut container = self.load(id)?;
+        let (mut container, init) = self.load_with_init(id)?;
         let status = container.status();
         match status {
             ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused => {}
@@ -80,16 +80,18 @@ impl Runtime {
         }
         let ends_created = status == ContainerStatus::Created && terminates(signal);
         let signal = if ends_created { libc::SIGKILL } else { signal };
-        let init = container.pid();
         if all {
             self.signal_cgroup(&container, id, signal, status == ContainerStatus::Paused)?;
         } else {
-            let pid = init.with_context(|| format!("container {id:?} has no init process"))?;
-            send(pid, signal).with_context(|| format!("signalling container {id:?}"))?;
+            let init = init
+                .as_ref()
+                .with_context(|| format!("container {id:?} has no init process"))?;
+            init.signal(signal)
+                .with_context(|| format!("signalling container {id:?} (pid {})", init.pid))?;
         }
         if ends_created {
-            if let Some(pid) = init {
-                wait_gone(pid);
+            if let Some(init) = &init {
+                wait_gone(init.pid);
             }
             container
                 .set_status(ContainerStatus::Stopped)
@@ -131,33 +133,6 @@ impl Runtime {
         pids.map(|_| ())
             .with_context(|| format!("listing the processes of container {id:?}"))
     }
-}
-
-/// Sends `signal` through a pidfd: from opening it on, the number cannot name another process.
-fn send(pid: Pid, signal: i32) -> Result<()> {
-    // SAFETY: plain syscalls; the descriptor is closed below.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("pidfd_open({pid})"));
-    }
-    let fd = fd as libc::c_int;
-    // SAFETY: fd is a pidfd we own; a null siginfo is allowed.
-    let sent = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd,
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    let error = std::io::Error::last_os_error();
-    // SAFETY: closing the descriptor opened above.
-    unsafe { libc::close(fd) };
-    if sent < 0 {
-        return Err(error).with_context(|| format!("sending signal {signal} to {pid}"));
-    }
-    Ok(())
 }
 
 /// Waits (at most a second) until `pid` is gone or a zombie, so `state` right after says

@@ -10,6 +10,7 @@ pub mod environment;
 pub mod exec;
 pub mod foreground;
 pub mod host_mounts;
+pub(crate) mod init;
 pub mod kill;
 pub mod mountinfo;
 pub mod oci_state;
@@ -30,6 +31,8 @@ use libcontainer::error::LibcontainerError;
 
 use crate::container_id;
 use crate::policy::{self, file::Overrides, Policy};
+use cgroup::Owned;
+use init::Init;
 use state_root::{ContainerLock, StateRoot};
 
 /// What every command needs: where state lives and how cgroups and the policy are set up.
@@ -96,13 +99,33 @@ impl Runtime {
 
     /// Loads a container's state. The caller holds its lock.
     pub fn load(&self, id: &str) -> Result<Container> {
+        self.load_with_init(id).map(|(container, _)| container)
+    }
+
+    /// Loads a container's state with its init as recorded at create (init.rs), which takes
+    /// the place of `state.json`'s pid: libcontainer then acts on that process alone, and a
+    /// container whose init is gone is stopped.
+    pub(crate) fn load_with_init(&self, id: &str) -> Result<(Container, Option<Init>)> {
         let dir = self.root.container_dir(id);
         if !dir.exists() {
             bail!("container {id:?} does not exist");
         }
-        Container::load(dir).with_context(|| {
-            format!("container {id:?} has unreadable state (delete --force removes it)")
-        })
+        let unreadable =
+            || format!("container {id:?} has unreadable state (delete --force removes it)");
+        let mut container = Container::load(dir).with_context(unreadable)?;
+        let derived_dir = self.root.derived_dir(id);
+        let owned = Owned::recorded(&derived_dir).with_context(unreadable)?;
+        let init = Init::find(&derived_dir, owned.as_ref()).with_context(unreadable)?;
+        let pid = init.as_ref().map(|init| init.pid);
+        if container.pid() != pid && container.status() != ContainerStatus::Stopped {
+            log::warn!(
+                "container {id:?}: state.json names pid {:?}, the runtime recorded {pid:?}; acting on the recorded one",
+                container.pid()
+            );
+        }
+        container.state.pid = pid.map(|p| p.as_raw());
+        container.refresh_status().with_context(unreadable)?;
+        Ok((container, init))
     }
 
     pub fn start(&self, id: &str) -> Result<()> {
@@ -144,16 +167,17 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// The manager of the container's own cgroup (the path libcontainer recorded at create,
-    /// which runtime/cgroup.rs checked was new).
+    /// The manager of the container's own cgroup: the path recorded at create, which
+    /// runtime/cgroup.rs checked was new (never the one libcontainer's state names).
     fn cgroup_manager(
         &self,
         container: &Container,
         id: &str,
     ) -> Result<libcgroups::common::AnyCgroupManager> {
-        let config = container.spec().context("reading the container's config")?;
+        let owned = Owned::recorded(&self.root.derived_dir(id))?
+            .with_context(|| format!("container {id:?} has no recorded cgroup"))?;
         libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-            cgroup_path: config.cgroup_path,
+            cgroup_path: owned.path,
             systemd_cgroup: container.systemd(),
             container_name: id.to_string(),
         })

@@ -1,0 +1,367 @@
+//! The classes of hole public runc, crun, kata and youki advisories found, tried against a fake
+//! host: an image's symlinks leading libcontainer's pre-pivot work onto the host (runc
+//! GHSA-xjvp-4fhw-gc47, crun #111), and bind sources the policy never judged or that reach the
+//! runtime's own state. Each case checks what the host holds afterwards, not only the error.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::supervisor::{container, Boot};
+use common::Fixture;
+use serde_json::json;
+
+/// A host directory (outside the mount area) an image aims at, with a file to delete.
+struct Target {
+    dir: PathBuf,
+}
+
+impl Target {
+    fn new(host_root: &Path, name: &str) -> Target {
+        let dir = host_root.join("etc").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ptmx"), "victim").unwrap();
+        Target { dir }
+    }
+
+    /// The host directory holds exactly what it held.
+    fn assert_untouched(&self, case: &str) {
+        let names: Vec<String> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["ptmx"], "{case}: the host directory changed");
+        assert_eq!(
+            std::fs::read_to_string(self.dir.join("ptmx")).unwrap(),
+            "victim",
+            "{case}: the host file was replaced"
+        );
+    }
+}
+
+/// Makes `rootfs/dev` a symlink to `target` (absolute, or as `..`s from /dev), with the
+/// in-root twin of the target so that a /dev tmpfs has somewhere to go.
+fn dev_symlink(rootfs: &Path, target: &Path, relative: bool) {
+    let dev = rootfs.join("dev");
+    let _ = std::fs::remove_dir_all(&dev);
+    let link = if relative {
+        // From rootfs/, enough `..` to reach / on the host, then the target.
+        let depth = rootfs.components().count();
+        let mut up = PathBuf::new();
+        for _ in 0..depth + 3 {
+            up.push("..");
+        }
+        up.join(target.strip_prefix("/").unwrap())
+    } else {
+        target.to_path_buf()
+    };
+    std::os::unix::fs::symlink(link, &dev).unwrap();
+    std::fs::create_dir_all(rootfs.join(target.strip_prefix("/").unwrap())).unwrap();
+}
+
+#[test]
+fn an_image_dev_symlink_never_leads_libcontainer_onto_the_host() {
+    let f = Fixture::new("adv-dev");
+    for (case, relative, dev_mount) in [
+        ("absolute", false, true),
+        ("relative", true, true),
+        ("no-dev-mount", false, false),
+    ] {
+        let target = Target::new(&f.host_root, case);
+        let bundle = f.bundle(case, &["true"]);
+        dev_symlink(&bundle.join("rootfs"), &target.dir, relative);
+        if !dev_mount {
+            f.edit_config(&bundle, |c| {
+                c["mounts"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|m| !m["destination"].as_str().unwrap().starts_with("/dev"))
+            });
+        }
+        let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &f.id(case)]);
+        assert_ne!(ran.code, 0, "{case}: the container ran");
+        assert!(
+            ran.stderr.contains("its /dev is a symlink"),
+            "{case}: {}",
+            ran.stderr
+        );
+        target.assert_untouched(case);
+    }
+    f.assert_clean();
+}
+
+/// The same image through the supervisor, as an `oci-layout:` source: the boot halts on the
+/// essential container, and the host directory is as it was.
+#[test]
+fn an_image_dev_symlink_through_the_supervisor_changes_nothing_on_the_host() {
+    let b = Boot::new("adv-sup");
+    let target = Target::new(&b.f.host_root, "sup");
+    let layout = common::image_layout(
+        b.f.dir.path(),
+        |rootfs| dev_symlink(rootfs, &target.dir, false),
+        &[("--config.cmd", "true")],
+    );
+    b.write_settings(&container(
+        &b.name("dev"),
+        &format!("oci-layout:{}:latest", layout.display()),
+        "mode = \"always\"\nessential = true",
+    ));
+    let ran = b.run();
+    assert_ne!(ran.code, 0, "the boot went on: {}", ran.stderr);
+    let runtime_log = std::fs::read_to_string(
+        b.run_dir
+            .join("logs")
+            .join(format!("{}.runtime.json", b.name("dev"))),
+    )
+    .unwrap_or_default();
+    assert!(
+        runtime_log.contains("its /dev is a symlink"),
+        "runtime log: {runtime_log}\nsupervisor: {}",
+        ran.stderr
+    );
+    target.assert_untouched("supervisor");
+    b.assert_clean();
+}
+
+/// root.path is the host's own root, or lies where another container writes (the mount area):
+/// refused before libcontainer makes devices and links in it.
+#[test]
+fn a_root_on_the_host_or_where_others_write_is_refused() {
+    let f = Fixture::new("adv-root");
+    let shared = f.mount_area.join("shared-root");
+    let bundle = f.bundle("mnt", &["true"]);
+    std::fs::rename(bundle.join("rootfs"), &shared).unwrap();
+    for (case, root, wanted) in [
+        ("host", "/".to_string(), "it is the host's root /"),
+        (
+            "mount-area",
+            shared.display().to_string(),
+            "lies inside the host mount area",
+        ),
+    ] {
+        f.edit_config(&bundle, |c| c["root"]["path"] = json!(root));
+        let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &f.id(case)]);
+        assert!(
+            ran.code == 1 && ran.stderr.contains(wanted),
+            "{case}: {ran:?}"
+        );
+    }
+    f.assert_clean();
+}
+
+/// Binds `source` (as the config names it) read-write at /data in a fresh bundle running
+/// `script`; returns the bundle.
+fn binding(f: &Fixture, name: &str, source: &str, script: &str) -> PathBuf {
+    let bundle = f.bundle(name, &["sh", "-c", script]);
+    f.edit_config(&bundle, |c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/data", "type": "bind", "source": source, "options": ["rbind", "rw"]
+        }))
+    });
+    bundle
+}
+
+/// A bundle symlink to the runtime's own state directory of the container (made during
+/// create): the container would get a writable bind of its own state.json.
+#[test]
+fn the_runtime_state_is_out_of_reach_of_binds() {
+    let f = Fixture::new("adv-state");
+    let id = f.id("own");
+    let bundle = binding(&f, "own", "link", "echo '{}' > /data/state.json");
+    std::os::unix::fs::symlink(f.root.join(&id), bundle.join("link")).unwrap();
+    let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+    assert!(
+        ran.code == 1
+            && ran
+                .stderr
+                .contains("its source does not exist (or is a dangling symlink)"),
+        "{ran:?}"
+    );
+
+    // The state root itself, its parent as a writable bind, and the mount area holding it.
+    let root = f.root.display().to_string();
+    let parent = f.dir.path().display().to_string();
+    std::fs::write(&f.policy_file, format!("writable-binds = [{parent:?}]\n")).unwrap();
+    let run = |global: &[&str], bundle: &Path, id: &str| {
+        let out = f
+            .command()
+            .args(global)
+            .args(["run", "--bundle", bundle.to_str().unwrap(), id])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Shared directories lie in the host root, inside the writable parent: none here.
+    let no_shared = ["--shared-dirs", ""];
+    for (case, source, wanted) in [
+        ("root", root.as_str(), "is "),
+        ("parent", parent.as_str(), "contains "),
+    ] {
+        let bundle = binding(&f, case, source, "true");
+        let (code, stderr) = run(&no_shared, &bundle, &f.id(case));
+        let wanted = format!("{wanted}{root}, the runtime's own state");
+        assert!(
+            code == Some(1) && stderr.contains(&wanted),
+            "{case}: {stderr}"
+        );
+    }
+    std::fs::remove_file(&f.policy_file).unwrap();
+    let bundle = f.bundle("area", &["true"]);
+    let (code, stderr) = run(
+        &["--host-mount-area", &parent, "--shared-dirs", ""],
+        &bundle,
+        &f.id("area"),
+    );
+    assert!(
+        code == Some(1) && stderr.contains(&format!("contains {root}, the runtime's own state")),
+        "mount area: {stderr}"
+    );
+    f.assert_clean();
+}
+
+/// A source under the mount area that does not exist when judged, and another container (a
+/// thread here) that plants `mnt/racy -> host /etc` as soon as the derived config appears:
+/// refused for the missing source, and the host's /etc gets nothing.
+#[test]
+fn a_bind_source_missing_when_judged_is_refused_whatever_appears_later() {
+    let f = Fixture::new("adv-late");
+    let racy = f.mount_area.join("racy");
+    let host_etc = f.host_root.join("etc");
+    let bundle = binding(
+        &f,
+        "late",
+        racy.to_str().unwrap(),
+        "touch /data/planted-from-inside",
+    );
+    let id = f.id("late");
+    // The derived config is written once the policy has judged the sources.
+    let derived = f.root.join(".bootstrap").join(&id).join("config.json");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let planter = {
+        let (racy, host_etc, done) = (racy.clone(), host_etc.clone(), done.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !derived.exists() && !done.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the runtime neither judged nor ended"
+                );
+                std::thread::yield_now();
+            }
+            std::os::unix::fs::symlink(&host_etc, &racy).unwrap();
+        })
+    };
+    let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    planter.join().unwrap();
+    assert!(
+        ran.code == 1
+            && ran
+                .stderr
+                .contains(&format!("the bind of {}", racy.display())),
+        "{ran:?}"
+    );
+    assert!(!host_etc.join("planted-from-inside").exists());
+    f.assert_clean();
+}
+
+/// A bind that a later mount hides cannot be checked once mounted: refused, naming both.
+#[test]
+fn a_bind_hidden_by_a_later_mount_is_refused() {
+    let f = Fixture::new("adv-hidden");
+    let bundle = binding(&f, "hidden", "data", "true");
+    std::fs::create_dir(bundle.join("data")).unwrap();
+    f.edit_config(&bundle, |c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/", "type": "tmpfs", "source": "tmpfs"
+        }))
+    });
+    let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &f.id("root")]);
+    assert!(
+        ran.code == 1
+            && ran
+                .stderr
+                .contains("the mount at /: it would replace the container's root"),
+        "{ran:?}"
+    );
+    f.edit_config(&bundle, |c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.pop();
+        mounts.push(json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs"}));
+    });
+    let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &f.id("later")]);
+    assert!(
+        ran.code == 1 && ran.stderr.contains("the later mount at /data hides it"),
+        "{ran:?}"
+    );
+    f.assert_clean();
+}
+
+/// Defence in depth for a rewritten `state.json` (pid reuse, or a container that could write
+/// it): its pid names a host victim and its bundle a config of the attacker's. `kill`, `exec`
+/// and `delete --force` act on the init the runtime recorded, or refuse: the victim lives and
+/// nothing joins its namespaces.
+#[test]
+fn a_rewritten_state_file_never_turns_the_runtime_on_a_host_process() {
+    let f = Fixture::new("adv-statefile");
+    let mut victim = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let evil_bundle = f.bundle("evil", &["true"]);
+    let victim_pid = victim.id();
+    let rewrite = |id: &str| {
+        let state_file = f.root.join(id).join("state.json");
+        let mut state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+        state["pid"] = json!(victim_pid);
+        state["bundle"] = json!(evil_bundle);
+        std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    };
+    let (id, init) = f.started("state");
+    rewrite(&id);
+
+    let exec = f.rt(&["exec", &id, "true"]);
+    assert!(
+        exec.code != 0 && exec.stderr.contains("is not what the runtime recorded"),
+        "exec: {exec:?}"
+    );
+    assert_eq!(
+        f.state(&id)["pid"],
+        json!(init),
+        "state reports the recorded init"
+    );
+    f.rt_ok(&["kill", &id, "KILL"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while common::alive(init) {
+        assert!(
+            Instant::now() < deadline,
+            "the container's own init was not killed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "kill reached the victim"
+    );
+    f.rt_ok(&["delete", "--force", &id]);
+    // And with the container's init alive.
+    let (alive_id, alive_init) = f.started("alive");
+    rewrite(&alive_id);
+    f.rt_ok(&["delete", "--force", &alive_id]);
+    assert!(
+        !common::alive(alive_init),
+        "delete --force left the container's init"
+    );
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "delete --force reached the victim"
+    );
+    let _ = victim.kill();
+    let _ = victim.wait();
+    f.assert_clean();
+}

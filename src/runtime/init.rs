@@ -1,0 +1,110 @@
+//! The container's init as this runtime recorded it at create: its pid and its start time, in
+//! `init.json` beside the derived config (ours, never libcontainer's `state.json`, which a
+//! container able to write it could point at a host process: `kill`, `delete --force` and
+//! `exec` act on the pid there).
+//!
+//! Before `exec`, `kill`, `delete`, `ps`, `pause`, `resume` or `update` acts on the init it is
+//! found again: a pidfd is opened on the recorded pid first, then the process's start time and
+//! its membership of the container's recorded cgroup are checked. A pid reused by then fails the
+//! check, and from the pidfd on a signal cannot reach another process. An init that fails it is
+//! gone: the container is stopped, whatever `state.json` says.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::cgroup::Owned;
+use crate::atomic_file;
+
+const RECORD: &str = "init.json";
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Record {
+    pid: i32,
+    /// `/proc/<pid>/stat`'s starttime: clock ticks after boot.
+    start_time: u64,
+}
+
+/// Records the freshly created init `pid` in `dir` (the derived bundle), atomically.
+pub(crate) fn record(dir: &Path, pid: Pid) -> Result<()> {
+    let start_time = start_time(pid)
+        .with_context(|| format!("reading the start time of the container's init {pid}"))?;
+    let record = Record {
+        pid: pid.as_raw(),
+        start_time,
+    };
+    atomic_file::replace(&dir.join(RECORD), &serde_json::to_vec(&record)?, 0o600)
+}
+
+/// The container's init, found again and held by a pidfd.
+#[derive(Debug)]
+pub(crate) struct Init {
+    pub pid: Pid,
+    pidfd: OwnedFd,
+}
+
+impl Init {
+    /// The init recorded in `dir`, if it still lives and is what was recorded: same start
+    /// time, in the container's cgroup `owned`. `None` when no init was recorded (a create cut
+    /// short) or it is gone; an unreadable record is an error, never trusted.
+    pub(crate) fn find(dir: &Path, owned: Option<&Owned>) -> Result<Option<Init>> {
+        let path = dir.join(RECORD);
+        let record: Record = match std::fs::read(&path) {
+            Ok(text) => serde_json::from_slice(&text)
+                .with_context(|| format!("parsing {}", path.display()))?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+        };
+        let pid = Pid::from_raw(record.pid);
+        // SAFETY: a plain syscall; the descriptor is owned below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, record.pid, 0) };
+        if fd < 0 {
+            return Ok(None); // ESRCH: gone (reaped)
+        }
+        // SAFETY: the kernel just returned this descriptor to us.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // Checked after the pidfd: if these match now, the pidfd holds the recorded process.
+        let same_process = start_time(pid).ok() == Some(record.start_time) && !is_zombie(pid);
+        let in_cgroup = owned.is_none_or(|owned| owned.holds(pid));
+        if !same_process || !in_cgroup {
+            log::warn!(
+                "pid {pid} is no longer the container's init (start time or cgroup differ): the init is gone"
+            );
+            return Ok(None);
+        }
+        Ok(Some(Init { pid, pidfd }))
+    }
+
+    /// Sends `signal` (any number the kernel takes, 0 included) to the init through its pidfd.
+    pub(crate) fn signal(&self, signal: i32) -> std::io::Result<()> {
+        // SAFETY: a pidfd we own; a null siginfo is allowed.
+        let sent = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+fn start_time(pid: Pid) -> Result<u64, procfs::ProcError> {
+    Ok(procfs::process::Process::new(pid.as_raw())?
+        .stat()?
+        .starttime)
+}
+
+fn is_zombie(pid: Pid) -> bool {
+    procfs::process::Process::new(pid.as_raw())
+        .and_then(|p| p.stat())
+        .map_or(true, |stat| matches!(stat.state, 'Z' | 'X'))
+}
