@@ -365,3 +365,119 @@ fn a_rewritten_state_file_never_turns_the_runtime_on_a_host_process() {
     let _ = victim.wait();
     f.assert_clean();
 }
+
+/// runc's cgroup mount, `ro` or not, and a `cgroupsPath` to recognise.
+fn cgroup_bundle(f: &Fixture, name: &str, script: &str, read_only: bool, path: &str) -> PathBuf {
+    let bundle = f.bundle(name, &["sh", "-c", script]);
+    let mut options = vec!["nosuid", "noexec", "nodev", "relatime"];
+    if read_only {
+        options.push("ro");
+    }
+    f.edit_config(&bundle, |c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+            "options": options
+        }));
+        c["linux"]["cgroupsPath"] = json!(path);
+    });
+    bundle
+}
+
+/// (mount point, root in its filesystem, read-only) of every mount under /sys/fs/cgroup/ in
+/// the mount namespace of `pid`.
+fn cgroup_mounts_of(pid: i32) -> Vec<(String, String, bool)> {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let point = fields[4];
+            point.starts_with("/sys/fs/cgroup/").then(|| {
+                let ro = fields[5].split(',').any(|o| o == "ro");
+                (point.to_string(), fields[3].to_string(), ro)
+            })
+        })
+        .collect()
+}
+
+/// runc 1.1's cgroup mount: each hierarchy bound at the container's own cgroup, read-only with
+/// `ro`; `name=systemd` (and the hybrid cgroup2), where the container has no cgroup of its own,
+/// read-only always: never a host hierarchy root handed out writable.
+#[test]
+fn the_cgroup_mount_shows_the_containers_own_cgroup_read_only_as_asked() {
+    let f = Fixture::new("adv-cgmount");
+    for read_only in [true, false] {
+        let name = if read_only { "ro" } else { "rw" };
+        let id = f.id(name);
+        let path = format!("/{id}");
+        let bundle = cgroup_bundle(&f, name, "true", read_only, &path);
+        f.rt_ok(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
+        let pid = f.state(&id)["pid"].as_i64().unwrap() as i32;
+        let mounts = cgroup_mounts_of(pid);
+        assert!(
+            mounts.iter().any(|(p, _, _)| p == "/sys/fs/cgroup/memory"),
+            "{name}: {mounts:?}"
+        );
+        for (point, root, ro) in &mounts {
+            let own = root == &path;
+            assert!(
+                own || *ro,
+                "{name}: {point} is {root}, not the container's own, and writable"
+            );
+            if read_only {
+                assert!(*ro, "{name}: {point} is writable");
+            }
+            if point == "/sys/fs/cgroup/memory" {
+                assert!(own, "{name}: memory shows {root}");
+                assert_eq!(*ro, read_only, "{name}: memory");
+            }
+        }
+        f.rt_ok(&["delete", "--force", &id]);
+    }
+    f.assert_clean();
+}
+
+/// A container that makes child cgroups: `delete --force` and `run` remove them (children
+/// first) and the id can be used again.
+#[test]
+fn child_cgroups_never_wedge_an_id() {
+    let f = Fixture::new("adv-cgchild");
+    let id = f.id("child");
+    let path = format!("/{id}");
+    let script =
+        "mkdir /sys/fs/cgroup/memory/c1 /sys/fs/cgroup/memory/c1/c2 /sys/fs/cgroup/pids/c1 \
+                  && (echo $$ > /sys/fs/cgroup/pids/c1/cgroup.procs; sleep 1000) & \
+                  sleep 1000";
+    let bundle = cgroup_bundle(&f, "child", script, false, &path);
+    let child = PathBuf::from(format!("/sys/fs/cgroup/memory{path}/c1/c2"));
+    let pids_child = PathBuf::from(format!("/sys/fs/cgroup/pids{path}/c1"));
+    for round in 0..2 {
+        f.rt_ok(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
+        f.rt_ok(&["start", &id]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(child.exists() && pids_child.exists()) {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no child cgroups made"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        f.rt_ok(&["delete", "--force", &id]);
+        assert!(
+            common::cgroup_dirs(&id).is_empty(),
+            "round {round}: cgroups left"
+        );
+    }
+    // `run` in the foreground, the container making children and exiting.
+    let script = "mkdir /sys/fs/cgroup/memory/c1 /sys/fs/cgroup/memory/c1/c2";
+    let bundle = cgroup_bundle(&f, "run", script, false, &path);
+    for round in 0..2 {
+        let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+        assert_eq!(ran.code, 0, "run {round}: {ran:?}");
+        assert!(
+            common::cgroup_dirs(&id).is_empty(),
+            "run {round}: cgroups left"
+        );
+    }
+    f.assert_clean();
+}

@@ -87,6 +87,60 @@ impl Owned {
             .any(|path| Path::new(path.trim_start_matches('/')) == relative)
     }
 
+    /// The cgroup relative to the root of each hierarchy it is in.
+    pub fn relative(&self) -> Result<PathBuf> {
+        relative_path(&self.path, self.systemd)
+    }
+
+    /// Kills every process in the cgroup and the cgroups under it, in every hierarchy, and
+    /// removes them, children first (runc's `RemovePaths`): a container that made child
+    /// cgroups leaves none, and its id can be used again. Frozen ones are thawed first so
+    /// that SIGKILL lands. Gives up after a second on a cgroup that stays busy.
+    pub fn remove_tree(&self) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        for top in self.directories()? {
+            thaw(&top);
+            loop {
+                let mut tree = Vec::new();
+                collect_tree(&top, &mut tree);
+                let mut busy = false;
+                for dir in &tree {
+                    for pid in std::fs::read_to_string(dir.join("cgroup.procs"))
+                        .unwrap_or_default()
+                        .lines()
+                        .filter_map(|l| l.trim().parse::<i32>().ok())
+                    {
+                        busy = true;
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+                // Deepest first: `collect_tree` lists a directory after everything under it.
+                for dir in &tree {
+                    match std::fs::remove_dir(dir) {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(err) if err.raw_os_error() == Some(libc::EBUSY) => busy = true,
+                        Err(err) => {
+                            return Err(err)
+                                .with_context(|| format!("removing cgroup {}", dir.display()))
+                        }
+                    }
+                }
+                if !busy || !top.exists() {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!("cgroup {} still has processes after SIGKILL", top.display());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        Ok(())
+    }
+
     /// The cgroup recorded in `state_dir`; `None` when no create got as far as claiming one.
     pub fn recorded(state_dir: &Path) -> Result<Option<Owned>> {
         let path = state_dir.join(RECORD);
@@ -173,6 +227,25 @@ fn expand_slice(slice: &str) -> Result<PathBuf> {
         path.push(format!("{prefix}.slice"));
     }
     Ok(path)
+}
+
+/// `dir` and every cgroup under it, each after the ones under it (none when `dir` is gone).
+fn collect_tree(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_tree(&entry.path(), out);
+        }
+    }
+    out.push(dir.to_path_buf());
+}
+
+/// Thaws a frozen cgroup (v1 freezer, v2 cgroup.freeze); nothing where there is no freezer.
+fn thaw(dir: &Path) {
+    let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+    let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
 }
 
 /// No process in the cgroup and no cgroup under it.

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use libcgroups::common::CgroupManager;
+use libcontainer::container::ContainerStatus;
 
 use super::cgroup::Owned;
 use super::init::Init;
@@ -20,7 +21,12 @@ impl Runtime {
             bail!("container {id:?} does not exist");
         }
         match self.load_with_init(id) {
-            Ok((mut container, _)) => match container.delete(force) {
+            Ok((mut container, _)) => {
+                // Children first: libcgroups removes only the container's own directory.
+                if force || container.status() == ContainerStatus::Stopped {
+                    self.remove_cgroup_tree(id)?;
+                }
+                match container.delete(force) {
                 Ok(()) => {
                     if derived_dir.exists() {
                         std::fs::remove_dir_all(&derived_dir)
@@ -35,7 +41,8 @@ impl Runtime {
                     self.remove_leftovers(id)?;
                 }
                 Err(err) => return Err(status_error(err, id, "delete")),
-            },
+                }
+            }
             Err(err) if force => {
                 log::warn!("container {id:?} has no readable state ({err}); removing what it left");
                 self.remove_leftovers(id)?;
@@ -119,8 +126,26 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// The container's cgroup tree killed and removed, when it is on cgroupfs (systemd's
+    /// units are libcgroups' to stop).
+    fn remove_cgroup_tree(&self, id: &str) -> Result<()> {
+        match Owned::recorded(&self.root.derived_dir(id))? {
+            Some(owned) if !owned.systemd => owned
+                .remove_tree()
+                .with_context(|| format!("removing the cgroups of container {id:?}")),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Kills what is in the container's own cgroup and removes it.
 fn remove_cgroup(owned: &Owned, id: &str) -> Result<()> {
+    if !owned.systemd {
+        return owned
+            .remove_tree()
+            .with_context(|| format!("removing the cgroups of container {id:?}"));
+    }
     let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
         cgroup_path: owned.path.clone(),
         systemd_cgroup: owned.systemd,

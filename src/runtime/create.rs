@@ -14,8 +14,8 @@ use super::host_mounts::HostMount;
 use super::mountinfo::MountTable;
 use super::reach::{self, Lineage};
 use super::{
-    bind_sources, derived_bundle, environment, host_mounts, init, libcontainer_error, rootfs,
-    seccomp_filter, Runtime,
+    bind_sources, cgroup_mounts, derived_bundle, environment, host_mounts, init,
+    libcontainer_error, rootfs, seccomp_filter, Runtime,
 };
 use crate::atomic_file;
 use crate::policy::Policy;
@@ -76,7 +76,7 @@ impl Runtime {
         )?;
         check_host_mounts(&derived.host_mounts, &protected)?;
         check_root(&derived.root, policy, &protected)?;
-        Owned::claim(
+        let owned = Owned::claim(
             derived.cgroups_path.clone(),
             request.id,
             self.systemd_cgroup,
@@ -104,6 +104,7 @@ impl Runtime {
         init::record(derived_dir, pid)?;
         bind_sources::verify(pid, &derived.binds)?;
         host_mounts::attach(pid, &derived.host_mounts)?;
+        cgroup_mounts::attach(pid, &derived.cgroup_mounts, &owned.relative()?)?;
         if let Some(pid_file) = request.pid_file {
             write_pid_file(pid_file, pid)?;
         }

@@ -12,6 +12,7 @@ use libcontainer::oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
 use super::bind_sources::{self, Judged};
+use super::cgroup_mounts::{self, CgroupMount};
 use super::environment;
 use super::host_mounts::{self, HostMount};
 use super::mountinfo::MountTable;
@@ -87,6 +88,8 @@ pub struct Derived {
     pub root: PathBuf,
     /// The mounts our own code attaches after libcontainer created the container.
     pub host_mounts: Vec<HostMount>,
+    /// The config's cgroup filesystems, which our own code mounts.
+    pub(crate) cgroup_mounts: Vec<CgroupMount>,
     /// `linux.cgroupsPath`, as the spec has it.
     pub cgroups_path: Option<PathBuf>,
     /// The bind sources as the policy judged them, to check once mounted.
@@ -112,6 +115,7 @@ pub(crate) fn write(
     let root = resolve_root(&mut spec)?;
     environment::present(&mut spec, &policy.host_root, table)?;
     let (mut spec, host_mounts) = host_mounts::split(spec);
+    let cgroup_mounts = cgroup_mounts::split(&mut spec);
     let binds = bind_sources::judge(spec.mounts().as_deref().unwrap_or_default(), protected)?;
     let seccomp_filter = Filter::take(&mut spec, seccomp_dir)?;
     if let Some(filter) = &seccomp_filter {
@@ -128,6 +132,7 @@ pub(crate) fn write(
     Ok(Derived {
         root,
         host_mounts,
+        cgroup_mounts,
         cgroups_path: spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()),
         binds,
         seccomp_filter,

@@ -166,11 +166,41 @@ fn policy_dir(pid: Pid) -> Result<OwnedFd> {
 }
 
 fn clone_tree(host: &Root, mount: &HostMount) -> Result<OwnedFd> {
-    let cloning = || format!("cloning host mount tree {}", mount.source.display());
-    let source = host.resolve(&mount.source).with_context(cloning)?;
+    let source = host
+        .resolve(&mount.source)
+        .with_context(|| format!("cloning host mount tree {}", mount.source.display()))?;
+    clone(&source, &mount.source, mount.read_only, mount.shared, true)
+}
+
+/// A detached copy of the mount at `path` (no symlink followed), read-only or not, a slave of
+/// the host's: what cgroup_mounts.rs binds into a container.
+pub(super) fn clone_path(path: &Path, read_only: bool) -> Result<OwnedFd> {
+    let host = Root::open("/")
+        .context("opening /")?
+        .with_resolver_flags(ResolverFlags::NO_SYMLINKS);
+    let source = host
+        .resolve(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    clone(&source, path, read_only, false, false)
+}
+
+/// `open_tree(OPEN_TREE_CLONE)` of `source` (named `path` in errors), then its attributes.
+fn clone(
+    source: &impl AsFd,
+    path: &Path,
+    read_only: bool,
+    shared: bool,
+    recursive: bool,
+) -> Result<OwnedFd> {
+    let cloning = || format!("cloning host mount tree {}", path.display());
+    let recursive = if recursive {
+        libc::AT_RECURSIVE as libc::c_uint
+    } else {
+        0
+    };
     let flags = OPEN_TREE_CLONE
         | libc::O_CLOEXEC as libc::c_uint
-        | libc::AT_RECURSIVE as libc::c_uint
+        | recursive
         | libc::AT_EMPTY_PATH as libc::c_uint;
     let empty = c"";
     // SAFETY: a valid fd and an empty path with AT_EMPTY_PATH.
@@ -187,29 +217,42 @@ fn clone_tree(host: &Root, mount: &HostMount) -> Result<OwnedFd> {
     }
     // SAFETY: the kernel just returned this fd to us.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    let propagation = if mount.shared {
+    let propagation = if shared {
         MsFlags::MS_SHARED
     } else {
         MsFlags::MS_SLAVE
     };
-    let read_only = if mount.read_only {
-        MOUNT_ATTR_RDONLY
-    } else {
-        0
-    };
+    let read_only = if read_only { MOUNT_ATTR_RDONLY } else { 0 };
     mount_setattr(
         tree.as_raw_fd(),
         libc::AT_RECURSIVE as libc::c_uint,
         read_only,
         propagation.bits(),
     )
-    .with_context(|| {
-        format!(
-            "setting attributes on the clone of {}",
-            mount.source.display()
-        )
-    })?;
+    .with_context(|| format!("setting attributes on the clone of {}", path.display()))?;
     Ok(tree)
+}
+
+/// Makes the mount `fd` is the root of read-only (with `AT_RECURSIVE` in `flags`, its
+/// submounts too).
+pub(super) fn set_read_only(fd: RawFd, flags: libc::c_uint) -> Result<()> {
+    mount_setattr(fd, flags, MOUNT_ATTR_RDONLY, 0)
+}
+
+/// `path` in the container whose init is `pid`, symlinks followed inside its root (as
+/// libcontainer placed its mounts): an `O_PATH` handle to what is on top there.
+pub(super) fn in_container_root(pid: Pid, path: &Path) -> Result<OwnedFd> {
+    let root_path = format!("/proc/{pid}/root");
+    // A magic link to the container's root: followed, which pathrs' Root::open refuses.
+    let root = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(&root_path)
+        .with_context(|| format!("opening {root_path}"))?;
+    let handle = RootRef::from_fd(root.as_fd())
+        .resolve(path)
+        .with_context(|| format!("opening the container's {}", path.display()))?;
+    Ok(handle.into())
 }
 
 fn mount_setattr(
@@ -243,7 +286,7 @@ fn mount_setattr(
 }
 
 /// Attaches the detached `tree` onto the directory `point` (both fds).
-fn move_mount(tree: RawFd, point: RawFd) -> Result<()> {
+pub(super) fn move_mount(tree: RawFd, point: RawFd) -> Result<()> {
     let empty = c"";
     // SAFETY: valid fds and empty paths with the EMPTY_PATH flags.
     let rc = unsafe {
@@ -265,13 +308,13 @@ fn move_mount(tree: RawFd, point: RawFd) -> Result<()> {
 /// While alive, this process is in the container's mount namespace (move_mount only attaches
 /// to mounts of the caller's namespace). Dropping it returns to the original namespace and
 /// working directory; if that fails the process must not go on, so it aborts.
-struct InMountNamespace {
+pub(super) struct InMountNamespace {
     home: File,
     cwd: File,
 }
 
 impl InMountNamespace {
-    fn enter(pid: Pid) -> Result<Self> {
+    pub(super) fn enter(pid: Pid) -> Result<Self> {
         let open_path = |path: &str| {
             std::fs::OpenOptions::new()
                 .read(true)

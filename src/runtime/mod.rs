@@ -3,6 +3,7 @@
 pub mod attach_wait;
 pub mod bind_sources;
 pub mod cgroup;
+pub(crate) mod cgroup_mounts;
 pub mod cleanup;
 pub mod create;
 pub mod derived_bundle;

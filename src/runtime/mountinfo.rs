@@ -17,6 +17,8 @@ pub struct MountEntry {
     pub shared: bool,
     /// `proc`, `cgroup2`, `debugfs`, ...
     pub fs_type: String,
+    /// A cgroup v1 hierarchy's super options (`cpu`, `name=systemd`, ...), empty otherwise.
+    pub cgroup_options: Vec<String>,
 }
 
 /// This process's mount table, in mountinfo order: a later entry at a point is on top.
@@ -38,6 +40,17 @@ impl MountTable {
                         .opt_fields
                         .iter()
                         .any(|f| matches!(f, procfs::process::MountOptFields::Shared(_))),
+                    cgroup_options: if m.fs_type == "cgroup" {
+                        m.super_options
+                            .iter()
+                            .map(|(key, value)| match value {
+                                Some(value) => format!("{key}={value}"),
+                                None => key.clone(),
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
                     fs_type: m.fs_type,
                 })
                 .collect(),
