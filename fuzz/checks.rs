@@ -69,6 +69,10 @@ fn policies() -> Vec<Policy> {
     let generous = Policy {
         extra_capabilities: vec![Capability::SysPtrace],
         writable_binds: vec![PathBuf::from("/var/lib/bootstrap")],
+        protected_dirs: vec![
+            PathBuf::from("/run/bootstrap-runc"),
+            PathBuf::from("/var/lib/bootstrap/state"),
+        ],
         ..Policy::default()
     };
     let systemd = Policy {
@@ -157,6 +161,10 @@ fn check_process(process: &Process, policy: &Policy) {
         );
     }
     assert_eq!(process.no_new_privileges(), Some(true));
+    assert!(
+        !policy::clean(process.cwd()).starts_with("/proc"),
+        "a working directory under /proc"
+    );
 }
 
 fn check_spec(spec: &Spec, policy: &Policy, bundle: &Path) {
@@ -283,6 +291,17 @@ fn check_spec(spec: &Spec, policy: &Policy, bundle: &Path) {
             destination.display()
         );
         assert!(destination.is_absolute(), "{}", destination.display());
+        assert_ne!(destination, Path::new("/"), "a mount over the root");
+        assert!(
+            !destination.starts_with("/proc")
+                || (destination == Path::new("/proc") && mount.typ().as_deref() == Some("proc"))
+                || (policy::is_bind(mount)
+                    && policy::PROC_ALLOWED
+                        .iter()
+                        .any(|f| destination == Path::new(f))),
+            "a mount over {}",
+            destination.display()
+        );
         assert!(
             !mount
                 .options()
@@ -297,6 +316,14 @@ fn check_spec(spec: &Spec, policy: &Policy, bundle: &Path) {
             let writable = source.starts_with(&policy.host_mount_area)
                 || source.starts_with(bundle)
                 || policy.writable_binds.iter().any(|w| source.starts_with(w));
+            for protected in &policy.protected_dirs {
+                assert!(
+                    !source.starts_with(protected) && !(writable && protected.starts_with(source)),
+                    "a bind of {} reaches the protected {}",
+                    source.display(),
+                    protected.display()
+                );
+            }
             let options = mount.options().clone().unwrap_or_default();
             assert!(
                 writable || options.iter().any(|o| o == "ro"),

@@ -7,6 +7,11 @@ pub struct Args {
     pub container_id: String,
 }
 
+/// runc prints the state indented by two spaces (`json.MarshalIndent(.., "", "  ")`).
 pub fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
-    super::print_json(&runtime.state(&args.container_id)?)
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&runtime.state(&args.container_id)?)?
+    );
+    Ok(0)
 }

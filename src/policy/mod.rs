@@ -64,6 +64,21 @@ const PSEUDO_FILESYSTEMS: [&str; 7] = [
     "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2",
 ];
 
+/// The only mounts under `/proc` besides procfs itself: binds onto these files (runc's
+/// `checkProcMount`, for lxcfs), never over anything else of the kernel's (CVE-2019-19921).
+pub const PROC_ALLOWED: [&str; 10] = [
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
 /// The operator's inputs to the policy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -141,6 +156,10 @@ pub enum PolicyError {
     UserNamespace,
     #[error("the bootstrap policy refuses hooks: they would run on the host outside the policy")]
     Hooks,
+    #[error("the bootstrap policy refuses process.cwd {0}: a working directory under /proc can name a descriptor the runtime holds, outside the container's root (runc CVE-2024-21626)")]
+    ProcCwd(PathBuf),
+    #[error("the bootstrap policy refuses the {typ:?} mount at {destination}: besides proc itself, only binds onto runc's allowed /proc files ({}) may be mounted under /proc", PROC_ALLOWED.join(", "))]
+    ProcMount { typ: String, destination: PathBuf },
     #[error("the bootstrap policy refuses the mount at /: it would replace the container's root (root.path) after the runtime checked it")]
     MountOverRoot,
     #[error("the bootstrap policy refuses the bind of {} at {}: it {relation} {}, the runtime's own state, which no container may reach", .from.display(), .destination.display(), .protected.display())]
@@ -235,6 +254,9 @@ fn confine_process(process: &mut Process, policy: &Policy) -> Result<(), PolicyE
             return Err(PolicyError::Nul(field));
         }
     }
+    if clean(process.cwd()).starts_with("/proc") {
+        return Err(PolicyError::ProcCwd(process.cwd().clone()));
+    }
     let ceiling = capabilities::ceiling(&policy.extra_capabilities);
     let requested = process
         .capabilities()
@@ -322,9 +344,10 @@ fn check_namespaces(namespaces: &[LinuxNamespace]) -> Result<(), PolicyError> {
 }
 
 /// The container's cgroup is one the runtime creates for it, never a host cgroup reached by
-/// path: libcgroups 0.7.0 only strips a leading `/`, so a relative path or `..` would aim its
-/// mkdir, resource writes, freezer and kill-all anywhere. With the cgroupfs driver the path is
-/// absolute, with no `.` or `..` and not the root (runc's `CleanPath` form); with
+/// path: libcgroups 0.7.0 only strips a leading `/`, so `..` would aim its mkdir, resource
+/// writes, freezer and kill-all anywhere. With the cgroupfs driver the path has no `.` or `..`
+/// and is not the root (runc's `CleanPath` form); a relative one is taken from each
+/// hierarchy's root (the runtime-spec's "runtime-determined location", as runc takes it); with
 /// `--systemd-cgroup` it may also be runc's `slice:prefix:name` (CRI's
 /// `kubepods-<qos>-pod<uid>.slice:cri-containerd:<id>`). That the cgroup does not exist yet is
 /// the runtime's check (runtime/cgroup.rs): it depends on the host.
@@ -344,10 +367,7 @@ fn check_cgroups_path(path: &Path, systemd: bool) -> Result<(), PolicyError> {
             "it is empty, which libcgroups takes as the runtime's own cgroup or the root",
         );
     }
-    if !path.is_absolute() {
-        if !systemd {
-            return refuse("it must be an absolute path (a relative one would name a cgroup anywhere in the hierarchy)");
-        }
+    if !path.is_absolute() && systemd && text.contains(':') {
         let parts: Vec<&str> = text.split(':').collect();
         let [slice, prefix, name] = parts[..] else {
             return refuse(
@@ -364,7 +384,11 @@ fn check_cgroups_path(path: &Path, systemd: bool) -> Result<(), PolicyError> {
         }
         return Ok(());
     }
-    // By text: `Path::components` would hide a `.`.
+    if !path.is_absolute() && systemd {
+        return refuse("with --systemd-cgroup it must be an absolute path or slice:prefix:name");
+    }
+    // By text: `Path::components` would hide a `.`. A relative path is taken from each
+    // hierarchy's root, as libcgroups (and runc) take it.
     if text.split('/').any(|part| part == "." || part == "..") {
         return refuse("it must not contain '.' or '..'");
     }
@@ -428,6 +452,7 @@ fn confine_mounts(
         if destination == Path::new("/") {
             return Err(PolicyError::MountOverRoot);
         }
+        check_proc_mount(&mount, &destination)?;
         if destination == bottlerocket
             || destination.starts_with(host_root_target)
             || WHEN_PRESENT.iter().any(|dir| destination.starts_with(dir))
@@ -508,6 +533,28 @@ pub fn is_bind(mount: &Mount) -> bool {
             .iter()
             .flatten()
             .any(|o| o == "bind" || o == "rbind")
+}
+
+/// Under `/proc` only procfs itself, or a bind onto one of runc's allowed files.
+fn check_proc_mount(mount: &Mount, destination: &Path) -> Result<(), PolicyError> {
+    if !destination.starts_with("/proc") {
+        return Ok(());
+    }
+    let typ = mount.typ().clone().unwrap_or_default();
+    let allowed = if is_bind(mount) {
+        PROC_ALLOWED
+            .iter()
+            .any(|file| destination == Path::new(file))
+    } else {
+        typ == "proc" && destination == Path::new("/proc")
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(PolicyError::ProcMount {
+        typ: if is_bind(mount) { "bind".into() } else { typ },
+        destination: destination.to_path_buf(),
+    })
 }
 
 /// By name (the runtime compares by device and inode too): a bind source is not, nor lies

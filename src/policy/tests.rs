@@ -640,8 +640,18 @@ fn cgroups_paths_name_a_cgroup_of_the_containers_own() {
     ] {
         assert_eq!(cgroups_path_verdict(path, true), Ok(()), "{path}");
     }
+    // Relative: from each hierarchy's root, as runc takes it (runtime-tools' cgroups tests).
+    for path in [
+        "runtime-tools/abc",
+        "victim-svc",
+        "kubepods.slice:cri-containerd:abc",
+    ] {
+        assert_eq!(cgroups_path_verdict(path, false), Ok(()), "{path}");
+    }
     for (path, systemd) in [
-        ("victim-svc", false),
+        ("a/b", true),
+        ("a/../../b", false),
+        ("./a", false),
         ("../../../tmp", false),
         ("/a/../victim", false),
         ("/a/./b", false),
@@ -649,7 +659,6 @@ fn cgroups_paths_name_a_cgroup_of_the_containers_own() {
         ("", false),
         ("", true),
         ("/", true),
-        ("kubepods.slice:cri-containerd:abc", false),
         ("a:b", true),
         ("a:b:c:d", true),
         ("notaslice:p:n", true),
