@@ -318,7 +318,7 @@ fn check_spec(spec: &Spec, policy: &Policy, bundle: &Path) {
                 || policy.writable_binds.iter().any(|w| source.starts_with(w));
             for protected in &policy.protected_dirs {
                 assert!(
-                    !source.starts_with(protected) && !(writable && protected.starts_with(source)),
+                    !(source.starts_with(protected) || (writable && protected.starts_with(source))),
                     "a bind of {} reaches the protected {}",
                     source.display(),
                     protected.display()

@@ -98,11 +98,12 @@ fn no_cgroups_path_reaches_a_host_cgroup() {
     let depth = std::env::current_dir().unwrap().components().count();
     let cases = [
         (format!("/{}", victim.name), "already exists"),
-        (victim.name.clone(), "must be an absolute path"),
+        // Relative: from each hierarchy's root, so this names the victim too.
+        (victim.name.clone(), "already exists"),
         (format!("/a/../{}", victim.name), "must not contain"),
         (
             format!("{}{}", "../".repeat(depth), victim.name),
-            "must be an absolute path",
+            "must not contain",
         ),
         ("/".to_string(), "root cgroup"),
         (String::new(), "it is empty"),

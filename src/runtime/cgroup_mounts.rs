@@ -13,6 +13,7 @@
 //!   container's cgroup there (from `/proc/<init>/cgroup`), comounted names linked as runc
 //!   links them, the tmpfs then sealed read-only;
 //! - on cgroup v2: the container's cgroup itself.
+//!
 //! A hierarchy where the container has no cgroup of its own (`name=systemd` and the hybrid
 //! `unified`, where libcgroups makes none, so the init is in the runtime's cgroup) is bound
 //! read-only whatever the config says. With `ro` everything is read-only, submounts too.
