@@ -288,6 +288,33 @@ fn a_bind_hidden_by_a_later_mount_is_refused() {
                 .contains("the mount at /: it would replace the container's root"),
         "{ran:?}"
     );
+    // The same through the image: `/x -> /` and a bind at /x of a directory whose `dev` leads
+    // to the host would stack over the checked root before libcontainer's /dev joins.
+    let target = Target::new(&f.host_root, "stacked");
+    let evil = bundle.join("evil");
+    std::fs::create_dir(&evil).unwrap();
+    std::os::unix::fs::symlink(&target.dir, evil.join("dev")).unwrap();
+    std::os::unix::fs::symlink("/", bundle.join("rootfs/x")).unwrap();
+    f.edit_config(&bundle, |c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.pop();
+        mounts.push(json!({"destination": "/x", "type": "bind", "source": "evil", "options": ["rbind", "rw"]}));
+    });
+    let ran = f.rt(&[
+        "run",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        &f.id("stacked"),
+    ]);
+    assert!(
+        ran.code == 1
+            && ran
+                .stderr
+                .contains("the mount at /x: in the image it leads to the container's root"),
+        "{ran:?}"
+    );
+    target.assert_untouched("stacked");
+    std::fs::remove_file(bundle.join("rootfs/x")).unwrap();
     f.edit_config(&bundle, |c| {
         let mounts = c["mounts"].as_array_mut().unwrap();
         mounts.pop();

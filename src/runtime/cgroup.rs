@@ -73,8 +73,9 @@ impl Owned {
         directories(&self.path, self.systemd, &MountTable::read()?)
     }
 
-    /// Whether process `pid` is in this cgroup, as its `/proc/<pid>/cgroup` says (in any
-    /// hierarchy; false when it cannot be read).
+    /// Whether process `pid` is in this cgroup or one under it (an init that moved itself to a
+    /// child, as systemd does), as its `/proc/<pid>/cgroup` says (in any hierarchy; false when
+    /// it cannot be read).
     pub fn holds(&self, pid: nix::unistd::Pid) -> bool {
         let Ok(relative) = relative_path(&self.path, self.systemd) else {
             return false;
@@ -84,7 +85,7 @@ impl Owned {
         };
         text.lines()
             .filter_map(|line| line.splitn(3, ':').nth(2))
-            .any(|path| Path::new(path.trim_start_matches('/')) == relative)
+            .any(|path| Path::new(path.trim_start_matches('/')).starts_with(&relative))
     }
 
     /// The cgroup relative to the root of each hierarchy it is in.
@@ -98,7 +99,7 @@ impl Owned {
     /// that SIGKILL lands. Gives up after a second on a cgroup that stays busy.
     pub fn remove_tree(&self) -> Result<()> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-        for top in self.directories()? {
+        for top in self.own_directories()? {
             thaw(&top);
             loop {
                 let mut tree = Vec::new();
@@ -139,6 +140,28 @@ impl Owned {
             }
         }
         Ok(())
+    }
+
+    /// Where libcgroups made this cgroup: every hierarchy but the named ones (`name=systemd`)
+    /// and, beside v1 controllers, the hybrid cgroup2. A cgroup of the same path there is a
+    /// host service's, made after create checked it did not exist: never killed.
+    fn own_directories(&self) -> Result<Vec<PathBuf>> {
+        let table = MountTable::read()?;
+        let relative = relative_path(&self.path, self.systemd)?;
+        if is_systemd_unit(&self.path, self.systemd) {
+            return Ok(vec![Path::new(UNIFIED_ROOT).join(relative)]);
+        }
+        let has_v1 = table.0.iter().any(|m| m.fs_type == "cgroup");
+        Ok(table
+            .0
+            .iter()
+            .filter(|m| match m.fs_type.as_str() {
+                "cgroup" => !m.cgroup_options.iter().any(|o| o.starts_with("name=")),
+                "cgroup2" => !has_v1,
+                _ => false,
+            })
+            .map(|m| m.point.join(&relative))
+            .collect())
     }
 
     /// The cgroup recorded in `state_dir`; `None` when no create got as far as claiming one.

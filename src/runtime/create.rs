@@ -75,7 +75,7 @@ impl Runtime {
             &protected,
         )?;
         check_host_mounts(&derived.host_mounts, &protected)?;
-        check_root(&derived.root, policy, &protected)?;
+        check_root(&derived.root, &derived.destinations, policy, &protected)?;
         let owned = Owned::claim(
             derived.cgroups_path.clone(),
             request.id,
@@ -137,7 +137,12 @@ fn check_host_mounts(mounts: &[HostMount], protected: &[Lineage]) -> Result<()> 
 
 /// rootfs.rs's check, with what the root must stay apart from: the protected state, and what
 /// other containers can write.
-fn check_root(root: &Path, policy: &Policy, protected: &[Lineage]) -> Result<()> {
+fn check_root(
+    root: &Path,
+    destinations: &[PathBuf],
+    policy: &Policy,
+    protected: &[Lineage],
+) -> Result<()> {
     let host_roots: Vec<Lineage> = [Path::new("/"), &policy.host_root]
         .into_iter()
         .filter_map(|p| Lineage::open(p).transpose())
@@ -168,7 +173,8 @@ fn check_root(root: &Path, policy: &Policy, protected: &[Lineage]) -> Result<()>
             apart.push((what, lineage));
         }
     }
-    rootfs::check(root, &host_roots, &apart)
+    let destinations: Vec<&Path> = destinations.iter().map(PathBuf::as_path).collect();
+    rootfs::check(root, &destinations, &host_roots, &apart)
 }
 
 /// runc's pid file: the decimal pid, no newline, replaced atomically.

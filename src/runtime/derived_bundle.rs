@@ -88,6 +88,8 @@ pub struct Derived {
     pub root: PathBuf,
     /// The mounts our own code attaches after libcontainer created the container.
     pub host_mounts: Vec<HostMount>,
+    /// Where libcontainer mounts, in order (for rootfs.rs).
+    pub destinations: Vec<PathBuf>,
     /// The config's cgroup filesystems, which our own code mounts.
     pub(crate) cgroup_mounts: Vec<CgroupMount>,
     /// `linux.cgroupsPath`, as the spec has it.
@@ -130,6 +132,12 @@ pub(crate) fn write(
     };
     atomic_file::replace(&dir.join(META_FILE), &serde_json::to_vec(&meta)?, 0o600)?;
     Ok(Derived {
+        destinations: spec
+            .mounts()
+            .iter()
+            .flatten()
+            .map(|m| m.destination().clone())
+            .collect(),
         root,
         host_mounts,
         cgroup_mounts,

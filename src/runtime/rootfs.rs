@@ -15,7 +15,8 @@
 //! - its `/dev` is a directory or absent, never a symlink or anything else (libcontainer makes
 //!   a missing one a directory).
 //!
-//! The policy refuses a mount at `/`, which would replace the checked root before the joins.
+//! The policy refuses a mount at `/`, which would replace the checked root before the joins,
+//! and here a mount whose destination leads to the root through the image's symlinks.
 //! What runs after `pivot_root` (the working directory, masked and read-only paths) cannot
 //! name a host path. Cgroup mounts never reach libcontainer (cgroup_mounts.rs).
 
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nix::fcntl::AtFlags;
-use nix::sys::stat::fstatat;
+use nix::sys::stat::{fstat, fstatat};
 use pathrs::flags::ResolverFlags;
 use pathrs::Root;
 
@@ -36,7 +37,12 @@ pub(crate) type Apart<'a> = &'a [(&'a str, Lineage)];
 /// Checks the container's root at `root` (absolute, canonical) against what libcontainer will
 /// do with it by path. `host_roots` are the host's `/` and the policy's host root; `apart`
 /// names what the root must neither be, hold, nor lie inside.
-pub(crate) fn check(root: &Path, host_roots: &[Lineage], apart: Apart) -> Result<()> {
+pub(crate) fn check(
+    root: &Path,
+    destinations: &[&Path],
+    host_roots: &[Lineage],
+    apart: Apart,
+) -> Result<()> {
     let refusing = |rule: String| -> anyhow::Error {
         anyhow::anyhow!(
             "the bootstrap policy refuses root.path {}: {rule}",
@@ -72,7 +78,31 @@ pub(crate) fn check(root: &Path, host_roots: &[Lineage], apart: Apart) -> Result
             )));
         }
     }
-    check_dev(root, &handle)
+    check_dev(root, &handle)?;
+    check_destinations(root, &handle, destinations)
+}
+
+/// No mount lands on the root itself through a symlink of the image (`/x -> /`, a mount at
+/// `/x`): libcontainer places mounts with symlinks followed inside the root, and one stacked
+/// on the root would replace what was checked before the joins. (The policy refuses `/` by
+/// name.)
+fn check_destinations(root: &Path, handle: &OwnedFd, destinations: &[&Path]) -> Result<()> {
+    let identity = |fd: &OwnedFd| fstat(fd.as_raw_fd()).map(|st| (st.st_dev, st.st_ino));
+    let own = identity(handle).with_context(|| format!("reading {}", root.display()))?;
+    let inside = pathrs::RootRef::from_fd(std::os::fd::AsFd::as_fd(handle));
+    for destination in destinations {
+        let Ok(target) = inside.resolve(destination) else {
+            continue; // missing: libcontainer creates it, a directory of the root
+        };
+        let target: OwnedFd = target.into();
+        if identity(&target).ok() == Some(own) {
+            bail!(
+                "the bootstrap policy refuses the mount at {}: in the image it leads to the container's root (a symlink), and a mount there would replace root.path after the runtime checked it",
+                destination.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `/dev` in the root: absent, or a directory.
