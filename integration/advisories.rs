@@ -464,6 +464,32 @@ fn the_cgroup_mount_shows_the_containers_own_cgroup_read_only_as_asked() {
     f.assert_clean();
 }
 
+/// An image that aims the cgroup mount, by a symlink, at where the mount area is attached later
+/// (`/a -> /.bottlerocket`, the mount at `/a/rootfs/mnt`): the hierarchies never land in the
+/// host's mount area, as directories or as mounts.
+#[test]
+fn an_image_cannot_aim_the_cgroup_mount_at_the_host() {
+    let f = Fixture::new("adv-cgaim");
+    let id = f.id("aim");
+    let bundle = cgroup_bundle(&f, "aim", "true", false, &format!("/{id}"));
+    std::os::unix::fs::symlink("/.bottlerocket", bundle.join("rootfs/a")).unwrap();
+    f.edit_config(&bundle, |c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        let cgroup = mounts.last_mut().unwrap();
+        cgroup["destination"] = json!("/a/rootfs/mnt");
+    });
+    let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let left: Vec<_> = std::fs::read_dir(&f.mount_area)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "the host's mount area got {left:?}");
+    let mounts = common::host_mounts_under(&f.mount_area);
+    assert_eq!(mounts.len(), 1, "mounts under the mount area: {mounts:#?}");
+    f.assert_clean();
+}
+
 /// A container that makes child cgroups: `delete --force` and `run` remove them (children
 /// first) and the id can be used again.
 #[test]

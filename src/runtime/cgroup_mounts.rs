@@ -7,8 +7,9 @@
 //! `pivot_root` (an image's `/sys` symlink would plant them on the host); on cgroup v2 it mounts
 //! a fresh cgroup2 showing the whole host hierarchy. So the spec it gets has a tmpfs placeholder
 //! at the destination instead (it makes the mount point inside the root, on handles), and once
-//! it has created the container — its init waiting for `start`, nothing of the container run —
-//! we bind, in the container's mount namespace:
+//! it has created the container — its init waiting for `start`, nothing of the container run,
+//! the policy's host mounts not attached yet — we make the placeholder private and bind, in the
+//! container's mount namespace:
 //! - on cgroup v1 (and hybrid): a fresh tmpfs with a directory per hierarchy, each the
 //!   container's cgroup there (from `/proc/<init>/cgroup`), comounted names linked as runc
 //!   links them, the tmpfs then sealed read-only;
@@ -108,6 +109,9 @@ fn attach_one(pid: Pid, mount: &CgroupMount, hierarchies: &[Hierarchy]) -> Resul
     // libcontainer's placeholder tmpfs, where it placed it inside the root.
     let top = host_mounts::in_container_root(pid, &mount.destination)?;
     let _inside = InMountNamespace::enter(pid)?;
+    // Nothing attached here propagates: should the image's symlinks and a later mount have
+    // put a bind shared with the host on top of the placeholder, our binds stay inside.
+    host_mounts::make_private(top.as_raw_fd())?;
     if let [Hierarchy { name, .. }] = hierarchies {
         if name.is_empty() {
             // cgroup v2: the container's cgroup over the placeholder.

@@ -103,8 +103,10 @@ impl Runtime {
             .context("libcontainer reported no pid for the new container")?;
         init::record(derived_dir, pid)?;
         bind_sources::verify(pid, &derived.binds)?;
-        host_mounts::attach(pid, &derived.host_mounts)?;
+        // Before the host mounts: a destination the image aims (by symlinks) into where they
+        // go then leads to libcontainer's placeholder, never to a clone shared with the host.
         cgroup_mounts::attach(pid, &derived.cgroup_mounts, &owned.relative()?)?;
+        host_mounts::attach(pid, &derived.host_mounts)?;
         if let Some(pid_file) = request.pid_file {
             write_pid_file(pid_file, pid)?;
         }

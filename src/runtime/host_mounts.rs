@@ -233,6 +233,12 @@ fn clone(
     Ok(tree)
 }
 
+/// Makes the mount `fd` is the root of private: mounts attached on it reach no peer.
+pub(super) fn make_private(fd: RawFd) -> Result<()> {
+    mount_setattr(fd, 0, 0, MsFlags::MS_PRIVATE.bits())
+        .context("making the cgroup mount point private")
+}
+
 /// Makes the mount `fd` is the root of read-only (with `AT_RECURSIVE` in `flags`, its
 /// submounts too).
 pub(super) fn set_read_only(fd: RawFd, flags: libc::c_uint) -> Result<()> {
