@@ -347,7 +347,8 @@ fn check_namespaces(namespaces: &[LinuxNamespace]) -> Result<(), PolicyError> {
 /// path: libcgroups 0.7.0 only strips a leading `/`, so `..` would aim its mkdir, resource
 /// writes, freezer and kill-all anywhere. With the cgroupfs driver the path has no `.` or `..`
 /// and is not the root (runc's `CleanPath` form); a relative one is taken from each
-/// hierarchy's root (the runtime-spec's "runtime-determined location", as runc takes it); with
+/// hierarchy's root (the runtime-spec's "runtime-determined location", as libcgroups reads it;
+/// runc puts it under its own cgroup); with
 /// `--systemd-cgroup` it may also be runc's `slice:prefix:name` (CRI's
 /// `kubepods-<qos>-pod<uid>.slice:cri-containerd:<id>`). That the cgroup does not exist yet is
 /// the runtime's check (runtime/cgroup.rs): it depends on the host.
@@ -388,7 +389,7 @@ fn check_cgroups_path(path: &Path, systemd: bool) -> Result<(), PolicyError> {
         return refuse("with --systemd-cgroup it must be an absolute path or slice:prefix:name");
     }
     // By text: `Path::components` would hide a `.`. A relative path is taken from each
-    // hierarchy's root, as libcgroups (and runc) take it.
+    // hierarchy's root, as libcgroups reads it.
     if text.split('/').any(|part| part == "." || part == "..") {
         return refuse("it must not contain '.' or '..'");
     }

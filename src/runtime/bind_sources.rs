@@ -9,8 +9,7 @@
 //! libcontainer 0.7.0 canonicalizes a bind source back to a path before `open_tree`.)
 
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use libcontainer::oci_spec::runtime::Mount;
@@ -20,7 +19,7 @@ use pathrs::error::ErrorKind;
 use pathrs::flags::ResolverFlags;
 use pathrs::Root;
 
-use super::reach::{Lineage, Relation};
+use super::reach::Lineage;
 use crate::policy;
 
 /// A bind source as the policy judged it.
@@ -89,20 +88,16 @@ pub(crate) fn judge(mounts: &[Mount], protected: &[Lineage]) -> Result<Vec<Judge
         if stat.st_mode & libc::S_IFMT == libc::S_IFLNK {
             return Err(missing());
         }
-        let lineage = Lineage::of(source, &handle)?;
         let writable = !mount.options().iter().flatten().any(|o| o == "ro");
-        for state in protected {
-            match lineage.relation(state) {
-                Some(Relation::Contains) if !writable => {}
-                Some(relation) => bail!(
-                    "the bootstrap policy refuses the bind of {} at {}: it {} {}, the runtime's own state, which no container may reach",
-                    source.display(),
-                    destination.display(),
-                    relation.verb(),
-                    state.path.display()
-                ),
-                None => {}
-            }
+        if let Some((state, relation)) = Lineage::of(source, &handle)?.reaching(protected, writable)
+        {
+            bail!(
+                "the bootstrap policy refuses the bind of {} at {}: it {} {}, the runtime's own state, which no container may reach",
+                source.display(),
+                destination.display(),
+                relation.verb(),
+                state.path.display()
+            );
         }
         judged.push(Judged {
             destination: destination.clone(),
@@ -120,14 +115,7 @@ pub fn verify(pid: Pid, judged: &[Judged]) -> Result<()> {
     if judged.is_empty() {
         return Ok(());
     }
-    // A magic link to the container's root: followed, which pathrs' Root::open refuses.
-    let path = Path::new("/proc").join(pid.to_string()).join("root");
-    let root = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let root = Root::from_fd(root);
+    let root = Root::from_fd(super::host_mounts::container_root(pid)?);
     for bind in judged {
         let checking = || format!("checking the bind mount at {}", bind.destination.display());
         // Symlinks followed inside the container's root, as libcontainer placed the mount.

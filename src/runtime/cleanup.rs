@@ -97,6 +97,15 @@ impl Runtime {
         Ok(true)
     }
 
+    /// The container's cgroup tree killed and removed, when it is on cgroupfs (systemd's
+    /// units are libcontainer's `delete` to stop).
+    fn remove_cgroup_tree(&self, id: &str) -> Result<()> {
+        match Owned::recorded(&self.root.derived_dir(id))? {
+            Some(owned) if !owned.systemd => remove_cgroup(&owned, id),
+            _ => Ok(()),
+        }
+    }
+
     /// Kills the container's processes and removes its cgroup, libcontainer's directory and
     /// ours. Safe to call on a container that is partly or entirely gone.
     pub(super) fn remove_leftovers(&self, id: &str) -> Result<()> {
@@ -126,20 +135,8 @@ impl Runtime {
     }
 }
 
-impl Runtime {
-    /// The container's cgroup tree killed and removed, when it is on cgroupfs (systemd's
-    /// units are libcgroups' to stop).
-    fn remove_cgroup_tree(&self, id: &str) -> Result<()> {
-        match Owned::recorded(&self.root.derived_dir(id))? {
-            Some(owned) if !owned.systemd => owned
-                .remove_tree()
-                .with_context(|| format!("removing the cgroups of container {id:?}")),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// Kills what is in the container's own cgroup and removes it.
+/// Kills what is in the container's own cgroup (and, on cgroupfs, the cgroups under it) and
+/// removes it.
 fn remove_cgroup(owned: &Owned, id: &str) -> Result<()> {
     if !owned.systemd {
         return owned

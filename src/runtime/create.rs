@@ -121,10 +121,7 @@ fn check_host_mounts(mounts: &[HostMount], protected: &[Lineage]) -> Result<()> 
         let Some(lineage) = Lineage::open(&mount.source)? else {
             continue; // a shared directory not made yet: environment.rs creates it, empty
         };
-        if let Some((state, relation)) = protected
-            .iter()
-            .find_map(|state| lineage.relation(state).map(|r| (state, r)))
-        {
+        if let Some((state, relation)) = lineage.reaching(protected, true) {
             bail!(
                 "the bootstrap policy refuses the writable host mount of {} at {}: it {} {}, the runtime's own state, which no container may reach",
                 mount.source.display(),

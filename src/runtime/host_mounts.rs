@@ -141,13 +141,7 @@ pub fn attach(pid: Pid, mounts: &[HostMount]) -> Result<()> {
 /// would otherwise lead our mkdir and mounts anywhere (libcontainer mounted the tmpfs where the
 /// link points, inside the rootfs).
 fn policy_dir(pid: Pid) -> Result<OwnedFd> {
-    let root_path = format!("/proc/{pid}/root");
-    // A magic link to the container's root: followed, which pathrs' Root::open refuses.
-    let root = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(&root_path)
-        .with_context(|| format!("opening {root_path}"))?;
+    let root = container_root(pid)?;
     let handle = RootRef::from_fd(root.as_fd())
         .resolve_nofollow(BOTTLEROCKET_DIR)
         .with_context(|| format!("opening the container's {BOTTLEROCKET_DIR}"))?;
@@ -248,17 +242,23 @@ pub(super) fn set_read_only(fd: RawFd, flags: libc::c_uint) -> Result<()> {
 /// `path` in the container whose init is `pid`, symlinks followed inside its root (as
 /// libcontainer placed its mounts): an `O_PATH` handle to what is on top there.
 pub(super) fn in_container_root(pid: Pid, path: &Path) -> Result<OwnedFd> {
-    let root_path = format!("/proc/{pid}/root");
-    // A magic link to the container's root: followed, which pathrs' Root::open refuses.
-    let root = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(&root_path)
-        .with_context(|| format!("opening {root_path}"))?;
+    let root = container_root(pid)?;
     let handle = RootRef::from_fd(root.as_fd())
         .resolve(path)
         .with_context(|| format!("opening the container's {}", path.display()))?;
     Ok(handle.into())
+}
+
+/// The root directory of the container whose init is `pid`, as an `O_PATH` handle to resolve
+/// inside (pathrs' `RootRef`).
+pub(super) fn container_root(pid: Pid) -> Result<File> {
+    let path = format!("/proc/{pid}/root");
+    // A magic link to the container's root: followed, which pathrs' Root::open refuses.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(&path)
+        .with_context(|| format!("opening {path}"))
 }
 
 fn mount_setattr(

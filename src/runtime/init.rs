@@ -30,8 +30,8 @@ struct Record {
 
 /// Records the freshly created init `pid` in `dir` (the derived bundle), atomically.
 pub(crate) fn record(dir: &Path, pid: Pid) -> Result<()> {
-    let start_time = start_time(pid)
-        .with_context(|| format!("reading the start time of the container's init {pid}"))?;
+    let start_time = running_since(pid)
+        .with_context(|| format!("the container's init {pid} ended while it was created"))?;
     let record = Record {
         pid: pid.as_raw(),
         start_time,
@@ -67,7 +67,7 @@ impl Init {
         // SAFETY: the kernel just returned this descriptor to us.
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         // Checked after the pidfd: if these match now, the pidfd holds the recorded process.
-        let same_process = start_time(pid).ok() == Some(record.start_time) && !is_zombie(pid);
+        let same_process = running_since(pid) == Some(record.start_time);
         let in_cgroup = owned.is_none_or(|owned| owned.holds(pid));
         if !same_process || !in_cgroup {
             log::warn!(
@@ -97,14 +97,11 @@ impl Init {
     }
 }
 
-fn start_time(pid: Pid) -> Result<u64, procfs::ProcError> {
-    Ok(procfs::process::Process::new(pid.as_raw())?
-        .stat()?
-        .starttime)
-}
-
-fn is_zombie(pid: Pid) -> bool {
-    procfs::process::Process::new(pid.as_raw())
+/// The start time of `pid` (`/proc/<pid>/stat`'s starttime) while it runs; `None` once it is
+/// gone or a zombie.
+pub(super) fn running_since(pid: Pid) -> Option<u64> {
+    let stat = procfs::process::Process::new(pid.as_raw())
         .and_then(|p| p.stat())
-        .map_or(true, |stat| matches!(stat.state, 'Z' | 'X'))
+        .ok()?;
+    (!matches!(stat.state, 'Z' | 'X')).then_some(stat.starttime)
 }

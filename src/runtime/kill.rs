@@ -140,8 +140,7 @@ impl Runtime {
 fn wait_gone(pid: Pid) {
     let deadline = Instant::now() + Duration::from_secs(1);
     while Instant::now() < deadline {
-        let state = procfs::process::Process::new(pid.as_raw()).and_then(|p| p.stat());
-        if state.map_or(true, |stat| matches!(stat.state, 'Z' | 'X')) {
+        if super::init::running_since(pid).is_none() {
             return;
         }
         std::thread::sleep(Duration::from_millis(2));

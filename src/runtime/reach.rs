@@ -118,6 +118,22 @@ impl Lineage {
         }
     }
 
+    /// The first of `protected` that `self` reaches, and how: being it or lying inside it
+    /// always, holding it only when `writable` (a read-only view of a tree that holds the
+    /// state, as the host root's, writes nothing).
+    pub fn reaching<'a>(
+        &self,
+        protected: &'a [Lineage],
+        writable: bool,
+    ) -> Option<(&'a Lineage, Relation)> {
+        protected
+            .iter()
+            .find_map(|state| match self.relation(state) {
+                Some(Relation::Contains) if !writable => None,
+                relation => relation.map(|r| (state, r)),
+            })
+    }
+
     /// How `self` stands to `other`, if they overlap at all.
     pub fn relation(&self, other: &Lineage) -> Option<Relation> {
         if self.chain[0] == other.chain[0] {
