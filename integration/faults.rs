@@ -87,9 +87,6 @@ fn recovers(f: &Fixture, bundle: &str, id: &str, what: &str) {
         "{what}: delete --force: {}",
         deleted.stderr
     );
-    // An orphan of the killed create may still be joining its cgroup: it ends on its own
-    // first, and its cgroup, empty then, is taken over by the next create.
-    orphans_end(f, what);
     for args in [
         vec!["create", "--bundle", bundle, id],
         vec!["delete", "--force", id],
@@ -98,13 +95,9 @@ fn recovers(f: &Fixture, bundle: &str, id: &str, what: &str) {
         assert_eq!(ran.code, 0, "{what}: then {args:?}: {}", ran.stderr);
     }
     f.assert_clean();
-    orphans_end(f, what);
-}
-
-/// Runtime processes carry the fixture's --root on their command line until they exec the
-/// container's program; an orphaned intermediate or init would still show it. One that lost
-/// its parent ends on its own when its sync socket closes: give it a moment.
-fn orphans_end(f: &Fixture, what: &str) {
+    // Runtime processes carry the fixture's --root on their command line until they exec the
+    // container's program; an orphaned intermediate or init would still show it. One that lost
+    // its parent ends on its own when its sync socket closes: give it a moment.
     let marker = f.root.display().to_string();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
