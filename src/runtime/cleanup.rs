@@ -3,10 +3,10 @@
 
 use anyhow::{bail, Context, Result};
 use libcgroups::common::CgroupManager;
-use libcontainer::container::ContainerStatus;
+use libcontainer::container::{Container, ContainerStatus};
 
 use super::cgroup::Owned;
-use super::init::Init;
+use super::init::{self, Init};
 use super::{status_error, Runtime};
 
 impl Runtime {
@@ -111,10 +111,18 @@ impl Runtime {
     pub(super) fn remove_leftovers(&self, id: &str) -> Result<()> {
         let derived_dir = self.root.derived_dir(id);
         let container_dir = self.root.container_dir(id);
-        // The init may not be in the cgroup yet when create was interrupted; only the one
-        // recorded, never state.json's pid.
-        if let Ok(Some(init)) = Init::find(&derived_dir, None) {
-            let _ = init.signal(libc::SIGKILL);
+        // The init may not be in the cgroup yet when create was interrupted: the one recorded,
+        // or, when create was cut short before recording it (nothing of the container ran),
+        // the one libcontainer wrote into state.json.
+        if init::recorded(&derived_dir) {
+            if let Ok(Some(init)) = Init::find(&derived_dir, None) {
+                let _ = init.signal(libc::SIGKILL);
+            }
+        } else if let Some(pid) = Container::load(container_dir.clone())
+            .ok()
+            .and_then(|c| c.pid())
+        {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
         // Only the cgroup this runtime claimed: with no record, create never got as far as
         // making one, and whatever is at the path belongs to someone else.

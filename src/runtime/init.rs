@@ -39,6 +39,12 @@ pub(crate) fn record(dir: &Path, pid: Pid) -> Result<()> {
     atomic_file::replace(&dir.join(RECORD), &serde_json::to_vec(&record)?, 0o600)
 }
 
+/// Whether `dir` holds an init record: without one, the create was cut short before the
+/// container could run anything, and `state.json`'s pid is still libcontainer's own.
+pub(crate) fn recorded(dir: &Path) -> bool {
+    dir.join(RECORD).exists()
+}
+
 /// The container's init, found again and held by a pidfd.
 #[derive(Debug)]
 pub(crate) struct Init {

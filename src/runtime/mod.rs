@@ -117,6 +117,11 @@ impl Runtime {
         let derived_dir = self.root.derived_dir(id);
         let owned = Owned::recorded(&derived_dir).with_context(unreadable)?;
         let init = Init::find(&derived_dir, owned.as_ref()).with_context(unreadable)?;
+        if init.is_none() && !init::recorded(&derived_dir) {
+            // A create cut short: state.json's init (if any) is what libcontainer made, and
+            // `delete --force` must kill it.
+            return Ok((container, None));
+        }
         let pid = init.as_ref().map(|init| init.pid);
         if container.pid() != pid && container.status() != ContainerStatus::Stopped {
             log::warn!(
