@@ -132,12 +132,31 @@ fn a_root_on_the_host_or_where_others_write_is_refused() {
     let shared = f.mount_area.join("shared-root");
     let bundle = f.bundle("mnt", &["true"]);
     std::fs::rename(bundle.join("rootfs"), &shared).unwrap();
+    // A host directory the config names: libcontainer would make the file bind's mount point
+    // (an empty /etc/nologin, say) and the config's device nodes in it.
+    let target = Target::new(&f.host_root, "root");
+    f.edit_config(&bundle, |c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/nologin", "type": "bind", "source": "/dev/null", "options": ["bind", "ro"]
+        }));
+        c["linux"]["devices"] = json!([{"path": "/dev/sda9", "type": "b", "major": 8, "minor": 9, "fileMode": 438}]);
+    });
     for (case, root, wanted) in [
         ("host", "/".to_string(), "it is the host's root /"),
         (
             "mount-area",
             shared.display().to_string(),
             "lies inside the host mount area",
+        ),
+        (
+            "elsewhere",
+            target.dir.display().to_string(),
+            "it must lie inside the bundle",
+        ),
+        (
+            "relative-escape",
+            "../../host/etc/root".to_string(),
+            "it must lie inside the bundle",
         ),
     ] {
         f.edit_config(&bundle, |c| c["root"]["path"] = json!(root));
@@ -146,6 +165,7 @@ fn a_root_on_the_host_or_where_others_write_is_refused() {
             ran.code == 1 && ran.stderr.contains(wanted),
             "{case}: {ran:?}"
         );
+        target.assert_untouched(case);
     }
     f.assert_clean();
 }
@@ -310,7 +330,7 @@ fn a_bind_hidden_by_a_later_mount_is_refused() {
         ran.code == 1
             && ran
                 .stderr
-                .contains("the mount at /x: in the image it leads to the container's root"),
+                .contains("the mount at /x: through symlinks (in the image or an earlier bind's source) it leads to the container's root"),
         "{ran:?}"
     );
     target.assert_untouched("stacked");
@@ -465,8 +485,9 @@ fn the_cgroup_mount_shows_the_containers_own_cgroup_read_only_as_asked() {
 }
 
 /// An image that aims the cgroup mount, by a symlink, at where the mount area is attached later
-/// (`/a -> /.bottlerocket`, the mount at `/a/rootfs/mnt`): the hierarchies never land in the
-/// host's mount area, as directories or as mounts.
+/// (`/a -> /.bottlerocket`, the mount at `/a/rootfs/mnt`): refused, since the policy's rules
+/// under /.bottlerocket go by name; the hierarchies never land in the host's mount area, as
+/// directories or as mounts.
 #[test]
 fn an_image_cannot_aim_the_cgroup_mount_at_the_host() {
     let f = Fixture::new("adv-cgaim");
@@ -479,14 +500,27 @@ fn an_image_cannot_aim_the_cgroup_mount_at_the_host() {
         cgroup["destination"] = json!("/a/rootfs/mnt");
     });
     let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
-    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(
+        ran.code == 1
+            && ran
+                .stderr
+                .contains("through symlinks it lands at /.bottlerocket/rootfs/mnt"),
+        "{ran:?}"
+    );
     let left: Vec<_> = std::fs::read_dir(&f.mount_area)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "the host's mount area got {left:?}");
-    let mounts = common::host_mounts_under(&f.mount_area);
-    assert_eq!(mounts.len(), 1, "mounts under the mount area: {mounts:#?}");
+    // The mount area itself may have been made a shared mount point; nothing below it.
+    let mounts: Vec<_> = common::host_mounts_under(&f.mount_area)
+        .into_iter()
+        .filter(|(point, _)| point != &f.mount_area)
+        .collect();
+    assert!(
+        mounts.is_empty(),
+        "mounts under the mount area: {mounts:#?}"
+    );
     f.assert_clean();
 }
 
@@ -530,6 +564,105 @@ fn child_cgroups_never_wedge_an_id() {
         assert!(
             common::cgroup_dirs(&id).is_empty(),
             "run {round}: cgroups left"
+        );
+    }
+    f.assert_clean();
+}
+
+/// A mount under an earlier bind resolves through that bind's source: `evil/s -> /` in the
+/// source bound at /a would stack the next bind (whose `dev` leads to a host directory) on the
+/// checked root before libcontainer's /dev joins. And `/p -> /proc` in the image would slip a
+/// bind under /proc past the policy's rules, which go by name. Both refused; the host is as it
+/// was.
+#[test]
+fn a_mount_through_an_earlier_binds_symlinks_cannot_reach_the_root_or_proc() {
+    let f = Fixture::new("adv-layers");
+    let target = Target::new(&f.host_root, "layers");
+    let bundle = f.bundle("layers", &["true"]);
+    for (dir, link, to) in [
+        ("evil", "s", Path::new("/")),
+        ("dev-to-host", "dev", &target.dir),
+    ] {
+        std::fs::create_dir(bundle.join(dir)).unwrap();
+        std::os::unix::fs::symlink(to, bundle.join(dir).join(link)).unwrap();
+    }
+    f.edit_config(&bundle, |c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.push(json!({"destination": "/a", "type": "bind", "source": "evil", "options": ["rbind", "rw"]}));
+        mounts.push(json!({"destination": "/a/s", "type": "bind", "source": "dev-to-host", "options": ["rbind", "rw"]}));
+    });
+    let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &f.id("root")]);
+    assert!(
+        ran.code == 1
+            && ran.stderr.contains("the mount at /a/s: through symlinks (in the image or an earlier bind's source) it leads to the container's root"),
+        "{ran:?}"
+    );
+    target.assert_untouched("through a bind");
+    std::os::unix::fs::symlink("/proc", bundle.join("rootfs/p")).unwrap();
+    f.edit_config(&bundle, |c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.truncate(mounts.len() - 2);
+        mounts.push(json!({"destination": "/p/sys/kernel/core_pattern", "type": "bind", "source": "/dev/null", "options": ["bind", "ro"]}));
+    });
+    let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &f.id("proc")]);
+    assert!(
+        ran.code == 1
+            && ran
+                .stderr
+                .contains("through symlinks it lands at /proc/sys/kernel/core_pattern"),
+        "{ran:?}"
+    );
+    f.assert_clean();
+}
+
+/// Bind destinations that are the image's symlinks resolve inside the root, as runc's
+/// securejoin does, dangling ones too (an image's `/etc/resolv.conf ->
+/// ../run/systemd/resolve/stub-resolv.conf`): the file is made where the link leads, inside
+/// the root, and nothing is made on the host.
+#[test]
+fn a_symlink_at_a_bind_destination_resolves_inside_the_root() {
+    let f = Fixture::new("adv-resolv");
+    let marker = format!("bootstrap-runc-adv-{}", std::process::id());
+    let host_side = Path::new("/run").join(&marker);
+    let resolv = f.dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 192.0.2.53\n").unwrap();
+    for (case, link) in [
+        (
+            "relative",
+            "../run/systemd/resolve/stub-resolv.conf".to_string(),
+        ),
+        ("absolute", format!("/run/{marker}/resolv.conf")),
+    ] {
+        let bundle = f.bundle(case, &["cat", "/etc/resolv.conf"]);
+        let etc = bundle.join("rootfs/etc");
+        let _ = std::fs::remove_file(etc.join("resolv.conf"));
+        std::os::unix::fs::symlink(&link, etc.join("resolv.conf")).unwrap();
+        f.edit_config(&bundle, |c| {
+            c["mounts"].as_array_mut().unwrap().push(json!({
+                "destination": "/etc/resolv.conf", "type": "bind",
+                "source": resolv.to_str().unwrap(), "options": ["rbind", "ro"]
+            }))
+        });
+        let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &f.id(case)]);
+        assert!(
+            ran.code == 0 && ran.stdout.contains("nameserver 192.0.2.53"),
+            "{case}: {ran:?}"
+        );
+        let made = etc.join(&link);
+        let inside = if link.starts_with('/') {
+            bundle.join("rootfs").join(link.trim_start_matches('/'))
+        } else {
+            made
+        };
+        assert!(
+            inside.is_file(),
+            "{case}: {} was not made",
+            inside.display()
+        );
+        assert!(
+            !host_side.exists(),
+            "{case}: {} was made on the host",
+            host_side.display()
         );
     }
     f.assert_clean();

@@ -181,6 +181,55 @@ fn a_failed_exec_exits_255() {
     f.assert_clean();
 }
 
+/// A process that cannot start after `start` (an environment over the kernel's limit: E2BIG)
+/// says why on stderr, for `run` and `exec` alike, as runc does; not only in the log.
+#[test]
+fn a_process_that_cannot_start_says_why_on_stderr() {
+    let f = Fixture::new("cli-e2big");
+    // One string over MAX_ARG_STRLEN (32 pages).
+    let big = format!("BIG={}", "x".repeat(200 * 1024));
+    for rt in Rt::both(&f) {
+        let name = format!("{}-big", rt.name());
+        let bundle = f.bundle(&name, &["true"]);
+        f.edit_config(&bundle, |c| {
+            c["process"]["env"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!(big))
+        });
+        let ran = rt.run(&["run", "--bundle", bundle.to_str().unwrap(), &f.id(&name)]);
+        assert!(
+            ran.code != 0 && ran.stderr.to_lowercase().contains("argument list too long"),
+            "{} run: {} {}",
+            rt.name(),
+            ran.code,
+            ran.stderr
+        );
+        let _ = rt.run(&["delete", "--force", &f.id(&name)]);
+        let id = rt.started(&f, "exec-big", "sleep 100");
+        // Through --process: an argument that large would not even start the runtime.
+        let process = f.dir.path().join(format!("{}-process.json", rt.name()));
+        std::fs::write(
+            &process,
+            serde_json::json!({"args": ["true"], "env": ["PATH=/bin:/usr/bin", big], "cwd": "/", "user": {"uid": 0, "gid": 0}})
+                .to_string(),
+        )
+        .unwrap();
+        let ran = rt.run(&["exec", "--process", process.to_str().unwrap(), &id]);
+        assert!(
+            ran.code != 0 && ran.stderr.to_lowercase().contains("argument list too long"),
+            "{} exec: {} {}",
+            rt.name(),
+            ran.code,
+            ran.stderr
+        );
+        rt.ok(&["kill", &id, "KILL"]);
+        rt.wait_status(&id, "stopped");
+        rt.ok(&["delete", &id]);
+    }
+    f.assert_clean();
+}
+
 #[test]
 fn usage_errors_exit_1_and_repeated_flags_take_the_last() {
     let f = Fixture::new("cli-usage");

@@ -39,6 +39,7 @@ impl Args {
             no_pivot: self.no_pivot,
             preserve_fds: self.preserve_fds,
             detach,
+            root_area: None,
         }
     }
 }

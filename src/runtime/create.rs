@@ -2,6 +2,7 @@
 //! its bind mounts checked against what the policy judged, then our host mounts.
 //! Any failure removes everything the attempt made.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +30,9 @@ pub struct CreateRequest<'a> {
     pub preserve_fds: i32,
     /// False for `run` in the foreground.
     pub detach: bool,
+    /// A directory besides the bundle the root may lie inside: the supervisor's operator
+    /// bundle, whose config it rewrote into a bundle of its own.
+    pub root_area: Option<&'a Path>,
 }
 
 impl Runtime {
@@ -66,7 +70,7 @@ impl Runtime {
     ) -> Result<Pid> {
         let table = MountTable::read()?;
         let protected = reach::protected(&policy.protected_dirs)?;
-        let derived = derived_bundle::write(
+        let mut derived = derived_bundle::write(
             derived_dir,
             bundle,
             policy,
@@ -75,7 +79,10 @@ impl Runtime {
             &protected,
         )?;
         check_host_mounts(&derived.host_mounts, &protected)?;
-        check_root(&derived.root, &derived.destinations, policy, &protected)?;
+        let mut within = vec![bundle];
+        within.extend(request.root_area);
+        let root = check_root(&derived.root, &within, policy, &protected)?;
+        derived_bundle::place(derived_dir, &mut derived, &root)?;
         let owned = Owned::claim(
             derived.cgroups_path.clone(),
             request.id,
@@ -84,20 +91,21 @@ impl Runtime {
             &table,
         )?;
         environment::prepare_shared(&derived.host_mounts, &policy.host_root, &table)?;
-        let container = ContainerBuilder::new(request.id.to_string(), SyscallType::default())
-            .with_root_path(self.root.path())?
-            .with_console_socket(request.console_socket)
-            .with_preserved_fds(request.preserve_fds)
-            .with_executor(seccomp_filter::Executor {
-                filter: derived.seccomp_filter,
-            })
-            .as_init(derived_dir)
-            .with_systemd(self.systemd_cgroup)
-            .with_detach(request.detach)
-            .with_no_pivot(request.no_pivot)
-            .build()
-            .map_err(libcontainer_error)
-            .context("creating the container")?;
+        let filter = derived.seccomp_filter;
+        let container = bind_sources::staged(derived_dir, &derived.binds, || {
+            ContainerBuilder::new(request.id.to_string(), SyscallType::default())
+                .with_root_path(self.root.path())?
+                .with_console_socket(request.console_socket)
+                .with_preserved_fds(request.preserve_fds)
+                .with_executor(seccomp_filter::Executor { filter })
+                .as_init(derived_dir)
+                .with_systemd(self.systemd_cgroup)
+                .with_detach(request.detach)
+                .with_no_pivot(request.no_pivot)
+                .build()
+                .map_err(libcontainer_error)
+                .context("creating the container")
+        })?;
         let pid = container
             .pid()
             .context("libcontainer reported no pid for the new container")?;
@@ -134,14 +142,19 @@ fn check_host_mounts(mounts: &[HostMount], protected: &[Lineage]) -> Result<()> 
     Ok(())
 }
 
-/// rootfs.rs's check, with what the root must stay apart from: the protected state, and what
-/// other containers can write.
+/// rootfs.rs's check, with what the root must lie inside (`within`: the bundle, and the
+/// caller's root area) and stay apart from (the protected state, and what other containers can
+/// write); returns the root, opened.
 fn check_root(
     root: &Path,
-    destinations: &[PathBuf],
+    within: &[&Path],
     policy: &Policy,
     protected: &[Lineage],
-) -> Result<()> {
+) -> Result<OwnedFd> {
+    let within: Vec<Lineage> = within
+        .iter()
+        .filter_map(|p| Lineage::open(p).transpose())
+        .collect::<Result<_>>()?;
     let host_roots: Vec<Lineage> = [Path::new("/"), &policy.host_root]
         .into_iter()
         .filter_map(|p| Lineage::open(p).transpose())
@@ -172,8 +185,7 @@ fn check_root(
             apart.push((what, lineage));
         }
     }
-    let destinations: Vec<&Path> = destinations.iter().map(PathBuf::as_path).collect();
-    rootfs::check(root, &destinations, &host_roots, &apart)
+    rootfs::check(root, &within, &host_roots, &apart)
 }
 
 /// runc's pid file: the decimal pid, no newline, replaced atomically.

@@ -11,12 +11,15 @@ use anyhow::{bail, Context, Result};
 use libcontainer::oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
+use std::os::fd::{AsFd, OwnedFd};
+
 use super::bind_sources::{self, Judged};
 use super::cgroup_mounts::{self, CgroupMount};
 use super::environment;
 use super::host_mounts::{self, HostMount};
 use super::mountinfo::MountTable;
 use super::reach::Lineage;
+use super::rootfs::{self, Layer};
 use super::seccomp_filter::Filter;
 use crate::atomic_file;
 use crate::policy::{self, Policy};
@@ -82,14 +85,14 @@ pub fn read_spec(bundle: &Path) -> Result<Spec> {
     serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// What `create` needs of the derived spec besides the file libcontainer reads.
+/// The derived spec, and what `create` needs of it besides the file libcontainer reads.
 pub struct Derived {
+    /// The spec libcontainer gets, once [`place`] has placed its mounts and written it.
+    pub spec: Spec,
     /// The container's root filesystem, canonical.
     pub root: PathBuf,
     /// The mounts our own code attaches after libcontainer created the container.
     pub host_mounts: Vec<HostMount>,
-    /// Where libcontainer mounts, in order (for rootfs.rs).
-    pub destinations: Vec<PathBuf>,
     /// The config's cgroup filesystems, which our own code mounts.
     pub(crate) cgroup_mounts: Vec<CgroupMount>,
     /// `linux.cgroupsPath`, as the spec has it.
@@ -100,9 +103,9 @@ pub struct Derived {
     pub seccomp_filter: Option<Filter>,
 }
 
-/// Applies the policy to the bundle's spec and writes the result into `dir` (which exists and is
-/// empty); seccomp filters are compiled into, or taken from, `seccomp_dir`; `table` is the
-/// host's mount table.
+/// Applies the policy to the bundle's spec, for [`place`] to finish, with what goes beside it
+/// written into `dir` (which exists and is empty); seccomp filters are compiled into, or taken
+/// from, `seccomp_dir`; `table` is the host's mount table.
 pub(crate) fn write(
     dir: &Path,
     bundle: &Path,
@@ -123,7 +126,6 @@ pub(crate) fn write(
     if let Some(filter) = &seccomp_filter {
         filter.write(&dir.join(FILTER_FILE))?;
     }
-    replace_spec(dir, &spec)?;
     let meta = Meta {
         bundle: bundle.to_path_buf(),
         rootfs: root.clone(),
@@ -132,19 +134,41 @@ pub(crate) fn write(
     };
     atomic_file::replace(&dir.join(META_FILE), &serde_json::to_vec(&meta)?, 0o600)?;
     Ok(Derived {
-        destinations: spec
-            .mounts()
-            .iter()
-            .flatten()
-            .map(|m| m.destination().clone())
-            .collect(),
+        cgroups_path: spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()),
+        spec,
         root,
         host_mounts,
         cgroup_mounts,
-        cgroups_path: spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()),
         binds,
         seccomp_filter,
     })
+}
+
+/// Places the derived spec's mounts in the container's root (`root`, opened by rootfs.rs's
+/// check) and writes the spec into `dir`: each destination becomes its landing (rootfs.rs), a
+/// bind a later mount hides is refused, and each bind source becomes its stage
+/// (bind_sources.rs).
+pub(crate) fn place(dir: &Path, derived: &mut Derived, root: &OwnedFd) -> Result<()> {
+    let mounts = derived.spec.mounts_mut().get_or_insert_with(Vec::new);
+    let layers: Vec<Layer> = mounts
+        .iter()
+        .enumerate()
+        .map(|(index, mount)| Layer {
+            destination: mount.destination(),
+            source: derived
+                .binds
+                .iter()
+                .find(|bind| bind.index == index)
+                .map(|bind| bind.handle.as_fd()),
+        })
+        .collect();
+    let landings = rootfs::land(root, &layers)?;
+    for (mount, landing) in mounts.iter_mut().zip(landings) {
+        mount.set_destination(landing);
+    }
+    bind_sources::check_hidden(mounts, &derived.binds)?;
+    bind_sources::stage_points(dir, mounts, &derived.binds)?;
+    replace_spec(dir, &derived.spec)
 }
 
 /// Replaces the derived config in `dir` atomically (create, and `update`'s new resources).

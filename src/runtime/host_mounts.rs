@@ -178,6 +178,12 @@ pub(super) fn clone_path(path: &Path, read_only: bool) -> Result<OwnedFd> {
     clone(&source, path, read_only, false, false)
 }
 
+/// A detached copy of what `handle` (opened by `path`, named in errors) is, a slave of it, with
+/// its submounts when `recursive`: a judged bind source for bind_sources.rs to stage.
+pub(super) fn clone_handle(handle: &impl AsFd, path: &Path, recursive: bool) -> Result<OwnedFd> {
+    clone(handle, path, false, false, recursive)
+}
+
 /// `open_tree(OPEN_TREE_CLONE)` of `source` (named `path` in errors), then its attributes.
 fn clone(
     source: &impl AsFd,

@@ -11,38 +11,49 @@
 //! - the root is a directory reached with no symlink, not the host's `/` nor the policy's host
 //!   root, and it neither is, holds nor lies inside the runtime's or supervisor's state, the
 //!   mount area, a shared directory or a `writable-binds` source (anything another container can
-//!   write while libcontainer walks the root);
+//!   write while libcontainer walks the root), and it lies inside the bundle (libcontainer
+//!   makes mount points, files and device nodes in it, so a config naming `/etc` would write
+//!   there);
 //! - its `/dev` is a directory or absent, never a symlink or anything else (libcontainer makes
-//!   a missing one a directory).
-//!
-//! The policy refuses a mount at `/`, which would replace the checked root before the joins,
-//! and here a mount whose destination leads to the root through the image's symlinks.
+//!   a missing one a directory);
+//! - every mount destination is resolved here as libcontainer will resolve it, through the
+//!   image and the earlier binds' judged sources ([`land`]), and libcontainer gets the result:
+//!   none may land on the root itself (it would replace the checked root before the joins), nor
+//!   reach `/proc` or `/.bottlerocket` through a symlink. The policy refuses a mount at `/` by
+//!   name.
 //! What runs after `pivot_root` (the working directory, masked and read-only paths) cannot
 //! name a host path. Cgroup mounts never reach libcontainer (cgroup_mounts.rs).
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nix::fcntl::AtFlags;
 use nix::sys::stat::{fstat, fstatat};
+use pathrs::error::ErrorKind;
 use pathrs::flags::ResolverFlags;
-use pathrs::Root;
+use pathrs::{Root, RootRef};
 
-use super::reach::Lineage;
+use super::reach::{Lineage, Relation};
+use crate::policy;
 
 /// Where other writers are: `(what, lineage)` pairs the root must stay apart from.
 pub(crate) type Apart<'a> = &'a [(&'a str, Lineage)];
 
 /// Checks the container's root at `root` (absolute, canonical) against what libcontainer will
-/// do with it by path. `host_roots` are the host's `/` and the policy's host root; `apart`
+/// do with it by path; returns it, opened. `within` are the directories it may lie inside (the
+/// bundle, and the directory a caller vouches for, as the supervisor for an operator's
+/// bundle): libcontainer makes mount points, empty files and the config's device nodes in the
+/// root before anything is read-only, so a config naming a host directory (`/etc`) as its root
+/// would write there. `host_roots` are the host's `/` and the policy's host root; `apart`
 /// names what the root must neither be, hold, nor lie inside.
 pub(crate) fn check(
     root: &Path,
-    destinations: &[&Path],
+    within: &[Lineage],
     host_roots: &[Lineage],
     apart: Apart,
-) -> Result<()> {
+) -> Result<OwnedFd> {
     let refusing = |rule: String| -> anyhow::Error {
         anyhow::anyhow!(
             "the bootstrap policy refuses root.path {}: {rule}",
@@ -62,7 +73,7 @@ pub(crate) fn check(
         .into();
     let lineage = Lineage::of(root, &handle)?;
     for host_root in host_roots {
-        if lineage.relation(host_root) == Some(super::reach::Relation::Is) {
+        if lineage.relation(host_root) == Some(Relation::Is) {
             return Err(refusing(format!(
                 "it is the host's root {}; libcontainer would make devices and links in it",
                 host_root.path.display()
@@ -78,31 +89,166 @@ pub(crate) fn check(
             )));
         }
     }
+    if !within
+        .iter()
+        .any(|dir| lineage.relation(dir) == Some(Relation::Inside))
+    {
+        let dirs: Vec<String> = within
+            .iter()
+            .map(|d| d.path.display().to_string())
+            .collect();
+        return Err(refusing(format!(
+            "it must lie inside the bundle ({}); libcontainer makes mount points, files and device nodes in the root before it is read-only",
+            dirs.join(" or ")
+        )));
+    }
     check_dev(root, &handle)?;
-    check_destinations(root, &handle, destinations)
+    Ok(handle)
 }
 
-/// No mount lands on the root itself through a symlink of the image (`/x -> /`, a mount at
-/// `/x`): libcontainer places mounts with symlinks followed inside the root, and one stacked
-/// on the root would replace what was checked before the joins. (The policy refuses `/` by
-/// name.)
-fn check_destinations(root: &Path, handle: &OwnedFd, destinations: &[&Path]) -> Result<()> {
-    let identity = |fd: &OwnedFd| fstat(fd.as_raw_fd()).map(|st| (st.st_dev, st.st_ino));
-    let own = identity(handle).with_context(|| format!("reading {}", root.display()))?;
-    let inside = pathrs::RootRef::from_fd(std::os::fd::AsFd::as_fd(handle));
-    for destination in destinations {
-        let Ok(target) = inside.resolve(destination) else {
-            continue; // missing: libcontainer creates it, a directory of the root
+/// The kernel's limit of symlinks in one resolution (`MAXSYMLINKS`, path_resolution(7)).
+const MAX_LINKS: usize = 40;
+
+/// A mount as libcontainer will place it: where the config puts it, and for a bind the judged
+/// source (what a later mount beneath it resolves through; other filesystems are fresh and
+/// taken as holding no symlink).
+pub(crate) struct Layer<'a> {
+    pub destination: &'a Path,
+    pub source: Option<BorrowedFd<'a>>,
+}
+
+/// Where each mount of `layers` (in mount order) lands in the root `handle` (from [`check`]):
+/// its destination resolved as libcontainer 0.7.0 will resolve it, in the root with the
+/// earlier mounts in place, symlinks followed and clamped to the root (pathrs, as runc's
+/// securejoin), here on handles. The landings hold no symlink: handed to libcontainer in place
+/// of the destinations, they are where it mounts, and a dangling symlink at a destination (an
+/// image's `/etc/resolv.conf -> ../run/systemd/resolve/stub-resolv.conf`) is created inside the
+/// root, never outside it. Refused, naming the mount: one landing on the root itself (it would
+/// replace root.path after the checks, before libcontainer's /dev joins), and one reaching
+/// `/proc` or `/.bottlerocket` through a symlink (the policy's rules there go by name).
+pub(crate) fn land(handle: &OwnedFd, layers: &[Layer]) -> Result<Vec<PathBuf>> {
+    let mut landings: Vec<PathBuf> = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let below: Vec<(&Path, Option<BorrowedFd>)> = landings
+            .iter()
+            .zip(layers)
+            .map(|(at, layer)| (at.as_path(), layer.source))
+            .collect();
+        let landing = landing(handle.as_fd(), &below, layer.destination)?;
+        let refusing = |rule: &str| {
+            anyhow::anyhow!(
+                "the bootstrap policy refuses the mount at {}: {rule}",
+                layer.destination.display()
+            )
         };
-        let target: OwnedFd = target.into();
-        if identity(&target).ok() == Some(own) {
-            bail!(
-                "the bootstrap policy refuses the mount at {}: in the image it leads to the container's root (a symlink), and a mount there would replace root.path after the runtime checked it",
-                destination.display()
-            );
+        if landing == Path::new("/") {
+            return Err(refusing(
+                "through symlinks (in the image or an earlier bind's source) it leads to the container's root, and a mount there would replace root.path after the runtime checked it",
+            ));
+        }
+        let named = policy::clean(layer.destination);
+        for special in ["/proc", policy::BOTTLEROCKET_DIR] {
+            if landing != named && landing.starts_with(special) {
+                return Err(refusing(&format!(
+                    "through symlinks it lands at {}, and mounts under {special} are judged by their names, so none may reach there through a symlink",
+                    landing.display()
+                )));
+            }
+        }
+        landings.push(landing);
+    }
+    Ok(landings)
+}
+
+/// `destination` resolved in the root `root` with the mounts `below` (their landings, and
+/// sources) in place: an absolute path with no symlink, `..` taken on the resolved path.
+fn landing(
+    root: BorrowedFd,
+    below: &[(&Path, Option<BorrowedFd>)],
+    destination: &Path,
+) -> Result<PathBuf> {
+    let mut pending: Vec<OsString> = Vec::new();
+    let push = |pending: &mut Vec<OsString>, path: &Path| {
+        // Last component first: `pop` takes them in order.
+        for part in path.components().rev() {
+            match part {
+                Component::Normal(name) => pending.push(name.to_os_string()),
+                Component::ParentDir => pending.push("..".into()),
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            }
+        }
+    };
+    push(&mut pending, destination);
+    let mut at = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            at.pop();
+            continue;
+        }
+        let next = at.join(&name);
+        match link_at(root, below, &next)? {
+            Some(target) => {
+                links += 1;
+                if links > MAX_LINKS {
+                    bail!(
+                        "the bootstrap policy refuses the mount at {}: more than {MAX_LINKS} symlinks on the way",
+                        destination.display()
+                    );
+                }
+                if target.is_absolute() {
+                    at = PathBuf::from("/");
+                }
+                push(&mut pending, &target);
+            }
+            None => at = next,
         }
     }
-    Ok(())
+    Ok(at)
+}
+
+/// The target of the symlink at `path` (absolute in the root, every parent already resolved),
+/// looked up in what is on top there: the latest mount of `below` holding it, else the image.
+/// `None` for anything else, a missing entry (libcontainer makes it a directory) included.
+fn link_at(
+    root: BorrowedFd,
+    below: &[(&Path, Option<BorrowedFd>)],
+    path: &Path,
+) -> Result<Option<PathBuf>> {
+    let (base, rest) = match below.iter().rev().find(|(at, _)| path.starts_with(at)) {
+        Some((_, None)) => return Ok(None),
+        Some((at, Some(source))) => (*source, path.strip_prefix(at).unwrap_or(path)),
+        None => (root, path.strip_prefix("/").unwrap_or(path)),
+    };
+    if rest.as_os_str().is_empty() {
+        return Ok(None); // the mount's own root
+    }
+    let inside = RootRef::from_fd(base).with_resolver_flags(ResolverFlags::NO_SYMLINKS);
+    let reading = || {
+        format!(
+            "resolving the mount destination {} in the container's root",
+            path.display()
+        )
+    };
+    let handle = match inside.resolve_nofollow(rest) {
+        Ok(handle) => handle,
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::OsError(Some(libc::ENOENT | libc::ENOTDIR))
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(err) => return Err(err).with_context(reading),
+    };
+    let mode = fstat(handle.as_fd().as_raw_fd())
+        .with_context(reading)?
+        .st_mode;
+    if mode & libc::S_IFMT != libc::S_IFLNK {
+        return Ok(None);
+    }
+    inside.readlink(rest).map(Some).with_context(reading)
 }
 
 /// `/dev` in the root: absent, or a directory.

@@ -19,7 +19,7 @@
 //! included.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 
 use std::path::Path;
@@ -347,7 +347,38 @@ impl libcontainer::workload::Executor for Executor {
         // SAFETY: restoring a default disposition installs no handler.
         unsafe { signal::signal(Signal::SIGPIPE, signal::SigHandler::SigDfl) }
             .map_err(|err| ExecutorError::Other(format!("resetting SIGPIPE: {err}")))?;
-        DefaultExecutor {}.exec(spec)
+        let executed = DefaultExecutor {}.exec(spec);
+        if let Err(err) = &executed {
+            // After `start`, libcontainer's init reports this only to the log and exits 255;
+            // runc prints why (E2BIG's "argument list too long", a missing binary). The init's
+            // stderr is the container's: the caller of `run` sees it, containerd logs it.
+            let program = spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.args().as_ref())
+                .and_then(|args| args.first().cloned())
+                .unwrap_or_default();
+            let mut reason = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                reason = format!("{reason}: {cause}");
+                source = cause.source();
+            }
+            // libcontainer's reason quotes every argument: a huge one need not be shown whole.
+            const SHOWN: usize = 4096;
+            if reason.len() > SHOWN {
+                let cut = (0..=SHOWN)
+                    .rev()
+                    .find(|&i| reason.is_char_boundary(i))
+                    .unwrap_or(0);
+                reason = format!("{}...", &reason[..cut]);
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "bootstrap-runc: starting the container process {program:?}: {reason}"
+            );
+        }
+        executed
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {

@@ -51,6 +51,9 @@ pub struct Prepared {
     pub dir: PathBuf,
     /// The image's root filesystem, when the source is an image.
     pub rootfs: Option<Rootfs>,
+    /// An operator's bundle, whose root the container's is (bootstrap-runc's `root_area`: a
+    /// root must lie inside the bundle, and this one's config is rewritten into `dir`).
+    pub root_area: Option<PathBuf>,
     /// What asks the container to stop ([`spec::stop_signal`]): a signal name or number as
     /// `bootstrap-runc kill` takes it.
     pub stop_signal: String,
@@ -104,9 +107,14 @@ pub fn prepare(
         &serde_json::to_vec_pretty(&spec)?,
         0o600,
     )?;
+    let root_area = match &step.container.source {
+        Source::Bundle(bundle) => Some(bundle.clone()),
+        _ => None,
+    };
     Ok(Prepared {
         dir,
         rootfs,
+        root_area,
         stop_signal: spec::stop_signal(&spec).to_string(),
     })
 }

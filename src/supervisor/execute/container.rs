@@ -18,11 +18,12 @@ use super::launcher::Launched;
 use super::stop::stop_requested;
 use super::{blank_outcome, Executor};
 use crate::logging::now_rfc3339;
+use crate::supervisor::boots;
+use crate::supervisor::bundle::{self, Prepared};
 use crate::supervisor::journal::ContainerJournal;
 use crate::supervisor::plan::Step;
 use crate::supervisor::report::{ImageOutcome, Outcome, Status};
 use crate::supervisor::settings;
-use crate::supervisor::{boots, bundle};
 
 /// How often a running container's thread looks for the supervisor's stop request.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -82,7 +83,7 @@ impl Executor {
             return;
         }
         let running = Instant::now();
-        let result = self.run_container(step, &prepared.dir, &prepared.stop_signal);
+        let result = self.run_container(step, &prepared);
         outcome.run_ms = running.elapsed().as_millis() as u64;
         match result {
             Ok((status, ending)) => self.classify(step, status, ending, outcome),
@@ -90,14 +91,13 @@ impl Executor {
         }
     }
 
-    /// Runs the container to its end, or stops it with `stop_signal` on its timeout or the
+    /// Runs the container to its end, or stops it with its stop signal on its timeout or the
     /// supervisor's stop request; returns the runtime's exit status and why it was stopped, if
     /// it was.
     fn run_container(
         &self,
         step: &Step,
-        bundle: &Path,
-        stop_signal: &str,
+        prepared: &Prepared,
     ) -> Result<(ExitStatus, Option<Ending>)> {
         let _ = std::fs::remove_file(self.runtime.log(&step.name));
         let log = open_log(&boots::log_path(&self.record.dir, &step.name))?;
@@ -105,7 +105,8 @@ impl Executor {
         let (stderr, stderr_write) = pipe().context("creating the container's stderr pipe")?;
         let rx = self.launcher.run(
             &step.id,
-            bundle,
+            &prepared.dir,
+            prepared.root_area.as_deref(),
             &self.runtime.log(&step.name),
             stdout_write,
             stderr_write,
@@ -149,7 +150,7 @@ impl Executor {
                 None
             };
             if let Some(ending) = ending {
-                break self.stop(step, ending, stop_signal, &rx)?;
+                break self.stop(step, ending, &prepared.stop_signal, &rx)?;
             }
         }
         .map_err(anyhow::Error::msg)

@@ -81,6 +81,8 @@ struct Request {
     token: u64,
     id: String,
     bundle: PathBuf,
+    /// bootstrap-runc's `root_area`: the operator's bundle, for a bundle source.
+    root_area: Option<PathBuf>,
     log: PathBuf,
 }
 
@@ -168,6 +170,7 @@ impl Launcher {
         &self,
         id: &str,
         bundle: &Path,
+        root_area: Option<&Path>,
         log: &Path,
         stdout: OwnedFd,
         stderr: OwnedFd,
@@ -177,6 +180,7 @@ impl Launcher {
             token,
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
+            root_area: root_area.map(Path::to_path_buf),
             log: log.to_path_buf(),
         })?;
         let (tx, rx) = mpsc::channel();
@@ -418,6 +422,7 @@ fn runtime_process(config: &Config, request: &Request, stdout: OwnedFd, stderr: 
                     no_pivot: false,
                     preserve_fds: 0,
                     detach: false,
+                    root_area: request.root_area.as_deref(),
                 })
             });
             commands::finish(result, true)
