@@ -35,7 +35,7 @@ hack/make-bundle.sh "$demo/check" sh -c '
 ' >/dev/null
 
 cat > "$demo/settings.toml" <<TOML
-# Bottlerocket's settings shape; see README.md
+# Bottlerocket's settings shape; see docs/supervisor.md
 [settings.bootstrap-containers.disk-setup]
 source = "$demo/disk-setup"
 mode = "once"

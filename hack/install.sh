@@ -85,5 +85,8 @@ for dropin in packaging/systemd/*.service.d; do
   install -D -m 0644 "$dropin/10-bootstrap-containers.conf" "$dest$units/$(basename "$dropin")/10-bootstrap-containers.conf"
 done
 install -D -m 0644 README.md "$dest$prefix/share/doc/bootstrap-runc/README.md"
+for doc in docs/*.md; do # the pages README.md links to
+  install -D -m 0644 "$doc" "$dest$prefix/share/doc/bootstrap-runc/$doc"
+done
 echo "installed into $dest$prefix; enable with: systemctl enable --now '$mount_unit';" \
   "systemctl enable bootstrap-containers.service bootstrap-containers.target"

@@ -425,3 +425,44 @@ fn lock_files_go_with_their_container_and_messages_name_us() {
     assert!(!ran.stderr.contains("youki"), "{}", ran.stderr);
     f.assert_clean();
 }
+
+/// Every relative link in README.md and docs/*.md names a file that exists (anchors are not
+/// checked), so a page or a source file that moves cannot leave a dead link behind. Needs no root.
+#[test]
+fn every_relative_link_in_the_readme_and_docs_names_a_file() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![repo.join("README.md")];
+    for entry in std::fs::read_dir(repo.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "md") {
+            pages.push(path);
+        }
+    }
+    assert!(pages.len() > 1, "no docs/*.md beside README.md");
+    let mut missing = Vec::new();
+    for page in &pages {
+        let dir = page.parent().unwrap();
+        let text = std::fs::read_to_string(page).unwrap();
+        for line in text.lines() {
+            for (at, _) in line.match_indices("](") {
+                let rest = &line[at + 2..];
+                let Some(end) = rest.find(')') else { continue };
+                let target = &rest[..end];
+                let skip = ["http://", "https://", "mailto:", "#"];
+                if skip.into_iter().any(|prefix| target.starts_with(prefix)) {
+                    continue;
+                }
+                let file = target.split('#').next().unwrap_or_default();
+                if !dir.join(file).exists() {
+                    let page = page.strip_prefix(repo).unwrap().display();
+                    missing.push(format!("{page}: {target}"));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "links to files that do not exist:\n{}",
+        missing.join("\n")
+    );
+}

@@ -1,10 +1,10 @@
 //! bootstrap-runc as containerd's runtime, through containerd's own runc shim v2: a private
 //! containerd (own root, state, socket, and a private mount namespace with its own /run, so the
-//! host's /run/containerd is never touched), a busybox image built with umoci and imported
-//! without a registry, and `ctr` run inside that namespace. The three registration forms of the
-//! README are each exercised: `--runc-binary`, the `containerd-shim-bootstrap-v1` wrapper, and
-//! the CRI runtime-class snippet, the last also with a real pod driven over containerd's CRI
-//! socket as kubelet drives it (`k8s-cri`'s runtime.v1 client).
+//! host's /run/containerd is never touched), a busybox image built with umoci and imported without
+//! a registry, and `ctr` run inside that namespace. The three registration forms of
+//! docs/containerd.md are each exercised: `--runc-binary`, the `containerd-shim-bootstrap-v1`
+//! wrapper, and the CRI runtime-class snippet, the last also with a real pod driven over
+//! containerd's CRI socket as kubelet drives it (`k8s-cri`'s runtime.v1 client).
 
 mod common;
 
@@ -311,10 +311,10 @@ fn kill_cgroup_processes(dir: &Path) {
     }
 }
 
-/// containerd's default config with every path inside `dir`; CRI off unless asked, and then
-/// with the README's runtime-class snippet appended (pointing at our install prefix), our local
-/// pause image as the sandbox image, and CNI's directories in `dir` (none is configured: pods
-/// use the host's network).
+/// containerd's default config with every path inside `dir`; CRI off unless asked, and then with
+/// docs/containerd.md's runtime-class snippet appended (pointing at our install prefix), our local
+/// pause image as the sandbox image, and CNI's directories in `dir` (none is configured: pods use
+/// the host's network).
 fn containerd_config(dir: &Path, prefix: &Path, cri: bool) -> String {
     let out = Command::new("containerd")
         .args(["config", "default"])

@@ -1,7 +1,7 @@
-//! Escape checks, as root, within the README's threat model (a bootstrap container is trusted
-//! root code with CAP_SYS_ADMIN; no configuration gets more than the policy): what a container
-//! and its `exec`s actually hold, seen from inside, for the most a config, an `exec` and the
-//! supervisor's generated config can ask; mounts under the host root not reaching the real
+//! Escape checks, as root, within the threat model of docs/security.md (a bootstrap container is
+//! trusted root code with CAP_SYS_ADMIN; no configuration gets more than the policy): what a
+//! container and its `exec`s actually hold, seen from inside, for the most a config, an `exec` and
+//! the supervisor's generated config can ask; mounts under the host root not reaching the real
 //! host's shared root; the runtime binary behind a running `exec`; masked paths.
 
 mod common;

@@ -7,8 +7,8 @@
 //! 1.2's approach): every runtime process that enters a container then has an `exe` on which
 //! any write fails with EROFS, and no path leads to that mount. Where overlayfs is missing, it
 //! falls back to a sealed memfd copy of the binary. The overlay costs a mount and an exec; the
-//! copy costs ~6 ms more with our binary size (README, "Binary protection"). A runtime that
-//! already runs from such an overlay skips the re-exec (4–6 ms of CPU each): installed
+//! copy costs ~6 ms more with our binary size (docs/security.md, "Binary protection"). A runtime
+//! that already runs from such an overlay skips the re-exec (4–6 ms of CPU each): installed
 //! read-only by `hack/install.sh`'s mount unit. `bootstrap-supervisor run` protects itself the
 //! same way, once per boot: its launcher's runtime processes are forks of it
 //! (supervisor/execute/launcher.rs).

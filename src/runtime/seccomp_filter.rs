@@ -2,8 +2,8 @@
 //!
 //! libcontainer 0.7.0 compiles `linux.seccomp` with libseccomp inside every container's init:
 //! for the default profile (~370 rules over three x86 ABIs) the largest single cost of
-//! `create` (README, "The container's environment"). The compiled program depends only on the
-//! profile, the libseccomp library and the kernel, so `create` takes the profile out of the
+//! `create` (docs/policy.md, "The container's environment"). The compiled program depends only on
+//! the profile, the libseccomp library and the kernel, so `create` takes the profile out of the
 //! config libcontainer reads and hands the init the compiled program instead, through our
 //! [`Executor`], whose `validate` libcontainer calls right after its own seccomp step and
 //! before the init reports ready: the filter is in force from the same point on.

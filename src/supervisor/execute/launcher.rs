@@ -1,6 +1,7 @@
 //! The launcher: `bootstrap-runc run` for each of the supervisor's containers, without
 //! executing a binary per container (the exec, the dynamic loader and the argument parsing
-//! were ~2.5–3 ms of CPU per container; README, "Boot time").
+//! were ~2.5–3 ms of CPU per container; docs/performance.md, "Run and the supervisor against
+//! runc").
 //!
 //! libcontainer clones its container processes without exec. A clone of a multi-threaded
 //! process can copy a lock that another thread holds (malloc's, stdio's, the logger's) into a
