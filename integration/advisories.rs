@@ -569,11 +569,12 @@ fn child_cgroups_never_wedge_an_id() {
     f.assert_clean();
 }
 
-/// A mount under an earlier bind resolves through that bind's source: `evil/s -> /` in the
-/// source bound at /a would stack the next bind (whose `dev` leads to a host directory) on the
-/// checked root before libcontainer's /dev joins. And `/p -> /proc` in the image would slip a
-/// bind under /proc past the policy's rules, which go by name. Both refused; the host is as it
-/// was.
+/// Nothing is placed under a bind, whose source others may change while libcontainer walks it:
+/// `evil/s -> /` in the source bound at /a would stack the next bind (whose `dev` leads to a
+/// host directory) on the checked root before libcontainer's /dev joins, and a device under a
+/// bind at /dev would be made by path in its source. And `/p -> /proc` in the image would slip
+/// a bind under /proc past the policy's rules, which go by name. All refused; the host is as
+/// it was.
 #[test]
 fn a_mount_through_an_earlier_binds_symlinks_cannot_reach_the_root_or_proc() {
     let f = Fixture::new("adv-layers");
@@ -594,14 +595,38 @@ fn a_mount_through_an_earlier_binds_symlinks_cannot_reach_the_root_or_proc() {
     let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &f.id("root")]);
     assert!(
         ran.code == 1
-            && ran.stderr.contains("the mount at /a/s: through symlinks (in the image or an earlier bind's source) it leads to the container's root"),
+            && ran
+                .stderr
+                .contains("the mount at /a/s: it lies under the bind at /a"),
         "{ran:?}"
     );
     target.assert_untouched("through a bind");
+    // A device under a bind: libcontainer would make it by path in the bind's source.
+    f.edit_config(&bundle, |c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.pop();
+        mounts.last_mut().unwrap()["destination"] = json!("/dev");
+        c["linux"]["devices"] = json!([{"path": "/dev/net/tun", "type": "c", "major": 10, "minor": 200, "fileMode": 438}]);
+    });
+    let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &f.id("dev")]);
+    assert!(
+        ran.code == 1
+            && ran
+                .stderr
+                .contains("the device at /dev/net/tun: it lies under the bind at /dev"),
+        "{ran:?}"
+    );
+    assert!(
+        !bundle.join("evil/net").exists(),
+        "the device's directory was made"
+    );
+    f.edit_config(&bundle, |c| {
+        c["mounts"].as_array_mut().unwrap().pop();
+        c["linux"]["devices"] = json!([]);
+    });
     std::os::unix::fs::symlink("/proc", bundle.join("rootfs/p")).unwrap();
     f.edit_config(&bundle, |c| {
         let mounts = c["mounts"].as_array_mut().unwrap();
-        mounts.truncate(mounts.len() - 2);
         mounts.push(json!({"destination": "/p/sys/kernel/core_pattern", "type": "bind", "source": "/dev/null", "options": ["bind", "ro"]}));
     });
     let ran = f.rt(&["run", "--bundle", bundle.to_str().unwrap(), &f.id("proc")]);

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use libcontainer::oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use super::bind_sources::{self, Judged};
 use super::cgroup_mounts::{self, CgroupMount};
@@ -149,20 +149,26 @@ pub(crate) fn write(
 /// bind a later mount hides is refused, and each bind source becomes its stage
 /// (bind_sources.rs).
 pub(crate) fn place(dir: &Path, derived: &mut Derived, root: &OwnedFd) -> Result<()> {
-    let mounts = derived.spec.mounts_mut().get_or_insert_with(Vec::new);
+    let mounts = derived.spec.mounts().as_deref().unwrap_or_default();
     let layers: Vec<Layer> = mounts
         .iter()
         .enumerate()
         .map(|(index, mount)| Layer {
             destination: mount.destination(),
-            source: derived
-                .binds
-                .iter()
-                .find(|bind| bind.index == index)
-                .map(|bind| bind.handle.as_fd()),
+            bind: derived.binds.iter().any(|bind| bind.index == index),
         })
         .collect();
     let landings = rootfs::land(root, &layers)?;
+    let devices: Vec<&Path> = derived
+        .spec
+        .linux()
+        .iter()
+        .flat_map(|linux| linux.devices().iter().flatten())
+        .map(|device| device.path().as_path())
+        .collect();
+    rootfs::check_devices(root, &layers, &landings, &devices)?;
+    drop(layers);
+    let mounts = derived.spec.mounts_mut().get_or_insert_with(Vec::new);
     for (mount, landing) in mounts.iter_mut().zip(landings) {
         mount.set_destination(landing);
     }

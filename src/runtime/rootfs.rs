@@ -16,11 +16,12 @@
 //!   there);
 //! - its `/dev` is a directory or absent, never a symlink or anything else (libcontainer makes
 //!   a missing one a directory);
-//! - every mount destination is resolved here as libcontainer will resolve it, through the
-//!   image and the earlier binds' judged sources ([`land`]), and libcontainer gets the result:
-//!   none may land on the root itself (it would replace the checked root before the joins), nor
-//!   reach `/proc` or `/.bottlerocket` through a symlink. The policy refuses a mount at `/` by
-//!   name.
+//! - every mount destination is resolved here in the image as libcontainer will resolve it
+//!   ([`land`]), and libcontainer gets the result: none may land on the root itself (it would
+//!   replace the checked root before the joins), reach `/proc` or `/.bottlerocket` through a
+//!   symlink, or lie under a bind (nor may a `linux.devices` node). The policy refuses a mount
+//!   at `/` by name.
+//!
 //! What runs after `pivot_root` (the working directory, masked and read-only paths) cannot
 //! name a host path. Cgroup mounts never reach libcontainer (cgroup_mounts.rs).
 
@@ -109,12 +110,14 @@ pub(crate) fn check(
 /// The kernel's limit of symlinks in one resolution (`MAXSYMLINKS`, path_resolution(7)).
 const MAX_LINKS: usize = 40;
 
-/// A mount as libcontainer will place it: where the config puts it, and for a bind the judged
-/// source (what a later mount beneath it resolves through; other filesystems are fresh and
-/// taken as holding no symlink).
+/// A mount as libcontainer will place it: where the config puts it, and whether it is a bind.
+/// Nothing may be placed under a bind: its source is a host directory others may change (the
+/// mount area, a bundle, a read-only host directory any host user writes), and libcontainer
+/// walks it by path when it makes mount points and device nodes there; other filesystems are
+/// fresh, taken as holding no symlink.
 pub(crate) struct Layer<'a> {
     pub destination: &'a Path,
-    pub source: Option<BorrowedFd<'a>>,
+    pub bind: bool,
 }
 
 /// Where each mount of `layers` (in mount order) lands in the root `handle` (from [`check`]):
@@ -124,17 +127,14 @@ pub(crate) struct Layer<'a> {
 /// of the destinations, they are where it mounts, and a dangling symlink at a destination (an
 /// image's `/etc/resolv.conf -> ../run/systemd/resolve/stub-resolv.conf`) is created inside the
 /// root, never outside it. Refused, naming the mount: one landing on the root itself (it would
-/// replace root.path after the checks, before libcontainer's /dev joins), and one reaching
-/// `/proc` or `/.bottlerocket` through a symlink (the policy's rules there go by name).
+/// replace root.path after the checks, before libcontainer's /dev joins), one reaching `/proc`
+/// or `/.bottlerocket` through a symlink (the policy's rules there go by name), and one under
+/// an earlier bind (see [`Layer`]).
 pub(crate) fn land(handle: &OwnedFd, layers: &[Layer]) -> Result<Vec<PathBuf>> {
     let mut landings: Vec<PathBuf> = Vec::with_capacity(layers.len());
     for layer in layers {
-        let below: Vec<(&Path, Option<BorrowedFd>)> = landings
-            .iter()
-            .zip(layers)
-            .map(|(at, layer)| (at.as_path(), layer.source))
-            .collect();
-        let landing = landing(handle.as_fd(), &below, layer.destination)?;
+        let below = below(layers, &landings);
+        let landing = landing(handle.as_fd(), &below, layer.destination, "mount")?;
         let refusing = |rule: &str| {
             anyhow::anyhow!(
                 "the bootstrap policy refuses the mount at {}: {rule}",
@@ -160,12 +160,40 @@ pub(crate) fn land(handle: &OwnedFd, layers: &[Layer]) -> Result<Vec<PathBuf>> {
     Ok(landings)
 }
 
-/// `destination` resolved in the root `root` with the mounts `below` (their landings, and
-/// sources) in place: an absolute path with no symlink, `..` taken on the resolved path.
+/// Refuses a device of the config (`linux.devices`, `devices` their paths) that lies under a
+/// bind once the mounts (`layers`, at `landings` from [`land`]) are in place: libcontainer
+/// 0.7.0 resolves a device's path once and then makes its directories and the node by path
+/// (`device.rs`), so a writer of the bind's source could turn it onto the host.
+pub(crate) fn check_devices(
+    handle: &OwnedFd,
+    layers: &[Layer],
+    landings: &[PathBuf],
+    devices: &[&Path],
+) -> Result<()> {
+    let below = below(layers, landings);
+    for device in devices {
+        landing(handle.as_fd(), &below, device, "device")?;
+    }
+    Ok(())
+}
+
+/// The mounts in place so far: their landings, and whether each is a bind.
+fn below<'a>(layers: &[Layer], landings: &'a [PathBuf]) -> Vec<(&'a Path, bool)> {
+    landings
+        .iter()
+        .zip(layers)
+        .map(|(at, layer)| (at.as_path(), layer.bind))
+        .collect()
+}
+
+/// `destination` (of a `what`, for messages) resolved in the root `root` with the mounts
+/// `below` (their landings, and whether each is a bind) in place: an absolute path with no
+/// symlink, `..` taken on the resolved path.
 fn landing(
     root: BorrowedFd,
-    below: &[(&Path, Option<BorrowedFd>)],
+    below: &[(&Path, bool)],
     destination: &Path,
+    what: &str,
 ) -> Result<PathBuf> {
     let mut pending: Vec<OsString> = Vec::new();
     let push = |pending: &mut Vec<OsString>, path: &Path| {
@@ -187,12 +215,24 @@ fn landing(
             continue;
         }
         let next = at.join(&name);
+        if let Some((bind, _)) = below
+            .iter()
+            .rev()
+            .find(|(at, _)| next.starts_with(at))
+            .filter(|(at, bind)| *bind && next != *at)
+        {
+            bail!(
+                "the bootstrap policy refuses the {what} at {}: it lies under the bind at {}, whose source others may change while libcontainer makes mount points and device nodes in it by path; place it elsewhere",
+                destination.display(),
+                bind.display()
+            );
+        }
         match link_at(root, below, &next)? {
             Some(target) => {
                 links += 1;
                 if links > MAX_LINKS {
                     bail!(
-                        "the bootstrap policy refuses the mount at {}: more than {MAX_LINKS} symlinks on the way",
+                        "the bootstrap policy refuses the {what} at {}: more than {MAX_LINKS} symlinks on the way",
                         destination.display()
                     );
                 }
@@ -207,23 +247,16 @@ fn landing(
     Ok(at)
 }
 
-/// The target of the symlink at `path` (absolute in the root, every parent already resolved),
-/// looked up in what is on top there: the latest mount of `below` holding it, else the image.
-/// `None` for anything else, a missing entry (libcontainer makes it a directory) included.
-fn link_at(
-    root: BorrowedFd,
-    below: &[(&Path, Option<BorrowedFd>)],
-    path: &Path,
-) -> Result<Option<PathBuf>> {
-    let (base, rest) = match below.iter().rev().find(|(at, _)| path.starts_with(at)) {
-        Some((_, None)) => return Ok(None),
-        Some((at, Some(source))) => (*source, path.strip_prefix(at).unwrap_or(path)),
-        None => (root, path.strip_prefix("/").unwrap_or(path)),
-    };
-    if rest.as_os_str().is_empty() {
-        return Ok(None); // the mount's own root
+/// The target of the symlink at `path` (absolute in the root, every parent already resolved,
+/// nothing under a bind), looked up in the image unless a mount of `below` is there (a fresh
+/// filesystem, or a bind's own root: no symlink). `None` for anything else, a missing entry
+/// (libcontainer makes it a directory) included.
+fn link_at(root: BorrowedFd, below: &[(&Path, bool)], path: &Path) -> Result<Option<PathBuf>> {
+    if below.iter().any(|(at, _)| path.starts_with(at)) {
+        return Ok(None);
     }
-    let inside = RootRef::from_fd(base).with_resolver_flags(ResolverFlags::NO_SYMLINKS);
+    let rest = path.strip_prefix("/").unwrap_or(path);
+    let inside = RootRef::from_fd(root).with_resolver_flags(ResolverFlags::NO_SYMLINKS);
     let reading = || {
         format!(
             "resolving the mount destination {} in the container's root",
