@@ -30,8 +30,14 @@ use pathrs::Root;
 use super::reach::Lineage;
 use crate::policy;
 
-/// Where judged sources are staged for libcontainer, in the container's derived directory.
-const STAGE_DIR: &str = "binds";
+/// The directory of the stages, in the container's derived directory.
+const STAGES: &str = "binds";
+
+/// Where the `n`th judged source is staged for libcontainer, in the container's derived
+/// directory `dir`.
+fn stage(dir: &Path, n: usize) -> PathBuf {
+    dir.join(STAGES).join(n.to_string())
+}
 
 /// A bind source as the policy judged it, held open.
 #[derive(Debug)]
@@ -146,13 +152,13 @@ pub(crate) fn check_hidden(mounts: &[Mount], judged: &[Judged]) -> Result<()> {
 /// Points each bind of `mounts` at its stage in `dir` (the derived directory: `binds/<n>`, a
 /// directory or an empty file as the source is), where [`staged`] mounts the judged source.
 pub(crate) fn stage_points(dir: &Path, mounts: &mut [Mount], judged: &[Judged]) -> Result<()> {
-    let stages = dir.join(STAGE_DIR);
     if judged.is_empty() {
         return Ok(());
     }
+    let stages = dir.join(STAGES);
     std::fs::create_dir(&stages).with_context(|| format!("creating {}", stages.display()))?;
     for (n, bind) in judged.iter().enumerate() {
-        let point = stages.join(n.to_string());
+        let point = stage(dir, n);
         let is_dir = fstat(bind.handle.as_raw_fd())
             .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
             .with_context(|| format!("stat {}", bind.source.display()))?;
@@ -180,7 +186,6 @@ pub(crate) fn staged<T: Send>(
     if judged.is_empty() {
         return build();
     }
-    let stages = dir.join(STAGE_DIR);
     let staging = |bind: &Judged| {
         format!(
             "staging the bind source {} for {}",
@@ -217,7 +222,7 @@ pub(crate) fn staged<T: Send>(
                     let point = std::fs::OpenOptions::new()
                         .read(true)
                         .custom_flags(libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW)
-                        .open(stages.join(n.to_string()))
+                        .open(stage(dir, n))
                         .with_context(|| staging(bind))?;
                     super::host_mounts::move_mount(tree.as_raw_fd(), point.as_raw_fd())
                         .with_context(|| staging(bind))?;

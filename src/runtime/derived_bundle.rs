@@ -152,10 +152,9 @@ pub(crate) fn place(dir: &Path, derived: &mut Derived, root: &OwnedFd) -> Result
     let mounts = derived.spec.mounts().as_deref().unwrap_or_default();
     let layers: Vec<Layer> = mounts
         .iter()
-        .enumerate()
-        .map(|(index, mount)| Layer {
+        .map(|mount| Layer {
             destination: mount.destination(),
-            bind: derived.binds.iter().any(|bind| bind.index == index),
+            bind: policy::is_bind(mount),
         })
         .collect();
     let landings = rootfs::land(root, &layers)?;

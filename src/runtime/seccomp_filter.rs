@@ -349,34 +349,7 @@ impl libcontainer::workload::Executor for Executor {
             .map_err(|err| ExecutorError::Other(format!("resetting SIGPIPE: {err}")))?;
         let executed = DefaultExecutor {}.exec(spec);
         if let Err(err) = &executed {
-            // After `start`, libcontainer's init reports this only to the log and exits 255;
-            // runc prints why (E2BIG's "argument list too long", a missing binary). The init's
-            // stderr is the container's: the caller of `run` sees it, containerd logs it.
-            let program = spec
-                .process()
-                .as_ref()
-                .and_then(|p| p.args().as_ref())
-                .and_then(|args| args.first().cloned())
-                .unwrap_or_default();
-            let mut reason = err.to_string();
-            let mut source = std::error::Error::source(err);
-            while let Some(cause) = source {
-                reason = format!("{reason}: {cause}");
-                source = cause.source();
-            }
-            // libcontainer's reason quotes every argument: a huge one need not be shown whole.
-            const SHOWN: usize = 4096;
-            if reason.len() > SHOWN {
-                let cut = (0..=SHOWN)
-                    .rev()
-                    .find(|&i| reason.is_char_boundary(i))
-                    .unwrap_or(0);
-                reason = format!("{}...", &reason[..cut]);
-            }
-            let _ = writeln!(
-                std::io::stderr(),
-                "bootstrap-runc: starting the container process {program:?}: {reason}"
-            );
+            report_exec_failure(spec, err);
         }
         executed
     }
@@ -392,6 +365,38 @@ impl libcontainer::workload::Executor for Executor {
         }
         Ok(())
     }
+}
+
+/// Prints on the init's stderr why the container's process could not start. After `start`,
+/// libcontainer's init reports this only to the log and exits 255; runc prints why (E2BIG's
+/// "argument list too long", a missing binary). The init's stderr is the container's: the
+/// caller of `run` sees it, containerd logs it.
+fn report_exec_failure(spec: &Spec, err: &ExecutorError) {
+    let program = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().as_ref())
+        .and_then(|args| args.first().cloned())
+        .unwrap_or_default();
+    let mut reason = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        reason = format!("{reason}: {cause}");
+        source = cause.source();
+    }
+    // libcontainer's reason quotes every argument: a huge one need not be shown whole.
+    const SHOWN: usize = 4096;
+    if reason.len() > SHOWN {
+        let cut = (0..=SHOWN)
+            .rev()
+            .find(|&i| reason.is_char_boundary(i))
+            .unwrap_or(0);
+        reason = format!("{}...", &reason[..cut]);
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "bootstrap-runc: starting the container process {program:?}: {reason}"
+    );
 }
 
 #[cfg(test)]
