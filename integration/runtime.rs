@@ -228,6 +228,60 @@ fn run_detach_returns_with_the_container_running() {
     f.assert_clean();
 }
 
+/// `--preserve-fds` passes the caller's fds on, as runc's does, and nothing of the runtime's
+/// own comes with them: not the lock `create` holds across libcontainer's forks
+/// (runtime/creating.rs), even when it is numbered inside the preserved range.
+#[test]
+fn preserved_fds_reach_the_container_and_nothing_of_the_runtime() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let f = Fixture::new("fds");
+    let bundle = f.bundle("fds", &["ls", "-l", "/proc/self/fd"]);
+    let id = f.id("fds");
+    let passed = std::fs::File::create(f.dir.path().join("passed-as-fd-3")).unwrap();
+    let passed_fd = passed.as_raw_fd();
+    let mut cmd = f.command();
+    cmd.args(["run", "--preserve-fds", "20", "--bundle"])
+        .arg(&bundle)
+        .arg(&id);
+    // SAFETY: dup2, fcntl and close_range are async-signal-safe; the child execs the runtime
+    // right after. F_SETFD clears close-on-exec, which dup2 keeps when the file already is fd
+    // 3; close_range drops what the test harness's own caller left open in the range.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(passed_fd, 3) == -1
+                || libc::fcntl(3, libc::F_SETFD, 0) == -1
+                || libc::syscall(libc::SYS_close_range, 4, u32::MAX, 0) == -1
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("passed-as-fd-3"),
+        "fd 3 not passed on: {stdout}"
+    );
+    // Beside stdio and fd 3, only ls's own handle on the directory it lists.
+    let others: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(" -> "))
+        .filter(|l| !(l.contains(" 0 -> ") || l.contains(" 1 -> ") || l.contains(" 2 -> ")))
+        .filter(|l| !l.contains("passed-as-fd-3") && !l.ends_with("/fd"))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "the container holds {others:?}: {stdout}"
+    );
+    f.assert_clean();
+}
+
 #[test]
 fn delete_of_a_created_or_running_container() {
     let f = Fixture::new("delete");

@@ -1,11 +1,14 @@
 //! `delete`, and removal of whatever a container left behind, from its id alone: what a failed
 //! create, a SIGKILLed runtime or a corrupt state file leaves is removed the same way.
 
+use std::path::Path;
+
 use anyhow::{bail, Context, Result};
 use libcgroups::common::CgroupManager;
 use libcontainer::container::{Container, ContainerStatus};
 
 use super::cgroup::Owned;
+use super::creating;
 use super::init::{self, Init};
 use super::{status_error, Runtime};
 
@@ -100,8 +103,9 @@ impl Runtime {
     /// The container's cgroup tree killed and removed, when it is on cgroupfs (systemd's
     /// units are libcontainer's `delete` to stop).
     fn remove_cgroup_tree(&self, id: &str) -> Result<()> {
-        match Owned::recorded(&self.root.derived_dir(id))? {
-            Some(owned) if !owned.systemd => remove_cgroup(&owned, id),
+        let derived_dir = self.root.derived_dir(id);
+        match Owned::recorded(&derived_dir)? {
+            Some(owned) if !owned.systemd => remove_cgroup_settled(&owned, id, &derived_dir),
             _ => Ok(()),
         }
     }
@@ -127,7 +131,7 @@ impl Runtime {
         // Only the cgroup this runtime claimed: with no record, create never got as far as
         // making one, and whatever is at the path belongs to someone else.
         let cgroup = match Owned::recorded(&derived_dir) {
-            Ok(Some(owned)) => remove_cgroup(&owned, id),
+            Ok(Some(owned)) => remove_cgroup_settled(&owned, id, &derived_dir),
             Ok(None) => Ok(()),
             Err(err) => Err(err.context(format!(
                 "container {id:?}: its cgroup record is unreadable; leaving the cgroup alone"
@@ -141,6 +145,19 @@ impl Runtime {
         }
         cgroup
     }
+}
+
+/// [`remove_cgroup`] once no process of the container's create is left: killing what is in
+/// the cgroup ends an init waiting for `start`, but an intermediate orphaned by a killed
+/// `create` may make the cgroup again until it ends (creating.rs), so then it is removed again.
+fn remove_cgroup_settled(owned: &Owned, id: &str, derived_dir: &Path) -> Result<()> {
+    let removed = remove_cgroup(owned, id);
+    if creating::wait_ended(derived_dir)
+        .with_context(|| format!("removing the cgroups of container {id:?}"))?
+    {
+        return remove_cgroup(owned, id);
+    }
+    removed
 }
 
 /// Kills what is in the container's own cgroup (and, on cgroupfs, the cgroups under it) and

@@ -15,7 +15,7 @@ use super::host_mounts::HostMount;
 use super::mountinfo::MountTable;
 use super::reach::{self, Lineage};
 use super::{
-    bind_sources, cgroup_mounts, derived_bundle, environment, host_mounts, init,
+    bind_sources, cgroup_mounts, creating, derived_bundle, environment, host_mounts, init,
     libcontainer_error, rootfs, seccomp_filter, Runtime,
 };
 use crate::atomic_file;
@@ -92,6 +92,8 @@ impl Runtime {
         )?;
         environment::prepare_shared(&derived.host_mounts, &policy.host_root, &table)?;
         let filter = derived.seccomp_filter;
+        // Held across libcontainer's forks, dropped here when create_in returns.
+        let _creating = creating::Creating::hold(derived_dir)?;
         let container = bind_sources::staged(derived_dir, &derived.binds, || {
             ContainerBuilder::new(request.id.to_string(), SyscallType::default())
                 .with_root_path(self.root.path())?

@@ -6,6 +6,7 @@ pub mod cgroup;
 pub(crate) mod cgroup_mounts;
 pub mod cleanup;
 pub mod create;
+pub(crate) mod creating;
 pub mod derived_bundle;
 pub mod environment;
 pub mod exec;
