@@ -1001,7 +1001,9 @@ fn boot_time_to_the_orchestrator() {
 /// guest booted with the unified hierarchy, bootstrap-runc is pointed at a host service's
 /// cgroup holding a live process — by absolute path, with `..`, and with `--systemd-cgroup` at
 /// an existing unit's cgroup — and must refuse each, leaving the process and the cgroup as they
-/// were; CRI's `/kubepods/<qos>/pod<uid>/<id>` (parents exist) still runs.
+/// were; CRI's `/kubepods/<qos>/pod<uid>/<id>` (parents exist) still runs. And the config's
+/// cgroup mount (integration/advisories.rs checks it on v1) shows the container's own cgroup,
+/// read-only when it says `ro`.
 #[test]
 fn no_config_reaches_a_host_cgroup_on_cgroup_v2() {
     let mut g = Guest::with_cgroups("victim2", true);
@@ -1016,6 +1018,27 @@ fn no_config_reaches_a_host_cgroup_on_cgroup_v2() {
         let mut spec: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
         spec["linux"]["cgroupsPath"] = serde_json::json!(path);
+        std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
+    }
+    // runc's cgroup mount, `ro` and not: the container sees its own cgroup (the host's
+    // victim-svc beside it is out of sight), writable only without `ro`.
+    for (name, script) in [
+        ("ro", "! mkdir /sys/fs/cgroup/c && [ ! -e /sys/fs/cgroup/victim-svc ] && [ -e /sys/fs/cgroup/cgroup.procs ]"),
+        ("rw", "mkdir /sys/fs/cgroup/c && rmdir /sys/fs/cgroup/c && [ ! -e /sys/fs/cgroup/victim-svc ]"),
+    ] {
+        let bundle = g.bundle(&format!("victim-{name}"), script);
+        let config = g.path(&bundle).join("config.json");
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        let mut options = vec!["nosuid", "noexec", "nodev", "relatime"];
+        if name == "ro" {
+            options.push("ro");
+        }
+        spec["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+            "options": options
+        }));
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/v-{name}"));
         std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
     }
     let script = g.path("usr/local/lib/boot-test/victim.sh");
@@ -1036,6 +1059,9 @@ echo "systemd $?" >>$out
 $rt --systemd-cgroup delete --force v-systemd
 mkdir -p /sys/fs/cgroup/kubepods/besteffort/pod1
 $rt run --bundle /var/lib/bundles/victim-cri v-cri 2>>$out.err; echo "cri $?" >>$out
+for case in ro rw; do
+  $rt run --bundle /var/lib/bundles/victim-$case v-$case 2>>$out.err; echo "$case $?" >>$out
+done
 kill -0 $pid && echo alive >>$out
 [ "$(cat /sys/fs/cgroup/victim-svc/cgroup.procs)" = "$pid" ] && echo untouched >>$out
 [ -d /sys/fs/cgroup/system.slice/victim-svc.scope ] && echo unit-untouched >>$out
@@ -1059,6 +1085,8 @@ kill $pid
             "dotdot 1",
             "systemd 1",
             "cri 0",
+            "ro 0",
+            "rw 0",
             "alive",
             "untouched",
             "unit-untouched"
