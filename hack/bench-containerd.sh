@@ -6,6 +6,8 @@
 # Usage: hack/bench-containerd.sh [RUNS]   (as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
 [ "$(id -u)" = 0 ] || { echo "bench-containerd.sh: run as root" >&2; exit 1; }
 runs=${1:-30}
 hack/install-deps.sh
@@ -15,8 +17,11 @@ ours=$PWD/target/release/bootstrap-runc
 work=$(mktemp -d /tmp/bootstrap-runc-bench-ctd.XXXXXX)
 pid=
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-  grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  unmount_under "$work"
   for d in /sys/fs/cgroup/*/benchctd; do find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null; done || true
   rm -rf "$work"
 }

@@ -5,6 +5,8 @@
 # files, as real bootstrap images have). Usage: hack/bench-pull.sh [RUNS]   (as root; default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
 [ "$(id -u)" = 0 ] || { echo "bench-pull.sh: run as root" >&2; exit 1; }
 runs=${1:-3}
 hack/install-deps.sh
@@ -14,8 +16,8 @@ bin=$PWD/target/release
 work=$(mktemp -d /tmp/bootstrap-pull-bench.XXXXXX)
 registry_pid=
 cleanup() {
-  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null || true
-  grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null || true; fi
+  unmount_under "$work"
   rm -rf "$work"
 }
 trap cleanup EXIT

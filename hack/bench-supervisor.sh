@@ -6,6 +6,8 @@
 # Usage: hack/bench-supervisor.sh [N] [REPS]   (as root; default 32 and 7)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
 [ "$(id -u)" = 0 ] || { echo "bench-supervisor.sh: run as root" >&2; exit 1; }
 n=${1:-32}
 reps=${2:-7}
@@ -15,7 +17,7 @@ bin=$PWD/target/release
 
 work=$(mktemp -d /tmp/bootstrap-supervisor-bench.XXXXXX)
 cleanup() {
-  grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  unmount_under "$work"
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -12,6 +12,8 @@
 # Usage: hack/bench.sh [RUNS]  (as root; default 60 runs of each, after 5 to warm up)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root" >&2; exit 1; }
 runs=${1:-60}
 hack/install-deps.sh
@@ -20,7 +22,7 @@ ours=${CARGO_TARGET_DIR:-$PWD/target}/release/bootstrap-runc
 
 work=$(mktemp -d /tmp/bootstrap-runc-bench.XXXXXX)
 cleanup() {
-  grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  unmount_under "$work"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -33,6 +35,7 @@ mount -t tmpfs tmpfs "$work/state"
 BIN_DIR=$(dirname "$ours") hack/install.sh --now "$work/installed" >/dev/null
 
 python3 hack/bench.py "$runs" "$ours" "$work" run-spec run-installed run-lean lifecycle
+# shellcheck disable=SC2016 # the inner shell expands it
 unshare --mount --propagation private sh -c '
   for i in $(seq 500); do mkdir "$2/many/$i" && mount -t tmpfs -o size=4k many "$2/many/$i"; done
   echo "(with $(wc -l </proc/self/mountinfo) mounts)"

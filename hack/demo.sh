@@ -6,6 +6,8 @@
 # Usage: hack/demo.sh   (as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
 [ "$(id -u)" = 0 ] || { echo "demo.sh: run as root" >&2; exit 1; }
 hack/install-deps.sh
 hack/build.sh
@@ -13,7 +15,7 @@ bin=$PWD/target/release
 
 demo=$(mktemp -d /tmp/bootstrap-containers-demo.XXXXXX)
 cleanup() {
-  grep -o " $demo[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  unmount_under "$demo"
   rm -rf "$demo"
 }
 trap cleanup EXIT
@@ -29,6 +31,7 @@ hack/make-bundle.sh "$demo/disk-setup" sh -c '
   echo "mounted a tmpfs at /.bottlerocket/rootfs/mnt/scratch"
 ' >/dev/null
 # ...and an essential one checks its user-data before the orchestrator may start.
+# shellcheck disable=SC2016 # the container's shell expands it
 hack/make-bundle.sh "$demo/check" sh -c '
   echo "user-data is $(wc -c < /.bottlerocket/bootstrap-containers/current/user-data) bytes"
   grep -q "cluster=demo" /.bottlerocket/bootstrap-containers/current/user-data
@@ -51,6 +54,7 @@ TOML
 # A drop-in, as cloud-init's write_files would add it. No source: the user-data runs as a
 # script, on the host's own tools.
 mkdir -p "$demo/settings.d"
+# shellcheck disable=SC2016 # the script's shell expands it
 cat > "$demo/settings.d/50-host-script.toml" <<TOML
 [settings.bootstrap-containers.host-script]
 mode = "always"

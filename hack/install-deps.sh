@@ -16,6 +16,7 @@ packages=(
   prometheus-node-exporter    # metrics tests: node_exporter's textfile collector, started by the test
   prometheus                  # metrics tests: promtool check metrics
   protobuf-compiler           # CRI tests: protoc for the CRI client's generated code
+  shellcheck                  # CI: the scripts are shellcheck-clean
 )
 missing=()
 for p in "${packages[@]}"; do

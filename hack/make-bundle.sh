@@ -6,8 +6,10 @@ set -euo pipefail
 dir=${1:?usage: make-bundle.sh DIR [COMMAND ARG...]}
 shift
 busybox=/bin/busybox
-[ -x "$busybox" ] && ! ldd "$busybox" >/dev/null 2>&1 ||
-  { echo "make-bundle.sh: needs a static $busybox (apt-get install busybox-static)" >&2; exit 1; }
+if [ ! -x "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then
+  echo "make-bundle.sh: needs a static $busybox (apt-get install busybox-static)" >&2
+  exit 1
+fi
 
 rootfs="$dir/rootfs"
 mkdir -p "$rootfs"/{bin,dev,proc,sys,tmp,etc,mnt,root,run,var}

@@ -7,6 +7,8 @@
 # Usage: hack/profile-run.sh [RUNS]   (as root; default 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
 [ "$(id -u)" = 0 ] || { echo "profile-run.sh: run as root" >&2; exit 1; }
 runs=${1:-30}
 hack/install-deps.sh
@@ -15,7 +17,7 @@ ours=${CARGO_TARGET_DIR:-$PWD/target}/release/bootstrap-runc
 
 work=$(mktemp -d /tmp/bootstrap-runc-profile.XXXXXX)
 cleanup() {
-  grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  unmount_under "$work"
   rm -rf "$work"
 }
 trap cleanup EXIT
