@@ -15,12 +15,12 @@ static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `contents` to a temporary file beside `path`, syncs it, renames it over `path` and
 /// syncs the directory, so the rename itself survives a crash.
-pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     swap_in(path, contents, mode, true)
 }
 
 /// As `write`, without the fsyncs: atomic for readers, not durable across a crash.
-pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     swap_in(path, contents, mode, false)
 }
 

@@ -3,6 +3,7 @@
 //! code a caller must see.
 
 use std::fmt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Command, CommandFactory, FromArgMatches};
@@ -50,7 +51,7 @@ pub fn absolute(text: &str) -> Result<PathBuf, String> {
 /// An error with the exit code it must end the process with (runc's 255 for a failed `exec`,
 /// so callers tell it from the command's own exit status).
 #[derive(Debug)]
-pub struct ExitWith {
+pub(crate) struct ExitWith {
     pub code: u8,
     pub error: anyhow::Error,
 }
@@ -66,4 +67,21 @@ impl std::error::Error for ExitWith {}
 /// The exit code for a command's error: the one it carries, else 1.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     error.downcast_ref::<ExitWith>().map_or(1, |e| e.code)
+}
+
+/// Ends a command as runc does: returns its exit code (a container's, or 1, or the code an
+/// error carries); an error goes to the log and, when the log is a file, to stderr too
+/// ("bootstrap-runc: <error>"), where a caller that reads only our output sees it.
+pub fn finish(result: anyhow::Result<i32>, log_to_file: bool) -> u8 {
+    match result {
+        Ok(code) => u8::try_from(code).unwrap_or(1),
+        Err(err) => {
+            let message = format!("{err:#}");
+            log::error!("{message}");
+            if log_to_file {
+                let _ = writeln!(std::io::stderr(), "bootstrap-runc: {message}");
+            }
+            exit_code(&err)
+        }
+    }
 }

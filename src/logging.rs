@@ -28,12 +28,12 @@ fn level_name(level: Level) -> &'static str {
     }
 }
 
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 /// One log line in runc's shape for `format`.
-pub fn format_line(format: LogFormat, level: Level, msg: &str, time: &str) -> String {
+pub(crate) fn format_line(format: LogFormat, level: Level, msg: &str, time: &str) -> String {
     match format {
         LogFormat::Json => serde_json::json!({
             "level": level_name(level),

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 /// Refuses `path`'s file unless it belongs to root (or to this process's user, so tests and
 /// `plan` run unprivileged) and no group or other may write it. Errors name the file, its
 /// owner or its mode.
-pub fn check(path: &Path, meta: &Metadata) -> Result<()> {
+pub(crate) fn check(path: &Path, meta: &Metadata) -> Result<()> {
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me && meta.uid() != 0 {
         bail!(
@@ -33,7 +33,7 @@ pub fn check(path: &Path, meta: &Metadata) -> Result<()> {
 /// Creates `dir` and its missing parents, each new one root's alone (0700): state, data and
 /// caches that containers are made from. An existing directory is left as it is. Errors name
 /// the directory.
-pub fn create_dir(dir: &Path) -> Result<()> {
+pub(crate) fn create_dir(dir: &Path) -> Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -42,7 +42,7 @@ pub fn create_dir(dir: &Path) -> Result<()> {
 }
 
 /// [`check`] on the file at `path`, symlinks followed.
-pub fn check_path(path: &Path) -> Result<()> {
+pub(crate) fn check_path(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     check(path, &meta)
 }
@@ -52,7 +52,7 @@ pub fn check_path(path: &Path) -> Result<()> {
 /// the file's metadata. Errors: a symlink to nothing (a file meant to be there is missing), not
 /// a regular file (a FIFO is refused, never waited on), refused by [`check`], unreadable, not
 /// UTF-8.
-pub fn read(path: &Path) -> Result<Option<(String, Metadata)>> {
+pub(crate) fn read(path: &Path) -> Result<Option<(String, Metadata)>> {
     // O_NONBLOCK: opening a FIFO would otherwise wait for a writer; it changes nothing for the
     // regular files read here.
     let opened = File::options()

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use bootstrap_runc::cli;
-use bootstrap_runc::commands::{self, Cli};
+use bootstrap_runc::commands::Cli;
 use bootstrap_runc::logging;
 use bootstrap_runc::runtime::sealed_exe;
 
@@ -25,5 +25,5 @@ fn main() -> ExitCode {
         eprintln!("bootstrap-runc: {err:#}");
         return ExitCode::FAILURE;
     }
-    ExitCode::from(commands::finish(cli.execute(), log_to_file))
+    ExitCode::from(cli::finish(cli.execute(), log_to_file))
 }

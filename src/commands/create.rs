@@ -7,7 +7,7 @@ use crate::runtime::create::CreateRequest;
 use crate::runtime::Runtime;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Path to the bundle directory
     #[arg(short, long, default_value = ".", value_parser = cli::absolute)]
     pub bundle: PathBuf,
@@ -30,7 +30,7 @@ pub struct Args {
 }
 
 impl Args {
-    pub fn request(&self, detach: bool) -> CreateRequest<'_> {
+    pub(crate) fn request(&self, detach: bool) -> CreateRequest<'_> {
         CreateRequest {
             id: &self.container_id,
             bundle: &self.bundle,
@@ -44,7 +44,7 @@ impl Args {
     }
 }
 
-pub fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
+pub(crate) fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
     runtime.create(&args.request(true))?;
     Ok(0)
 }

@@ -9,7 +9,7 @@ use crate::runtime::foreground::SignalForwarder;
 use crate::runtime::Runtime;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Unix socket that receives the pseudo-terminal's master fd
     #[arg(long, value_parser = cli::absolute)]
     pub console_socket: Option<PathBuf>,
@@ -80,7 +80,7 @@ fn flags(args: &Args) -> Result<ExecFlags> {
 
 /// Exits with the command's status; a failure to start it exits 255, as runc's `exec` (so a
 /// caller tells it from the command's own `exit 1`). Missing arguments are a usage error (1).
-pub fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
+pub(crate) fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
     if args.process.is_none() && args.command.is_empty() {
         bail!("exec needs a command or --process");
     }

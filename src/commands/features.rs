@@ -4,10 +4,10 @@ use serde_json::json;
 use crate::policy::capabilities;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub(crate) struct Args {}
 
 /// The OCI runtime features document (runtime-spec features.md), bootstrap policy included.
-pub fn run(_args: &Args) -> Result<i32> {
+pub(crate) fn run(_args: &Args) -> Result<i32> {
     let mut caps: Vec<String> = capabilities::bootstrap_set()
         .into_iter()
         .map(capabilities::name)

@@ -4,7 +4,7 @@ use crate::runtime::kill::parse_signal;
 use crate::runtime::Runtime;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Send the signal to every process of the container
     #[arg(short, long)]
     pub all: bool,
@@ -14,7 +14,7 @@ pub struct Args {
     pub signal: String,
 }
 
-pub fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
+pub(crate) fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
     let signal = parse_signal(&args.signal)?;
     runtime.kill(&args.container_id, signal, args.all)?;
     Ok(0)

@@ -3,13 +3,13 @@ use anyhow::Result;
 use crate::runtime::Runtime;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Table,
     Json,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[arg(short, long, value_enum, default_value = "table")]
     pub format: Format,
     /// Print only the container ids
@@ -17,7 +17,7 @@ pub struct Args {
     pub quiet: bool,
 }
 
-pub fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
+pub(crate) fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
     let states = runtime.states()?;
     if args.quiet {
         states.iter().for_each(|s| println!("{}", s.id));

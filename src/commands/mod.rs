@@ -1,21 +1,20 @@
 //! The CLI: one file per subcommand, each only parsing its flags and delegating to the runtime.
 
-pub mod create;
-pub mod delete;
-pub mod exec;
-pub mod features;
-pub mod kill;
-pub mod list;
-pub mod pause;
-pub mod ps;
-pub mod resume;
-pub mod run;
-pub mod spec;
-pub mod start;
-pub mod state;
-pub mod update;
+pub(crate) mod create;
+pub(crate) mod delete;
+pub(crate) mod exec;
+pub(crate) mod features;
+pub(crate) mod kill;
+pub(crate) mod list;
+pub(crate) mod pause;
+pub(crate) mod ps;
+pub(crate) mod resume;
+pub(crate) mod run;
+pub(crate) mod spec;
+pub(crate) mod start;
+pub(crate) mod state;
+pub(crate) mod update;
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
@@ -36,7 +35,7 @@ use crate::runtime::{attach_wait, sealed_exe};
 pub struct Cli {
     /// Directory for the containers' state (a tmpfs)
     #[arg(long, global = true, default_value = DEFAULT_ROOT, value_name = "DIR", value_parser = cli::absolute)]
-    pub root: PathBuf,
+    pub(crate) root: PathBuf,
     /// Write logs (and errors) to this file instead of stderr
     #[arg(long, global = true, value_name = "FILE", value_parser = cli::absolute)]
     pub log: Option<PathBuf>,
@@ -48,35 +47,35 @@ pub struct Cli {
     pub debug: bool,
     /// Manage cgroups through systemd
     #[arg(long, global = true)]
-    pub systemd_cgroup: bool,
+    pub(crate) systemd_cgroup: bool,
     /// Host directory bound read-only at /.bottlerocket/rootfs [policy file, then /]
     #[arg(long, global = true, value_name = "PATH", value_parser = cli::absolute)]
-    pub host_root: Option<PathBuf>,
+    pub(crate) host_root: Option<PathBuf>,
     /// Host directory bound rshared at /.bottlerocket/rootfs/mnt [policy file, then /mnt]
     #[arg(long, global = true, value_name = "PATH", value_parser = cli::absolute)]
-    pub host_mount_area: Option<PathBuf>,
+    pub(crate) host_mount_area: Option<PathBuf>,
     /// Host directories bound read-write and rshared at /.bottlerocket/rootfs<dir>,
     /// comma-separated; '' for none [policy file, then
     /// /var/lib/containerd,/var/lib/docker,/var/lib/kubelet]
     #[arg(long, global = true, value_name = "LIST", value_parser = policy::file::parse_dir_list)]
-    pub shared_dirs: Option<policy::file::DirList>,
+    pub(crate) shared_dirs: Option<policy::file::DirList>,
     /// Host directories no container may reach, comma-separated, besides --root and its
     /// seccomp cache (bootstrap-supervisor passes its own state)
     #[arg(long, global = true, value_name = "LIST", value_parser = policy::file::parse_dir_list)]
-    pub protected_dirs: Option<policy::file::DirList>,
+    pub(crate) protected_dirs: Option<policy::file::DirList>,
     /// runc's rootless mode: `false` or `auto` (bootstrap containers run as root; `true` is
     /// refused)
     #[arg(long, global = true, value_name = "true|false|auto", value_parser = ["false", "auto", "true"])]
-    pub rootless: Option<String>,
+    pub(crate) rootless: Option<String>,
     /// runc's CRIU binary: accepted and ignored (no checkpoint/restore here)
     #[arg(long, global = true, value_name = "PATH", hide = true)]
-    pub criu: Option<PathBuf>,
+    pub(crate) criu: Option<PathBuf>,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Create a container from a bundle, waiting for start
     Create(create::Args),
     /// Start a created container
@@ -108,7 +107,7 @@ pub enum Command {
 }
 
 impl Cli {
-    pub fn runtime(&self) -> Result<Runtime> {
+    pub(crate) fn runtime(&self) -> Result<Runtime> {
         let root = StateRoot::open(&self.root)?;
         // Commands that put runtime processes into a container run from a protected binary.
         if matches!(
@@ -163,23 +162,6 @@ impl Cli {
             Command::Update(args) => update::run(args, &self.runtime()?),
             Command::Features(args) => features::run(args),
             Command::Spec(args) => spec::run(args),
-        }
-    }
-}
-
-/// Ends a command as runc does: returns its exit code (a container's, or 1, or the code an
-/// error carries); an error goes to the log and, when the log is a file, to stderr too
-/// ("bootstrap-runc: <error>"), where a caller that reads only our output sees it.
-pub fn finish(result: Result<i32>, log_to_file: bool) -> u8 {
-    match result {
-        Ok(code) => u8::try_from(code).unwrap_or(1),
-        Err(err) => {
-            let message = format!("{err:#}");
-            log::error!("{message}");
-            if log_to_file {
-                let _ = writeln!(std::io::stderr(), "bootstrap-runc: {message}");
-            }
-            cli::exit_code(&err)
         }
     }
 }

@@ -4,7 +4,7 @@ use super::list::Format;
 use crate::runtime::Runtime;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[arg(short, long, value_enum, default_value = "table")]
     pub format: Format,
     pub container_id: String,
@@ -13,7 +13,7 @@ pub struct Args {
     pub ps_args: Vec<String>,
 }
 
-pub fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
+pub(crate) fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
     let pids = runtime.pids(&args.container_id)?;
     if args.format == Format::Json {
         return super::print_json(&pids);

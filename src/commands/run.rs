@@ -3,7 +3,7 @@ use anyhow::Result;
 use crate::runtime::Runtime;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     pub create: super::create::Args,
     /// Return after starting the container instead of waiting for it
@@ -11,6 +11,6 @@ pub struct Args {
     pub detach: bool,
 }
 
-pub fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
+pub(crate) fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
     runtime.run(&args.create.request(args.detach))
 }

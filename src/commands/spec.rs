@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use libcontainer::oci_spec::runtime::Spec;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Directory to write config.json into
     #[arg(short, long, default_value = ".")]
     pub bundle: PathBuf,
@@ -12,7 +12,7 @@ pub struct Args {
 
 /// Writes runc's starter config (rootfs `rootfs`, `sh` on a terminal); the policy is applied on
 /// create, so the file stays a plain OCI config.
-pub fn run(args: &Args) -> Result<i32> {
+pub(crate) fn run(args: &Args) -> Result<i32> {
     let path = args.bundle.join("config.json");
     if path.exists() {
         bail!("File {} exists. Remove it first", path.display());

@@ -8,7 +8,7 @@ use crate::runtime::Runtime;
 
 /// runc's `update` flags; with `--resources` the others are ignored, as in runc.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// JSON resources (the runtime-spec's linux.resources) from a file, or `-` for stdin
     #[arg(short, long, value_name = "FILE")]
     pub resources: Option<PathBuf>,
@@ -51,7 +51,7 @@ pub struct Args {
     pub container_id: String,
 }
 
-pub fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
+pub(crate) fn run(args: &Args, runtime: &Runtime) -> Result<i32> {
     let update = match &args.resources {
         Some(path) => read_resources(path)?,
         None => from_flags(args),
@@ -110,7 +110,7 @@ fn from_flags(args: &Args) -> Value {
 /// A memory size as runc reads one (docker's `RAMInBytes`): a number with an optional `b`,
 /// `k`, `m`, `g`, `t` or `p` suffix (powers of 1024, any case, an optional trailing `b`), or
 /// -1 for no limit.
-pub fn parse_ram(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_ram(text: &str) -> Result<i64, String> {
     let invalid = || format!("{text:?} is not a size (like 512m, 2g, 1048576, or -1)");
     if text == "-1" {
         return Ok(-1);

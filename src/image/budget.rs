@@ -22,13 +22,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use anyhow::{Context, Result};
 
 /// The share of a filesystem's space and inodes kept free, in percent.
-pub const RESERVE_PERCENT: u64 = 5;
+pub(crate) const RESERVE_PERCENT: u64 = 5;
 /// The most space kept free, in bytes (1 GiB): 5 % of a large filesystem is plenty.
-pub const MAX_RESERVE_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_RESERVE_BYTES: u64 = 1 << 30;
 /// How much space a charge reserves at once, in bytes.
-pub const STEP_BYTES: u64 = 4 << 20;
+pub(crate) const STEP_BYTES: u64 = 4 << 20;
 /// How many inodes a charge reserves at once.
-pub const STEP_INODES: u64 = 256;
+pub(crate) const STEP_INODES: u64 = 256;
 
 /// What [`super::Images`] may write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,7 +109,7 @@ impl Budget {
     }
 
     /// A charge for downloads (blobs staged) under `dir`: held to the reserve only.
-    pub fn downloads(&self, dir: &Path) -> Result<Charge> {
+    pub(crate) fn downloads(&self, dir: &Path) -> Result<Charge> {
         self.charge(dir, None)
     }
 
@@ -175,7 +175,7 @@ impl Charge {
     }
 
     /// Gives back `bytes` announced to [`Charge::data`] and not written after all.
-    pub fn refund(&self, bytes: u64) {
+    pub(crate) fn refund(&self, bytes: u64) {
         let mut state = lock(&self.state);
         let bytes = bytes.min(state.written);
         state.written -= bytes;
@@ -297,7 +297,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A size for people: `5.0 MiB`, `1.0 GiB`, `512 B`.
-pub fn human(bytes: u64) -> String {
+pub(crate) fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if bytes < 1024 {
         return format!("{bytes} B");

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// The parts of an image config that shape the container, as the image-spec names them.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
-pub struct ImageConfig {
+pub(crate) struct ImageConfig {
     /// The executable and its first arguments; `[""]` means none (CRI's reading).
     #[serde(default)]
     pub entrypoint: Option<Vec<String>>,
@@ -39,7 +39,7 @@ struct ConfigBlob {
 impl ImageConfig {
     /// The process-shaping part of an image config blob (JSON). Errors: the blob is not JSON,
     /// or a field has the wrong type.
-    pub fn from_config_blob(blob: &[u8]) -> Result<ImageConfig> {
+    pub(crate) fn from_config_blob(blob: &[u8]) -> Result<ImageConfig> {
         let parsed: ConfigBlob =
             serde_json::from_slice(blob).context("parsing the image config")?;
         Ok(parsed.config)

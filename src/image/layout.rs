@@ -39,7 +39,7 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// Unpacks image `tag` of the layout at `layout` into `rootfs` (which must not exist), held to
 /// `charge`, and returns its config. On error `rootfs` is removed.
-pub fn unpack_layout(
+pub(crate) fn unpack_layout(
     layout: &Path,
     tag: &str,
     rootfs: &Path,

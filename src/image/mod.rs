@@ -26,15 +26,15 @@
 //! - after a run, [`Images::collect_garbage`] with every reference the settings still name.
 
 pub mod budget;
-pub mod config;
+pub(crate) mod config;
 pub mod content;
-pub mod layout;
-pub mod overlay;
-pub mod refs;
-pub mod registry;
-pub mod store;
+pub(crate) mod layout;
+pub(crate) mod overlay;
+pub(crate) mod refs;
+pub(crate) mod registry;
+pub(crate) mod store;
 pub mod unpack;
-pub mod user;
+pub(crate) mod user;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -47,8 +47,8 @@ use futures_util::future::{select, Either};
 use oci_client::Reference;
 
 use budget::Budget;
-pub use budget::{Limits, Refused};
-pub use config::ImageConfig;
+pub use budget::Limits;
+pub(crate) use config::ImageConfig;
 use refs::Refs;
 use registry::client::Puller;
 use registry::config::RegistryConfig;
@@ -66,7 +66,7 @@ pub enum PullPolicy {
 }
 
 impl PullPolicy {
-    pub const ALL: [PullPolicy; 2] = [PullPolicy::Always, PullPolicy::IfNotPresent];
+    pub(crate) const ALL: [PullPolicy; 2] = [PullPolicy::Always, PullPolicy::IfNotPresent];
 
     /// The policy's name in settings: `always`, `if-not-present`.
     pub fn name(self) -> &'static str {
@@ -85,7 +85,7 @@ impl fmt::Display for PullPolicy {
 
 /// Where a container's image comes from.
 #[derive(Clone, Copy, Debug)]
-pub enum Source<'a> {
+pub(crate) enum Source<'a> {
     /// A registry reference (`host[:port]/repo:tag` or `...@sha256:...`).
     Registry {
         reference: &'a str,
@@ -97,7 +97,7 @@ pub enum Source<'a> {
 
 /// What getting a registry image cost this run.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pulled {
+pub(crate) struct Pulled {
     /// The platform manifest's digest, `sha256:<hex>`.
     pub digest: String,
     /// Resolving and downloading, in milliseconds: 0 for an image already stored, or pulled
@@ -110,7 +110,7 @@ pub struct Pulled {
 /// A container's root filesystem, at `<dir>/rootfs`. Dropping it unmounts the overlay of a
 /// registry image; a layout's private unpack stays until the next [`Images::rootfs`] or
 /// [`clear`] of the same directory.
-pub struct Rootfs {
+pub(crate) struct Rootfs {
     pub path: PathBuf,
     pub config: ImageConfig,
     /// For a registry image; `None` for a layout.
@@ -134,7 +134,7 @@ impl Rootfs {
     /// container: an overlay at `<dir>/rootfs` whose only lower layer is `lower`'s top
     /// filesystem (overlayfs does not cross mounts, so `lower`'s submounts are not in it) and
     /// whose upper is a tmpfs, as for a registry image. An empty config; unmounted on drop.
-    pub fn over(lower: &Path, dir: &Path) -> Result<Rootfs> {
+    pub(crate) fn over(lower: &Path, dir: &Path) -> Result<Rootfs> {
         let path = overlay::mount_over(lower, dir)?;
         Ok(Rootfs {
             path,
@@ -158,7 +158,7 @@ type Shared = Arc<OnceLock<Result<(StoredImage, Pulled), String>>>;
 
 /// The images of one supervisor run: the store under `<state-dir>/images`, its `refs.json`,
 /// and the registry client.
-pub struct Images {
+pub(crate) struct Images {
     store: Store,
     /// What downloads and unpacks may write, shared by concurrent pulls.
     budget: Budget,
@@ -172,7 +172,7 @@ pub struct Images {
 impl Images {
     /// Opens the store under `state_dir` (removing what an interrupted run left in `tmp/`);
     /// every image is held to `limits`.
-    pub fn open(
+    pub(crate) fn open(
         state_dir: &Path,
         registries: RegistryConfig,
         limits: Limits,
@@ -195,7 +195,7 @@ impl Images {
     /// or `if-not-present` with a stored resolution), then mounted as an overlay at
     /// `<dir>/rootfs` (tmpfs upper in `<dir>/scratch`); a layout is unpacked afresh into
     /// `<dir>/rootfs`. Concurrent callers for the same reference wait for one pull.
-    pub fn rootfs(&self, source: &Source<'_>, dir: &Path) -> Result<Rootfs> {
+    pub(crate) fn rootfs(&self, source: &Source<'_>, dir: &Path) -> Result<Rootfs> {
         match *source {
             Source::Layout { path, tag } => {
                 let rootfs = dir.join("rootfs");
@@ -228,7 +228,7 @@ impl Images {
     /// Forgets references not in `in_use` (every reference the settings name, whatever the
     /// container's mode) and removes the images nothing refers to. Call it when no container
     /// runs.
-    pub fn collect_garbage(&self, in_use: &BTreeSet<String>) -> Result<()> {
+    pub(crate) fn collect_garbage(&self, in_use: &BTreeSet<String>) -> Result<()> {
         let live = self.refs.retain(in_use)?;
         self.store.remove_except(&live)
     }

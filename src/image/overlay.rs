@@ -15,7 +15,7 @@ use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 /// Mounts the overlay of `lower` at `<dir>/rootfs` and returns that path.
-pub fn mount_over(lower: &Path, dir: &Path) -> Result<PathBuf> {
+pub(crate) fn mount_over(lower: &Path, dir: &Path) -> Result<PathBuf> {
     unmount(dir)?;
     let scratch = dir.join("scratch");
     let rootfs = dir.join("rootfs");
@@ -62,7 +62,7 @@ pub fn mount_over(lower: &Path, dir: &Path) -> Result<PathBuf> {
 }
 
 /// Removes the overlay and its tmpfs from `dir`, if there (a killed run may have left them).
-pub fn unmount(dir: &Path) -> Result<()> {
+pub(crate) fn unmount(dir: &Path) -> Result<()> {
     for path in [dir.join("rootfs"), dir.join("scratch")] {
         match umount2(&path, MntFlags::MNT_DETACH) {
             Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}

@@ -11,16 +11,16 @@ use anyhow::Result;
 use crate::atomic_file;
 
 /// Reference → platform-manifest digest.
-pub type RefMap = BTreeMap<String, String>;
+pub(crate) type RefMap = BTreeMap<String, String>;
 
 /// `refs.json`, read fresh on every look-up and changed by one writer at a time.
-pub struct Refs {
+pub(crate) struct Refs {
     path: PathBuf,
     writer: Mutex<()>,
 }
 
 impl Refs {
-    pub fn at(path: PathBuf) -> Refs {
+    pub(crate) fn at(path: PathBuf) -> Refs {
         Refs {
             path,
             writer: Mutex::default(),
@@ -29,7 +29,7 @@ impl Refs {
 
     /// The whole map; a missing file is empty, and an unreadable one is ignored (logged): the
     /// references are resolved again.
-    pub fn read(&self) -> RefMap {
+    pub(crate) fn read(&self) -> RefMap {
         match std::fs::read(&self.path) {
             Ok(text) => serde_json::from_slice(&text).unwrap_or_else(|err| {
                 log::warn!("{}: unreadable ({err}); ignoring it", self.path.display());
@@ -40,12 +40,12 @@ impl Refs {
     }
 
     /// The digest `reference` last resolved to.
-    pub fn get(&self, reference: &str) -> Option<String> {
+    pub(crate) fn get(&self, reference: &str) -> Option<String> {
         self.read().get(reference).cloned()
     }
 
     /// Records that `reference` resolved to `digest` (written atomically, only if it changed).
-    pub fn remember(&self, reference: &str, digest: &str) -> Result<()> {
+    pub(crate) fn remember(&self, reference: &str, digest: &str) -> Result<()> {
         let _writer = self.lock();
         let mut refs = self.read();
         if refs.get(reference).map(String::as_str) == Some(digest) {
@@ -56,7 +56,7 @@ impl Refs {
     }
 
     /// Forgets every reference not in `in_use`; returns the digests still referred to.
-    pub fn retain(&self, in_use: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+    pub(crate) fn retain(&self, in_use: &BTreeSet<String>) -> Result<BTreeSet<String>> {
         let _writer = self.lock();
         let mut refs = self.read();
         let before = refs.len();

@@ -24,7 +24,7 @@ use crate::atomic_file;
 
 /// An image committed to the store.
 #[derive(Clone, Debug)]
-pub struct StoredImage {
+pub(crate) struct StoredImage {
     /// The platform manifest's digest, `sha256:<hex>`.
     pub digest: String,
     /// Its unpacked root filesystem: shared, so only ever a read-only lower layer.
@@ -32,14 +32,14 @@ pub struct StoredImage {
     pub config: ImageConfig,
 }
 
-pub struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
 }
 
 impl Store {
     /// Opens the store at `dir` (`<state-dir>/images`), removing what an interrupted run left
     /// in `tmp/`.
-    pub fn open(dir: PathBuf) -> Result<Store> {
+    pub(crate) fn open(dir: PathBuf) -> Result<Store> {
         let tmp = dir.join("tmp");
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
@@ -52,12 +52,12 @@ impl Store {
     }
 
     /// The store's directory; `refs.json` lives in it too.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// A staging directory for one pull: `tmp/<sha256 of key>.<pid>`. The caller removes it.
-    pub fn staging(&self, key: &str) -> PathBuf {
+    pub(crate) fn staging(&self, key: &str) -> PathBuf {
         self.dir.join("tmp").join(format!(
             "{}.{}",
             super::content::hex(&Sha256::digest(key.as_bytes())),
@@ -66,7 +66,7 @@ impl Store {
     }
 
     /// The committed image of `digest`, if complete.
-    pub fn get(&self, digest: &str) -> Option<StoredImage> {
+    pub(crate) fn get(&self, digest: &str) -> Option<StoredImage> {
         let dir = self.image_dir(digest).ok()?;
         let text = std::fs::read(dir.join("image.json")).ok()?;
         match serde_json::from_slice(&text) {
@@ -88,7 +88,7 @@ impl Store {
     /// Applies the layers of `manifest` (blobs named by their hex digest in `blobs`) in order
     /// under `staging`, held to `charge`, and commits the result as `digest` by a rename. The
     /// caller removes `staging`, whatever the outcome.
-    pub fn unpack(
+    pub(crate) fn unpack(
         &self,
         digest: &str,
         manifest: &OciImageManifest,
@@ -131,7 +131,7 @@ impl Store {
     }
 
     /// Removes every image whose digest is not in `live`.
-    pub fn remove_except(&self, live: &BTreeSet<String>) -> Result<()> {
+    pub(crate) fn remove_except(&self, live: &BTreeSet<String>) -> Result<()> {
         let live: BTreeSet<&str> = live.iter().filter_map(|d| digest_hex(d).ok()).collect();
         let images = self.dir.join("sha256");
         for entry in

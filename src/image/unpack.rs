@@ -28,7 +28,7 @@ pub enum Compression {
 
 impl Compression {
     /// OCI (`...tar`, `...tar+gzip`, `...tar+zstd`) and Docker (`...tar.gzip`) layer types.
-    pub fn of_media_type(media_type: &str) -> Result<Compression> {
+    pub(crate) fn of_media_type(media_type: &str) -> Result<Compression> {
         if media_type.ends_with("+gzip") || media_type.ends_with(".gzip") {
             Ok(Compression::Gzip)
         } else if media_type.ends_with("+zstd") {
@@ -45,7 +45,7 @@ impl Compression {
 /// what it writes before writing it. Entries are unpacked while streaming; the caller throws
 /// the rootfs away if this fails. Reading, hashing and decompressing run on a thread of their
 /// own, so they overlap the filesystem work.
-pub fn apply_blob(
+pub(crate) fn apply_blob(
     blob: &Path,
     digest: &str,
     compression: Compression,

@@ -23,7 +23,7 @@ use anyhow::{anyhow, bail, Result};
 
 /// The process identity a `User` resolves to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// `process.user.uid`.
     pub uid: u32,
     /// The primary gid.
@@ -34,7 +34,7 @@ pub struct Identity {
 
 /// The image's account files, as text: `None` when the image has no such file.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Accounts<'a> {
+pub(crate) struct Accounts<'a> {
     /// `/etc/passwd`: `name:password:uid:gid:gecos:home:shell` lines.
     pub passwd: Option<&'a str>,
     /// `/etc/group`: `name:password:gid:member,member` lines.
@@ -43,7 +43,7 @@ pub struct Accounts<'a> {
 
 /// One `/etc/passwd` entry (the fields used).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PasswdEntry {
+pub(crate) struct PasswdEntry {
     /// The account name (first field).
     pub name: String,
     /// Third field.
@@ -54,7 +54,7 @@ pub struct PasswdEntry {
 
 /// One `/etc/group` entry (the fields used).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GroupEntry {
+pub(crate) struct GroupEntry {
     /// The group name (first field).
     pub name: String,
     /// Third field.
@@ -65,7 +65,7 @@ pub struct GroupEntry {
 
 /// The entries of a passwd file. Blank lines and lines whose uid or gid is not a number are
 /// skipped (runc's parser would read such a uid as 0, root).
-pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+pub(crate) fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
     text.lines()
         .filter_map(|line| {
             let mut fields = line.trim().split(':');
@@ -84,7 +84,7 @@ pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
 
 /// The entries of a group file; lines without a numeric gid are skipped, empty members
 /// dropped.
-pub fn parse_group(text: &str) -> Vec<GroupEntry> {
+pub(crate) fn parse_group(text: &str) -> Vec<GroupEntry> {
     text.lines()
         .filter_map(|line| {
             let mut fields = line.trim().split(':');
@@ -111,7 +111,7 @@ pub fn parse_group(text: &str) -> Vec<GroupEntry> {
 /// Resolves an image config's `User` (see the module's table) against `accounts`. Errors name
 /// the user and the reason: a form that is none of the six, a name missing from the file, or
 /// no file to look a name up in.
-pub fn resolve(user: &str, accounts: Accounts<'_>) -> Result<Identity> {
+pub(crate) fn resolve(user: &str, accounts: Accounts<'_>) -> Result<Identity> {
     let passwd = accounts.passwd.map(parse_passwd);
     let groups = accounts.group.map(parse_group).unwrap_or_default();
     let (uid, gid, account) = if user.is_empty() {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use libcontainer::oci_spec::runtime::Capability;
 
 /// containerd's default capability set (`oci.defaultUnixCaps`).
-pub const CONTAINERD_DEFAULT: [Capability; 14] = [
+pub(crate) const CONTAINERD_DEFAULT: [Capability; 14] = [
     Capability::Chown,
     Capability::DacOverride,
     Capability::Fsetid,
@@ -23,7 +23,7 @@ pub const CONTAINERD_DEFAULT: [Capability; 14] = [
 ];
 
 /// What Bottlerocket adds for bootstrap containers on top of containerd's defaults.
-pub const BOOTSTRAP_EXTRA: [Capability; 4] = [
+pub(crate) const BOOTSTRAP_EXTRA: [Capability; 4] = [
     Capability::SysAdmin,
     Capability::NetAdmin,
     Capability::SysModule,
@@ -31,7 +31,7 @@ pub const BOOTSTRAP_EXTRA: [Capability; 4] = [
 ];
 
 /// Bottlerocket's bootstrap set: what an image-sourced bootstrap container gets.
-pub fn bootstrap_set() -> HashSet<Capability> {
+pub(crate) fn bootstrap_set() -> HashSet<Capability> {
     CONTAINERD_DEFAULT
         .into_iter()
         .chain(BOOTSTRAP_EXTRA)

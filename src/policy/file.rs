@@ -8,9 +8,9 @@ use serde::Deserialize;
 
 use super::{capabilities, seccomp, Policy, MOUNT_AREA_TARGET};
 
-pub const DEFAULT_PATH: &str = "/etc/bootstrap-runc/policy.toml";
+pub(crate) const DEFAULT_PATH: &str = "/etc/bootstrap-runc/policy.toml";
 /// Another policy file; containerd passes no flags, so this is how its runtime gets one.
-pub const PATH_ENV: &str = "BOOTSTRAP_RUNC_POLICY";
+pub(crate) const PATH_ENV: &str = "BOOTSTRAP_RUNC_POLICY";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -28,7 +28,7 @@ struct PolicyFile {
 
 /// What the command line says; it wins over the file.
 #[derive(Clone, Debug, Default)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     pub host_root: Option<PathBuf>,
     pub host_mount_area: Option<PathBuf>,
     /// `--shared-dirs`: `Some(vec![])` is "none".
@@ -40,7 +40,7 @@ pub struct Overrides {
 }
 
 /// The policy file's path: `$BOOTSTRAP_RUNC_POLICY`, else the default.
-pub fn path() -> PathBuf {
+pub(crate) fn path() -> PathBuf {
     std::env::var_os(PATH_ENV)
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
@@ -49,7 +49,7 @@ pub fn path() -> PathBuf {
 
 /// Reads the policy file (a missing one means the defaults; an unreadable or invalid one is an
 /// error) and applies the overrides.
-pub fn load(path: &Path, overrides: &Overrides) -> Result<Policy> {
+pub(crate) fn load(path: &Path, overrides: &Overrides) -> Result<Policy> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => Some(text),
         Err(err) if err.kind() == ErrorKind::NotFound => None,
@@ -61,7 +61,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Policy> {
 }
 
 /// Pure part of `load`: file contents (if any) plus overrides to a policy.
-pub fn resolve(text: Option<&str>, overrides: &Overrides) -> Result<Policy> {
+pub(crate) fn resolve(text: Option<&str>, overrides: &Overrides) -> Result<Policy> {
     let file: PolicyFile = match text {
         Some(text) => toml::from_str(text).context("invalid TOML")?,
         None => PolicyFile::default(),
@@ -172,11 +172,11 @@ fn check_shared_dirs(policy: &Policy) -> Result<()> {
 
 /// `--shared-dirs`'s value (a type of its own, so clap takes it as one value).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DirList(pub Vec<PathBuf>);
+pub(crate) struct DirList(pub Vec<PathBuf>);
 
 /// Parses `--shared-dirs` and `--protected-dirs`: comma-separated absolute paths; empty means
 /// none.
-pub fn parse_dir_list(list: &str) -> Result<DirList, String> {
+pub(crate) fn parse_dir_list(list: &str) -> Result<DirList, String> {
     list.split(',')
         .filter(|dir| !dir.is_empty())
         .map(|dir| {

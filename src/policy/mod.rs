@@ -8,7 +8,7 @@
 //! sources, the host's certificates and debugfs, and a default seccomp profile.
 
 pub mod capabilities;
-pub mod file;
+pub(crate) mod file;
 pub mod seccomp;
 
 use std::collections::{BTreeMap, HashSet};
@@ -28,16 +28,17 @@ pub const MOUNT_AREA_TARGET: &str = "/.bottlerocket/rootfs/mnt";
 /// Where the host's CA certificates (`host-certs`) are, read-only (host-ctr's path).
 pub const CERTS_TARGET: &str = "/.bottlerocket/certs";
 /// The host's kernel modules, read-only at the same path (host-ctr's), for the image's own kmod.
-pub const MODULES_DIR: &str = "/lib/modules";
+pub(crate) const MODULES_DIR: &str = "/lib/modules";
 /// The host's kernel sources and headers, read-only at the same path (host-ctr's).
-pub const KERNEL_SOURCES_DIR: &str = "/usr/src/kernels";
+pub(crate) const KERNEL_SOURCES_DIR: &str = "/usr/src/kernels";
 /// The host's debugfs, read-write (host-ctr's), when debugfs is mounted there.
-pub const DEBUGFS_DIR: &str = "/sys/kernel/debug";
+pub(crate) const DEBUGFS_DIR: &str = "/sys/kernel/debug";
 
 /// Bottlerocket's bootstrap mounts that exist only when their host source does: the policy
 /// always asks for them, and the runtime drops those the host lacks (runtime/environment.rs).
 /// A config may mount nothing at or under them.
-pub const WHEN_PRESENT: [&str; 4] = [MODULES_DIR, KERNEL_SOURCES_DIR, DEBUGFS_DIR, CERTS_TARGET];
+pub(crate) const WHEN_PRESENT: [&str; 4] =
+    [MODULES_DIR, KERNEL_SOURCES_DIR, DEBUGFS_DIR, CERTS_TARGET];
 
 /// runc's default masked paths but `/sys/firmware`; a config may add to them, never remove
 /// them.
@@ -55,7 +56,7 @@ pub const MASKED_PATHS: [&str; 10] = [
 ];
 
 /// Unmasked for bootstrap containers, even if the config masks it (Bottlerocket's host-ctr).
-pub const UNMASKED: &str = "/sys/firmware";
+pub(crate) const UNMASKED: &str = "/sys/firmware";
 
 /// Filesystems a config may mount besides binds: they expose nothing of the host's disks
 /// (an overlay's upperdir or a block device's filesystem would, writable, bypassing the
@@ -128,7 +129,7 @@ impl Default for Policy {
 }
 
 /// Bottlerocket's storage directories: containerd's, docker's and kubelet's state.
-pub fn default_shared_dirs() -> Vec<PathBuf> {
+pub(crate) fn default_shared_dirs() -> Vec<PathBuf> {
     ["/var/lib/containerd", "/var/lib/docker", "/var/lib/kubelet"]
         .into_iter()
         .map(PathBuf::from)
@@ -136,7 +137,7 @@ pub fn default_shared_dirs() -> Vec<PathBuf> {
 }
 
 /// Where Debian, Ubuntu and Bottlerocket keep the trusted CA certificates.
-pub fn default_host_certs() -> PathBuf {
+pub(crate) fn default_host_certs() -> PathBuf {
     PathBuf::from("/etc/ssl/certs")
 }
 
@@ -403,7 +404,7 @@ fn check_cgroups_path(path: &Path, systemd: bool) -> Result<(), PolicyError> {
 /// Resource fields that name files: libcgroups joins them to the cgroup's directory as given,
 /// so an absolute name or `..` would write any host file (`unified` on cgroup v2, the page
 /// size of `hugepageLimits`). Also applied to `update`'s resources.
-pub fn check_resources(resources: &LinuxResources) -> Result<(), PolicyError> {
+pub(crate) fn check_resources(resources: &LinuxResources) -> Result<(), PolicyError> {
     let plain =
         |name: &str| !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\0']);
     for key in resources.unified().iter().flat_map(|u| u.keys()) {

@@ -82,7 +82,7 @@ const ARCH: (&str, Arch) = ("arm64", Arch::ScmpArchAarch64);
 /// that `includes` capabilities applies when all of them are in the ceiling, one that
 /// `excludes` them when none is (moby's reading). Architectures: this build's and its 32-bit
 /// variants.
-pub fn default_profile(ceiling: &HashSet<Capability>) -> LinuxSeccomp {
+pub(crate) fn default_profile(ceiling: &HashSet<Capability>) -> LinuxSeccomp {
     let profile: Profile =
         serde_json::from_str(PROFILE).expect("seccomp-default.json is checked by a unit test");
     let (go_arch, native) = ARCH;

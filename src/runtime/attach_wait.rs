@@ -22,7 +22,7 @@ use nix::unistd::{fork, ForkResult};
 
 /// Starts, in the background, the grace period that the next cgroup attach would wait for;
 /// returns after two forks (~0.3 ms). The caller must be single-threaded (fork).
-pub fn start() {
+pub(crate) fn start() {
     let Some(procs) = procfs::process::Process::myself()
         .ok()
         .and_then(|me| cgroup_procs(&me))

@@ -41,7 +41,7 @@ fn stage(dir: &Path, n: usize) -> PathBuf {
 
 /// A bind source as the policy judged it, held open.
 #[derive(Debug)]
-pub struct Judged {
+pub(crate) struct Judged {
     /// Its position among the derived spec's mounts.
     pub index: usize,
     /// Where it is mounted in the container.
@@ -236,7 +236,7 @@ pub(crate) fn staged<T: Send>(
 
 /// Checks, in the created container whose init is `pid`, that every judged destination holds
 /// its judged source.
-pub fn verify(pid: Pid, judged: &[Judged]) -> Result<()> {
+pub(crate) fn verify(pid: Pid, judged: &[Judged]) -> Result<()> {
     if judged.is_empty() {
         return Ok(());
     }

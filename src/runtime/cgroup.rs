@@ -23,7 +23,7 @@ const UNIFIED_ROOT: &str = "/sys/fs/cgroup";
 
 /// The cgroup a container owns, as libcontainer is given it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Owned {
+pub(crate) struct Owned {
     /// `linux.cgroupsPath`, or libcontainer's default `:youki:<id>`.
     pub path: PathBuf,
     /// `--systemd-cgroup`.
@@ -36,7 +36,7 @@ impl Owned {
     /// without one the cgroup is libcontainer's default for `id`, `:youki:<id>`, which no host
     /// service has: an empty one there (no process, no child) is what an earlier container of
     /// this id left when it was killed with its runtime, and is taken over.
-    pub fn claim(
+    pub(crate) fn claim(
         cgroups_path: Option<PathBuf>,
         id: &str,
         systemd: bool,
@@ -69,14 +69,14 @@ impl Owned {
 
     /// Every directory, in every mounted hierarchy, where this cgroup is (whether it exists or
     /// not). One read of mountinfo.
-    pub fn directories(&self) -> Result<Vec<PathBuf>> {
+    pub(crate) fn directories(&self) -> Result<Vec<PathBuf>> {
         directories(&self.path, self.systemd, &MountTable::read()?)
     }
 
     /// Whether process `pid` is in this cgroup or one under it (an init that moved itself to a
     /// child, as systemd does), as its `/proc/<pid>/cgroup` says (in any hierarchy; false when
     /// it cannot be read).
-    pub fn holds(&self, pid: nix::unistd::Pid) -> bool {
+    pub(crate) fn holds(&self, pid: nix::unistd::Pid) -> bool {
         let Ok(relative) = relative_path(&self.path, self.systemd) else {
             return false;
         };
@@ -89,7 +89,7 @@ impl Owned {
     }
 
     /// The cgroup relative to the root of each hierarchy it is in.
-    pub fn relative(&self) -> Result<PathBuf> {
+    pub(crate) fn relative(&self) -> Result<PathBuf> {
         relative_path(&self.path, self.systemd)
     }
 
@@ -97,7 +97,7 @@ impl Owned {
     /// removes them, children first (runc's `RemovePaths`): a container that made child
     /// cgroups leaves none, and its id can be used again. Frozen ones are thawed first so
     /// that SIGKILL lands. Gives up after a second on a cgroup that stays busy.
-    pub fn remove_tree(&self) -> Result<()> {
+    pub(crate) fn remove_tree(&self) -> Result<()> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
         for top in self.own_directories()? {
             thaw(&top);
@@ -165,7 +165,7 @@ impl Owned {
     }
 
     /// The cgroup recorded in `state_dir`; `None` when no create got as far as claiming one.
-    pub fn recorded(state_dir: &Path) -> Result<Option<Owned>> {
+    pub(crate) fn recorded(state_dir: &Path) -> Result<Option<Owned>> {
         let path = state_dir.join(RECORD);
         match std::fs::read(&path) {
             Ok(text) => serde_json::from_slice(&text)

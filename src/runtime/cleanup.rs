@@ -13,7 +13,7 @@ use super::init::{self, Init};
 use super::{status_error, Runtime};
 
 impl Runtime {
-    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+    pub(crate) fn delete(&self, id: &str, force: bool) -> Result<()> {
         let _lock = self.lock(id)?;
         let container_dir = self.root.container_dir(id);
         let derived_dir = self.root.derived_dir(id);
@@ -62,7 +62,7 @@ impl Runtime {
     /// general delete has libcgroups v1 read it once per controller (~3 ms of a 35 ms `run`).
     /// Anything else (a process left in the cgroup, systemd's cgroups, Intel RDT) takes the
     /// general path, `delete --force`.
-    pub fn delete_after_run(&self, id: &str) -> Result<()> {
+    pub(crate) fn delete_after_run(&self, id: &str) -> Result<()> {
         {
             let _lock = self.lock(id)?;
             match self.remove_exited(id) {

@@ -21,7 +21,7 @@ use super::{
 use crate::atomic_file;
 use crate::policy::Policy;
 
-pub struct CreateRequest<'a> {
+pub(crate) struct CreateRequest<'a> {
     pub id: &'a str,
     pub bundle: &'a Path,
     pub pid_file: Option<&'a Path>,
@@ -37,7 +37,7 @@ pub struct CreateRequest<'a> {
 
 impl Runtime {
     /// Creates the container; returns the pid of its init, waiting for `start`.
-    pub fn create(&self, request: &CreateRequest) -> Result<Pid> {
+    pub(crate) fn create(&self, request: &CreateRequest) -> Result<Pid> {
         let id = request.id;
         let _lock = self.lock(id)?;
         let container_dir = self.root.container_dir(id);

@@ -25,13 +25,13 @@ use crate::atomic_file;
 use crate::policy::{self, Policy};
 
 /// A config.json larger than this is refused before parsing.
-pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 16 << 20;
 const META_FILE: &str = "bootstrap.json";
 const FILTER_FILE: &str = "seccomp.bpf";
 
 /// What we remember about a container beside libcontainer's state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Meta {
+pub(crate) struct Meta {
     /// The bundle the caller gave, reported by `state`.
     pub bundle: PathBuf,
     /// The container's root filesystem, absolute.
@@ -47,7 +47,7 @@ pub struct Meta {
 impl Meta {
     /// The compiled seccomp filter of the container whose derived bundle is `dir`, if it has
     /// one; an unreadable one is an error, never no filter.
-    pub fn seccomp_filter(&self, dir: &Path) -> Result<Option<Filter>> {
+    pub(crate) fn seccomp_filter(&self, dir: &Path) -> Result<Option<Filter>> {
         self.seccomp_filter
             .then(|| Filter::read(&dir.join(FILTER_FILE)))
             .transpose()
@@ -55,7 +55,7 @@ impl Meta {
 }
 
 /// Reads and parses `<bundle>/config.json`, refusing oversized files.
-pub fn read_spec(bundle: &Path) -> Result<Spec> {
+pub(crate) fn read_spec(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
     // Non-blocking, and only a regular file: a FIFO planted as config.json would otherwise
     // hang the runtime, holding the container's lock, until someone writes to it (found by
@@ -86,7 +86,7 @@ pub fn read_spec(bundle: &Path) -> Result<Spec> {
 }
 
 /// The derived spec, and what `create` needs of it besides the file libcontainer reads.
-pub struct Derived {
+pub(crate) struct Derived {
     /// The spec libcontainer gets, once [`place`] has placed its mounts and written it.
     pub spec: Spec,
     /// The container's root filesystem, canonical.
@@ -177,12 +177,12 @@ pub(crate) fn place(dir: &Path, derived: &mut Derived, root: &OwnedFd) -> Result
 }
 
 /// Replaces the derived config in `dir` atomically (create, and `update`'s new resources).
-pub fn replace_spec(dir: &Path, spec: &Spec) -> Result<()> {
+pub(crate) fn replace_spec(dir: &Path, spec: &Spec) -> Result<()> {
     let config = serde_json::to_vec(spec).context("serialising the derived config")?;
     atomic_file::replace(&dir.join("config.json"), &config, 0o600)
 }
 
-pub fn read_meta(dir: &Path) -> Result<Meta> {
+pub(crate) fn read_meta(dir: &Path) -> Result<Meta> {
     let path = dir.join(META_FILE);
     let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))

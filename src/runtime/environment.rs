@@ -28,7 +28,7 @@ use crate::policy::{DEBUGFS_DIR, MOUNT_AREA_TARGET, WHEN_PRESENT};
 /// make it); gives the others their source as resolved inside `host_root` (a host's `/lib` is
 /// often a symlink to `usr/lib`). Errors: a source that exists but is no directory, or cannot
 /// be resolved. `table` is the host's mount table.
-pub fn present(spec: &mut Spec, host_root: &Path, table: &MountTable) -> Result<()> {
+pub(crate) fn present(spec: &mut Spec, host_root: &Path, table: &MountTable) -> Result<()> {
     let rootfs = spec.root().as_ref().map(|r| r.path().clone());
     let Some(mounts) = spec.mounts_mut() else {
         return Ok(());
@@ -115,7 +115,11 @@ fn mount_point_possible(rootfs: &Path, destination: &Path) -> bool {
 /// anything changes. Each source is locked (`flock` on the directory itself) while it is
 /// decided and changed, so creates from any state root, containerd's included, agree. `table`
 /// is the host's mount table as `create` read it; under the locks it is read again.
-pub fn prepare_shared(mounts: &[HostMount], host_root: &Path, table: &MountTable) -> Result<()> {
+pub(crate) fn prepare_shared(
+    mounts: &[HostMount],
+    host_root: &Path,
+    table: &MountTable,
+) -> Result<()> {
     let mut shared: Vec<(&Path, bool)> = mounts
         .iter()
         .filter(|m| m.shared)

@@ -15,13 +15,13 @@ use crate::policy;
 
 /// What `exec` runs: a complete process, either read from `--process` or built from flags on
 /// top of the container's own process (as runc does).
-pub enum ExecProcess<'a> {
+pub(crate) enum ExecProcess<'a> {
     File(&'a Path),
     Flags(ExecFlags),
 }
 
 #[derive(Default)]
-pub struct ExecFlags {
+pub(crate) struct ExecFlags {
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub cwd: Option<PathBuf>,
@@ -31,7 +31,7 @@ pub struct ExecFlags {
     pub tty: bool,
 }
 
-pub struct ExecRequest<'a> {
+pub(crate) struct ExecRequest<'a> {
     pub id: &'a str,
     pub process: ExecProcess<'a>,
     pub console_socket: Option<&'a Path>,
@@ -42,7 +42,7 @@ pub struct ExecRequest<'a> {
 
 impl Runtime {
     /// Starts the process; returns its host pid.
-    pub fn exec(&self, request: &ExecRequest) -> Result<Pid> {
+    pub(crate) fn exec(&self, request: &ExecRequest) -> Result<Pid> {
         let id = request.id;
         let lock = self.lock(id)?;
         let (container, init) = self.load_with_init(id)?;

@@ -39,13 +39,13 @@ extern "C" fn record_signal(number: libc::c_int) {
     }
 }
 
-pub struct SignalForwarder {
+pub(crate) struct SignalForwarder {
     read: OwnedFd,
     _write: OwnedFd,
 }
 
 impl SignalForwarder {
-    pub fn install() -> Result<Self> {
+    pub(crate) fn install() -> Result<Self> {
         let (read, write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
                 .context("creating the signal pipe")?;
@@ -67,7 +67,7 @@ impl SignalForwarder {
     }
 
     /// Forwards signals to `pid` until it ends; returns runc's exit code for it.
-    pub fn wait(&self, pid: Pid) -> Result<i32> {
+    pub(crate) fn wait(&self, pid: Pid) -> Result<i32> {
         loop {
             match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(_, code)) => return Ok(code),

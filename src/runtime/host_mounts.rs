@@ -42,7 +42,7 @@ struct MountAttr {
 
 /// A host tree to attach inside the container.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostMount {
+pub(crate) struct HostMount {
     pub source: PathBuf,
     /// Absolute path inside the container, under `/.bottlerocket`.
     pub target: PathBuf,
@@ -52,7 +52,7 @@ pub struct HostMount {
 
 /// Takes the mounts at or under `/.bottlerocket/rootfs` and at `/.bottlerocket/certs` (only the
 /// policy puts any there) out of the spec handed to libcontainer.
-pub fn split(mut spec: Spec) -> (Spec, Vec<HostMount>) {
+pub(crate) fn split(mut spec: Spec) -> (Spec, Vec<HostMount>) {
     let mounts = spec.mounts_mut().take().unwrap_or_default();
     let (ours, theirs): (Vec<_>, Vec<_>) = mounts.into_iter().partition(|m| {
         m.destination().starts_with(HOST_ROOT_TARGET) || m.destination() == Path::new(CERTS_TARGET)
@@ -76,7 +76,7 @@ pub fn split(mut spec: Spec) -> (Spec, Vec<HostMount>) {
 /// Attaches `mounts` inside the mount namespace of the container whose init is `pid`. Sources
 /// and targets are opened with no symlink followed, and the syscalls act on those very objects:
 /// nothing swapped on a path in between (host side or image side) redirects a mount.
-pub fn attach(pid: Pid, mounts: &[HostMount]) -> Result<()> {
+pub(crate) fn attach(pid: Pid, mounts: &[HostMount]) -> Result<()> {
     // Clones are taken in the host's namespace: that is what ties the mount area to the host.
     let host = Root::open("/")
         .context("opening / for the host mounts")?

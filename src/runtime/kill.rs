@@ -20,7 +20,7 @@ use super::Runtime;
 
 /// A signal as runc reads one: a number from 0 to SIGRTMAX, a name with or without `SIG` (any
 /// case), or `RTMIN+n` / `RTMAX-n`.
-pub fn parse_signal(text: &str) -> Result<i32> {
+pub(crate) fn parse_signal(text: &str) -> Result<i32> {
     let max = libc::SIGRTMAX();
     let unknown = || format!("unknown signal {text:?}");
     if let Ok(number) = text.parse::<i32>() {
@@ -66,7 +66,7 @@ fn terminates(signal: i32) -> bool {
 impl Runtime {
     /// Sends `signal` (a number from [`parse_signal`]) to the container's init, or with `all`
     /// to every process in its cgroup (also once it is stopped: processes may outlive the init).
-    pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
+    pub(crate) fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
         let _lock = self.lock(id)?;
         let (mut container, init) = self.load_with_init(id)?;
         let status = container.status();

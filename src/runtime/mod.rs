@@ -1,28 +1,28 @@
 //! The runtime: container lifecycle on top of libcontainer, with the policy applied on create.
 
-pub mod attach_wait;
-pub mod bind_sources;
-pub mod cgroup;
+pub(crate) mod attach_wait;
+pub(crate) mod bind_sources;
+pub(crate) mod cgroup;
 pub(crate) mod cgroup_mounts;
-pub mod cleanup;
-pub mod create;
+pub(crate) mod cleanup;
+pub(crate) mod create;
 pub(crate) mod creating;
-pub mod derived_bundle;
-pub mod environment;
-pub mod exec;
-pub mod foreground;
-pub mod host_mounts;
+pub(crate) mod derived_bundle;
+pub(crate) mod environment;
+pub(crate) mod exec;
+pub(crate) mod foreground;
+pub(crate) mod host_mounts;
 pub(crate) mod init;
-pub mod kill;
-pub mod mountinfo;
-pub mod oci_state;
+pub(crate) mod kill;
+pub(crate) mod mountinfo;
+pub(crate) mod oci_state;
 pub(crate) mod reach;
 pub(crate) mod rootfs;
-pub mod run;
+pub(crate) mod run;
 pub mod sealed_exe;
-pub mod seccomp_filter;
-pub mod state_root;
-pub mod update;
+pub(crate) mod seccomp_filter;
+pub(crate) mod state_root;
+pub(crate) mod update;
 
 use std::path::PathBuf;
 
@@ -38,7 +38,7 @@ use init::Init;
 use state_root::{ContainerLock, StateRoot};
 
 /// What every command needs: where state lives and how cgroups and the policy are set up.
-pub struct Runtime {
+pub(crate) struct Runtime {
     pub root: StateRoot,
     pub systemd_cgroup: bool,
     pub policy_overrides: Overrides,
@@ -50,7 +50,7 @@ pub struct Runtime {
 impl Runtime {
     /// The effective policy: flags, then the policy file, then defaults; host paths resolved;
     /// the state root and seccomp cache protected.
-    pub fn policy(&self) -> Result<Policy> {
+    pub(crate) fn policy(&self) -> Result<Policy> {
         let file = policy::file::path();
         let mut policy = policy::file::load(&file, &self.policy_overrides)?;
         policy
@@ -94,13 +94,13 @@ impl Runtime {
     }
 
     /// Validates the id and takes the container's lock.
-    pub fn lock(&self, id: &str) -> Result<ContainerLock> {
+    pub(crate) fn lock(&self, id: &str) -> Result<ContainerLock> {
         container_id::validate(id)?;
         self.root.lock(id)
     }
 
     /// Loads a container's state. The caller holds its lock.
-    pub fn load(&self, id: &str) -> Result<Container> {
+    pub(crate) fn load(&self, id: &str) -> Result<Container> {
         self.load_with_init(id).map(|(container, _)| container)
     }
 
@@ -135,7 +135,7 @@ impl Runtime {
         Ok((container, init))
     }
 
-    pub fn start(&self, id: &str) -> Result<()> {
+    pub(crate) fn start(&self, id: &str) -> Result<()> {
         let _lock = self.lock(id)?;
         let mut container = self.load(id)?;
         container
@@ -143,14 +143,14 @@ impl Runtime {
             .map_err(|err| status_error(err, id, "start"))
     }
 
-    pub fn pause(&self, id: &str) -> Result<()> {
+    pub(crate) fn pause(&self, id: &str) -> Result<()> {
         let _lock = self.lock(id)?;
         self.load(id)?
             .pause()
             .map_err(|err| status_error(err, id, "pause"))
     }
 
-    pub fn resume(&self, id: &str) -> Result<()> {
+    pub(crate) fn resume(&self, id: &str) -> Result<()> {
         let _lock = self.lock(id)?;
         self.load(id)?
             .resume()
@@ -158,7 +158,7 @@ impl Runtime {
     }
 
     /// Host pids of every process in the container's cgroup.
-    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+    pub(crate) fn pids(&self, id: &str) -> Result<Vec<i32>> {
         let _lock = self.lock(id)?;
         let container = self.load(id)?;
         let manager = self.cgroup_manager(&container, id)?;

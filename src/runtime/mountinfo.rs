@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 /// One line of mountinfo: what the decisions need.
 #[derive(Debug)]
-pub struct MountEntry {
+pub(crate) struct MountEntry {
     /// The mount point, unescaped.
     pub point: PathBuf,
     /// In a shared peer group (`shared:N`).
@@ -23,11 +23,11 @@ pub struct MountEntry {
 
 /// This process's mount table, in mountinfo order: a later entry at a point is on top.
 #[derive(Debug)]
-pub struct MountTable(pub Vec<MountEntry>);
+pub(crate) struct MountTable(pub Vec<MountEntry>);
 
 impl MountTable {
     /// Reads `/proc/self/mountinfo`. Errors: procfs unreadable or a line it cannot parse.
-    pub fn read() -> Result<MountTable> {
+    pub(crate) fn read() -> Result<MountTable> {
         let mounts = procfs::process::Process::myself()
             .and_then(|me| me.mountinfo())
             .context("reading /proc/self/mountinfo")?;
@@ -58,12 +58,12 @@ impl MountTable {
     }
 
     /// The mount on top at `point`, if `point` is a mount point.
-    pub fn top_at(&self, point: &Path) -> Option<&MountEntry> {
+    pub(crate) fn top_at(&self, point: &Path) -> Option<&MountEntry> {
         self.0.iter().rev().find(|m| m.point == point)
     }
 
     /// The mount points of every cgroup (v1) and cgroup2 hierarchy.
-    pub fn cgroup_hierarchies(&self) -> impl Iterator<Item = &Path> {
+    pub(crate) fn cgroup_hierarchies(&self) -> impl Iterator<Item = &Path> {
         self.0
             .iter()
             .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")

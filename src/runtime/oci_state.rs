@@ -11,7 +11,7 @@ use super::{derived_bundle, Runtime};
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct OciState {
+pub(crate) struct OciState {
     pub oci_version: String,
     pub id: String,
     pub pid: i32,
@@ -24,7 +24,7 @@ pub struct OciState {
     pub annotations: Option<HashMap<String, String>>,
 }
 
-pub fn status_name(status: ContainerStatus) -> &'static str {
+pub(crate) fn status_name(status: ContainerStatus) -> &'static str {
     match status {
         ContainerStatus::Creating => "creating",
         ContainerStatus::Created => "created",
@@ -35,14 +35,14 @@ pub fn status_name(status: ContainerStatus) -> &'static str {
 }
 
 impl Runtime {
-    pub fn state(&self, id: &str) -> Result<OciState> {
+    pub(crate) fn state(&self, id: &str) -> Result<OciState> {
         let _lock = self.lock(id)?;
         let container = self.load(id)?;
         Ok(self.describe(&container))
     }
 
     /// States of every container that has readable state, for `list`.
-    pub fn states(&self) -> Result<Vec<OciState>> {
+    pub(crate) fn states(&self) -> Result<Vec<OciState>> {
         let mut states = Vec::new();
         for id in self.root.ids()? {
             let _lock = self.lock(&id)?;

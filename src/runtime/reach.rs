@@ -59,7 +59,7 @@ pub(crate) enum Relation {
 
 impl Relation {
     /// The relation in words: "`a` {is, lies inside, contains} `b`".
-    pub fn verb(self) -> &'static str {
+    pub(crate) fn verb(self) -> &'static str {
         match self {
             Relation::Is => "is",
             Relation::Inside => "lies inside",
@@ -70,7 +70,7 @@ impl Relation {
 
 impl Lineage {
     /// The lineage of the object `fd` (opened as `path`).
-    pub fn of(path: &Path, fd: &impl AsFd) -> Result<Lineage> {
+    pub(crate) fn of(path: &Path, fd: &impl AsFd) -> Result<Lineage> {
         let reading = || format!("reading what {} is", path.display());
         let (first, is_dir) = Identity::of(fd).with_context(reading)?;
         let mut chain = vec![first];
@@ -111,7 +111,7 @@ impl Lineage {
 
     /// The lineage of `path` (absolute), opened from `/` with no symlink followed; `None` when
     /// nothing is there.
-    pub fn open(path: &Path) -> Result<Option<Lineage>> {
+    pub(crate) fn open(path: &Path) -> Result<Option<Lineage>> {
         match open_nofollow(path)? {
             Some(fd) => Lineage::of(path, &fd).map(Some),
             None => Ok(None),
@@ -121,7 +121,7 @@ impl Lineage {
     /// The first of `protected` that `self` reaches, and how: being it or lying inside it
     /// always, holding it only when `writable` (a read-only view of a tree that holds the
     /// state, as the host root's, writes nothing).
-    pub fn reaching<'a>(
+    pub(crate) fn reaching<'a>(
         &self,
         protected: &'a [Lineage],
         writable: bool,
@@ -135,7 +135,7 @@ impl Lineage {
     }
 
     /// How `self` stands to `other`, if they overlap at all.
-    pub fn relation(&self, other: &Lineage) -> Option<Relation> {
+    pub(crate) fn relation(&self, other: &Lineage) -> Option<Relation> {
         if self.chain[0] == other.chain[0] {
             Some(Relation::Is)
         } else if self.chain[1..].contains(&other.chain[0]) {

@@ -11,7 +11,7 @@ impl Runtime {
     /// Runs the container of `request`. Returns runc's exit code: 0 once started with
     /// `request.detach`; else the init's exit code, or 128+N when signal N ended it. Errors: the
     /// create or the start failed (everything the attempt made is removed).
-    pub fn run(&self, request: &CreateRequest) -> Result<i32> {
+    pub(crate) fn run(&self, request: &CreateRequest) -> Result<i32> {
         let id = request.id;
         let forwarder = (!request.detach)
             .then(SignalForwarder::install)

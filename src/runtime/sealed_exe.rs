@@ -44,7 +44,7 @@ const REEXEC_MARK: &str = "_BOOTSTRAP_RUNC_REEXECUTED";
 /// Returns if this process already runs from a protected binary; otherwise re-executes from
 /// one and does not return. `empty_dir` is an empty directory owned by the runtime (overlayfs
 /// without an upper layer needs two lower layers).
-pub fn ensure_sealed(empty_dir: &Path) -> Result<()> {
+pub(crate) fn ensure_sealed(empty_dir: &Path) -> Result<()> {
     let exe = File::open("/proc/self/exe").context("opening /proc/self/exe")?;
     if is_protected(&exe) {
         return Ok(());
@@ -68,7 +68,7 @@ pub fn ensure_sealed(empty_dir: &Path) -> Result<()> {
 /// Whether [`ensure_sealed`] re-executed this process; the mark is removed from the
 /// environment, so that nothing this process starts inherits it. Call it while the process is
 /// single-threaded.
-pub fn take_reexec_mark() -> bool {
+pub(crate) fn take_reexec_mark() -> bool {
     let marked = std::env::var_os(REEXEC_MARK).is_some();
     std::env::remove_var(REEXEC_MARK);
     marked

@@ -45,7 +45,7 @@ const DIGEST_BYTES: usize = 32;
 
 /// A compiled seccomp program and the `seccomp(2)` flags to load it with.
 #[derive(Clone)]
-pub struct Filter {
+pub(crate) struct Filter {
     program: Vec<libc::sock_filter>,
     /// `SECCOMP_FILTER_FLAG_*`.
     flags: u32,
@@ -72,7 +72,7 @@ impl Filter {
     /// Takes the profile out of `spec` and returns it compiled, from `cache_dir` or compiled
     /// now and kept there; `None`, with `spec` unchanged, when libcontainer must apply it.
     /// The caller is single-threaded (as libcontainer's clone without exec requires too).
-    pub fn take(spec: &mut Spec, cache_dir: &Path) -> Result<Option<Filter>> {
+    pub(crate) fn take(spec: &mut Spec, cache_dir: &Path) -> Result<Option<Filter>> {
         let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
             return Ok(None);
         };
@@ -118,7 +118,7 @@ impl Filter {
 
     /// Reads a program written by [`Filter::write`], refusing one whose digest, length or
     /// shape is wrong (a torn or tampered file is never loaded).
-    pub fn read(path: &Path) -> Result<Filter> {
+    pub(crate) fn read(path: &Path) -> Result<Filter> {
         let mut bytes = Vec::new();
         File::options()
             .read(true)
@@ -134,7 +134,7 @@ impl Filter {
     }
 
     /// Writes the program atomically (mode 0600), followed by its digest.
-    pub fn write(&self, path: &Path) -> Result<()> {
+    pub(crate) fn write(&self, path: &Path) -> Result<()> {
         let mut bytes = self.to_bytes();
         bytes.extend_from_slice(&Sha256::digest(&bytes));
         atomic_file::replace(path, &bytes, 0o600)
@@ -338,7 +338,7 @@ fn read_filter(child: Pid) -> Result<Vec<libc::sock_filter>> {
 /// Rust's runtime ignores SIGPIPE in the runtime, and an ignored signal stays ignored across
 /// clone and exec (a `cat | head` in the container would see EPIPE instead of dying quietly).
 #[derive(Clone, Default)]
-pub struct Executor {
+pub(crate) struct Executor {
     pub filter: Option<Filter>,
 }
 

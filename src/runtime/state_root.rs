@@ -23,10 +23,10 @@ use nix::fcntl::{fcntl, FcntlArg};
 
 use crate::private_file;
 
-pub const DEFAULT_ROOT: &str = "/run/bootstrap-runc";
+pub(crate) const DEFAULT_ROOT: &str = "/run/bootstrap-runc";
 
 #[derive(Clone, Debug)]
-pub struct StateRoot {
+pub(crate) struct StateRoot {
     path: PathBuf,
 }
 
@@ -34,7 +34,7 @@ pub struct StateRoot {
 /// libcontainer clones the container's processes from ours without exec, and they would
 /// inherit an flock (it belongs to the open file) and hold it for the container's lifetime;
 /// record locks belong to the process.
-pub struct ContainerLock {
+pub(crate) struct ContainerLock {
     /// Closed (the lock released) after `drop` ran.
     _file: File,
     path: PathBuf,
@@ -53,7 +53,7 @@ impl Drop for ContainerLock {
 
 impl StateRoot {
     /// Opens the state root, creating it (mode 0700) on first use as runc does.
-    pub fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
         let path = if path.is_absolute() {
             path.to_path_buf()
         } else {
@@ -73,32 +73,32 @@ impl StateRoot {
         Ok(StateRoot { path })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// An empty directory that stays empty (the binary protection's second overlay layer).
-    pub fn empty_dir(&self) -> PathBuf {
+    pub(crate) fn empty_dir(&self) -> PathBuf {
         self.path.join(".empty")
     }
 
     /// Compiled seccomp filters, by key.
-    pub fn seccomp_dir(&self) -> PathBuf {
+    pub(crate) fn seccomp_dir(&self) -> PathBuf {
         self.path.join(".seccomp")
     }
 
     /// libcontainer's directory for the container.
-    pub fn container_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn container_dir(&self, id: &str) -> PathBuf {
         self.path.join(id)
     }
 
     /// Our directory for the container: the derived bundle and its metadata.
-    pub fn derived_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn derived_dir(&self, id: &str) -> PathBuf {
         self.path.join(".bootstrap").join(id)
     }
 
     /// Takes the container's lock, waiting for other commands on the same container.
-    pub fn lock(&self, id: &str) -> Result<ContainerLock> {
+    pub(crate) fn lock(&self, id: &str) -> Result<ContainerLock> {
         let path = self.path.join(".locks").join(id);
         loop {
             let file = OpenOptions::new()
@@ -132,7 +132,7 @@ impl StateRoot {
     }
 
     /// Ids of every container with state here, created or half-created.
-    pub fn ids(&self) -> Result<Vec<String>> {
+    pub(crate) fn ids(&self) -> Result<Vec<String>> {
         let mut ids = Vec::new();
         for dir in [self.path.clone(), self.path.join(".bootstrap")] {
             for entry in std::fs::read_dir(&dir)

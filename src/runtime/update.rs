@@ -16,7 +16,7 @@ use crate::policy;
 impl Runtime {
     /// Applies `update` (runc's `--resources` JSON: the runtime-spec's `linux.resources`, or a
     /// part of it) to the container's cgroup, and records the merged resources.
-    pub fn update(&self, id: &str, update: &Value) -> Result<()> {
+    pub(crate) fn update(&self, id: &str, update: &Value) -> Result<()> {
         let _lock = self.lock(id)?;
         let container = self.load(id)?;
         if container.status() == ContainerStatus::Stopped {

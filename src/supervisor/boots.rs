@@ -20,13 +20,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::execute::verdict;
 use super::report::{Outcome, Report, REPORT_VERSION};
 use crate::atomic_file;
 use crate::logging::now_rfc3339;
 
 /// How many boots' records are kept (the current one included).
-pub const KEEP: usize = 5;
+pub(crate) const KEEP: usize = 5;
 
 /// Where the kernel gives this boot's id.
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
@@ -35,7 +34,7 @@ const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 const BOOT_ID_ENV: &str = "BOOTSTRAP_SUPERVISOR_BOOT_ID";
 
 /// This boot's id: `$BOOTSTRAP_SUPERVISOR_BOOT_ID` (tests) or the kernel's.
-pub fn current_boot_id() -> Result<String> {
+pub(crate) fn current_boot_id() -> Result<String> {
     let id = match std::env::var(BOOT_ID_ENV) {
         Ok(id) => {
             log::warn!("{BOOT_ID_ENV} is set: recording boot {id:?}, not the kernel's boot id");
@@ -57,21 +56,21 @@ fn check_id(id: &str) -> Result<()> {
 }
 
 /// The boots directory of a state dir.
-pub fn boots_dir(state_dir: &Path) -> PathBuf {
+pub(crate) fn boots_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("boots")
 }
 
 /// Which boot to show: `current`, `previous` (the latest recorded boot before the current
 /// one) or a boot id.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Which {
+pub(crate) enum Which {
     Current,
     Previous,
     Id(String),
 }
 
 /// Parses `--boot`.
-pub fn parse_which(text: &str) -> Result<Which, String> {
+pub(crate) fn parse_which(text: &str) -> Result<Which, String> {
     match text {
         "current" => Ok(Which::Current),
         "previous" => Ok(Which::Previous),
@@ -82,7 +81,7 @@ pub fn parse_which(text: &str) -> Result<Which, String> {
 }
 
 /// The recorded boots, oldest first (by their `sequence`, then id).
-pub fn list(state_dir: &Path) -> Result<Vec<String>> {
+pub(crate) fn list(state_dir: &Path) -> Result<Vec<String>> {
     let dir = boots_dir(state_dir);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -102,7 +101,7 @@ pub fn list(state_dir: &Path) -> Result<Vec<String>> {
 }
 
 /// The id `which` names. `previous` with no earlier boot recorded is an error saying so.
-pub fn resolve(state_dir: &Path, which: &Which) -> Result<String> {
+pub(crate) fn resolve(state_dir: &Path, which: &Which) -> Result<String> {
     let current = current_boot_id()?;
     match which {
         Which::Current => Ok(current),
@@ -136,17 +135,17 @@ const PROGRESS: &str = "progress.json";
 const REPORT: &str = "report.json";
 
 /// The directory of one recorded boot.
-pub fn boot_dir(state_dir: &Path, id: &str) -> PathBuf {
+pub(crate) fn boot_dir(state_dir: &Path, id: &str) -> PathBuf {
     boots_dir(state_dir).join(id)
 }
 
 /// The log of a container in a boot's directory.
-pub fn log_path(boot_dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn log_path(boot_dir: &Path, name: &str) -> PathBuf {
     boot_dir.join("logs").join(format!("{name}.log"))
 }
 
 /// Whether a supervisor is running in that boot (it holds the boot's lock).
-pub fn in_progress(boot_dir: &Path) -> bool {
+pub(crate) fn in_progress(boot_dir: &Path) -> bool {
     let Ok(file) = File::open(boot_dir.join("lock")) else {
         return false;
     };
@@ -157,7 +156,7 @@ pub fn in_progress(boot_dir: &Path) -> bool {
 
 /// This boot's record, held by the running supervisor: created (with its `logs/`), locked,
 /// older boots pruned to [`KEEP`].
-pub struct Record {
+pub(crate) struct Record {
     pub dir: PathBuf,
     /// The settings file and start of this run, for the report.
     settings: String,
@@ -168,7 +167,7 @@ pub struct Record {
 
 impl Record {
     /// Opens (creating if needed) this boot's record under `state_dir` and prunes old boots.
-    pub fn open(state_dir: &Path, settings: &Path, started_at: &str) -> Result<Record> {
+    pub(crate) fn open(state_dir: &Path, settings: &Path, started_at: &str) -> Result<Record> {
         let id = current_boot_id()?;
         let boots = boots_dir(state_dir);
         std::fs::DirBuilder::new()
@@ -217,7 +216,7 @@ impl Record {
 
     /// The report of this run so far or at its end: `containers` in any order are put in
     /// the order given; `exit_code` the supervisor's (so far: its verdict on what ended).
-    pub fn report(
+    pub(crate) fn report(
         &self,
         containers: Vec<Outcome>,
         exit_code: i32,
@@ -236,7 +235,7 @@ impl Record {
 
     /// Writes the run's final report (atomically, durable) and removes its progress: the
     /// run finished. A failure is logged, not fatal: the boot matters more than its record.
-    pub fn finish(&self, report: &Report) {
+    pub(crate) fn finish(&self, report: &Report) {
         let result = report
             .write(&self.dir.join(REPORT))
             .and_then(|()| remove_if_present(&self.dir.join(PROGRESS)));
@@ -246,9 +245,9 @@ impl Record {
     }
 
     /// Rewrites the progress report with the outcomes so far (logged, not fatal, on failure).
-    pub fn progress<'a>(&self, outcomes: impl Iterator<Item = &'a Outcome>) {
+    pub(crate) fn progress<'a>(&self, outcomes: impl Iterator<Item = &'a Outcome>) {
         let containers: Vec<Outcome> = outcomes.cloned().collect();
-        let exit_code = verdict(&containers);
+        let exit_code = Report::verdict(&containers);
         let report = self.report(containers, exit_code, None);
         // Not synced: it is rewritten as containers end, and the final report is synced.
         if let Err(err) = report.replace(&self.dir.join(PROGRESS)) {
@@ -284,7 +283,7 @@ fn remove_if_present(path: &Path) -> Result<()> {
 }
 
 /// What a boot's record says of its last run.
-pub enum Recorded {
+pub(crate) enum Recorded {
     /// No run recorded.
     Nothing,
     /// A run that has not finished: going on when the boot's lock is held, else it ended
@@ -296,7 +295,7 @@ pub enum Recorded {
 
 /// Reads what a boot's record says. A report that does not parse, or of another schema
 /// version, is an error naming it: never trusted.
-pub fn read(boot_dir: &Path) -> Result<Recorded> {
+pub(crate) fn read(boot_dir: &Path) -> Result<Recorded> {
     if let Some(report) = read_report(&boot_dir.join(PROGRESS))? {
         return Ok(Recorded::Unfinished(report));
     }

@@ -38,16 +38,16 @@ use crate::image::{self, Images, Rootfs};
 use crate::private_file;
 
 /// The largest `/etc/passwd` or `/etc/group` read from an image, in bytes.
-pub const MAX_ACCOUNT_FILE: u64 = 4 << 20;
+pub(crate) const MAX_ACCOUNT_FILE: u64 = 4 << 20;
 
 /// The directory of container `name`'s bundle.
-pub fn dir(state_dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn dir(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("containers").join(name)
 }
 
 /// A container's bundle, ready for bootstrap-runc. Keep it until the container is gone:
 /// dropping it unmounts the image's overlay.
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub dir: PathBuf,
     /// The image's root filesystem, when the source is an image.
     pub rootfs: Option<Rootfs>,
@@ -62,7 +62,7 @@ pub struct Prepared {
 /// Writes the container's bundle (pulling its image if need be). With `cgroup_parent` (cgroup
 /// v2, see cgroup.rs) the container's cgroup is `<cgroup_parent>/<id>`, whatever the operator's
 /// bundle said: a container must not outlive the supervisor's unit.
-pub fn prepare(
+pub(crate) fn prepare(
     step: &Step,
     state_dir: &Path,
     host_root: &Path,

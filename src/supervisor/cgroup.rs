@@ -28,7 +28,7 @@ const ROOT: &str = "/sys/fs/cgroup";
 const LEAF: &str = "supervisor";
 
 /// The supervisor's cgroup, taken over for the containers; given back when dropped.
-pub struct Delegated {
+pub(crate) struct Delegated {
     /// The cgroup's path in the hierarchy, as `/proc/self/cgroup` gives it.
     own: PathBuf,
     /// Controllers already enabled for its children when we took it.
@@ -38,7 +38,7 @@ pub struct Delegated {
 impl Delegated {
     /// Takes over this process's cgroup on a cgroup v2 host, if it is alone in it and not at
     /// the root; None (and the containers keep libcontainer's default) otherwise.
-    pub fn take() -> Option<Delegated> {
+    pub(crate) fn take() -> Option<Delegated> {
         if !matches!(
             libcgroups::common::get_cgroup_setup(),
             Ok(CgroupSetup::Unified)
@@ -79,7 +79,7 @@ impl Delegated {
     }
 
     /// The cgroup the containers' cgroups go in (their `linux.cgroupsPath` is `<parent>/<id>`).
-    pub fn parent(&self) -> &Path {
+    pub(crate) fn parent(&self) -> &Path {
         &self.own
     }
 }

@@ -22,24 +22,24 @@ use systemd_journal_logger::JournalLog;
 use super::report::Outcome;
 
 /// Bottlerocket's identifier of a bootstrap container's messages.
-pub fn identifier(name: &str) -> String {
+pub(crate) fn identifier(name: &str) -> String {
     format!("bootstrap-containers@{name}")
 }
 
 /// Whether our output goes to the journal (`$JOURNAL_STREAM` matches stderr).
-pub fn connected() -> bool {
+pub(crate) fn connected() -> bool {
     systemd_journal_logger::connected_to_journal()
 }
 
 /// One container's journal: its messages carry its identifier. `None` outside the journal, or
 /// when journald's socket cannot be opened (the output then stays on stdout).
-pub struct ContainerJournal {
+pub(crate) struct ContainerJournal {
     log: JournalLog,
 }
 
 impl ContainerJournal {
     /// The journal of container `name`, if our output is the journal.
-    pub fn open(name: &str) -> Option<ContainerJournal> {
+    pub(crate) fn open(name: &str) -> Option<ContainerJournal> {
         if !connected() {
             return None;
         }
@@ -55,7 +55,7 @@ impl ContainerJournal {
     }
 
     /// Sends one line of the container's output (priority info). False if journald refused it.
-    pub fn line(&self, text: &str) -> bool {
+    pub(crate) fn line(&self, text: &str) -> bool {
         send(&self.log, Level::Info, text)
     }
 }
@@ -72,7 +72,7 @@ fn send(log: &JournalLog, level: Level, text: &str) -> bool {
 }
 
 /// The structured fields of an outcome, in the order sent.
-pub fn outcome_fields(outcome: &Outcome) -> Vec<(&'static str, String)> {
+pub(crate) fn outcome_fields(outcome: &Outcome) -> Vec<(&'static str, String)> {
     let mut fields = vec![
         ("BOOTSTRAP_CONTAINER", outcome.name.clone()),
         ("STATUS", outcome.status.name().to_string()),
@@ -96,7 +96,7 @@ pub fn outcome_fields(outcome: &Outcome) -> Vec<(&'static str, String)> {
 /// Sends a container's outcome line (`message`) to the journal under its identifier with the
 /// outcome's fields, at priority info when it succeeded or was skipped, else error. Does nothing
 /// outside the journal.
-pub fn outcome(outcome: &Outcome, message: &str) {
+pub(crate) fn outcome(outcome: &Outcome, message: &str) {
     if !connected() {
         return;
     }

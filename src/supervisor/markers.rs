@@ -13,29 +13,29 @@ use crate::atomic_file;
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
-pub enum Marker {
+pub(crate) enum Marker {
     Started,
     Finished { outcome: Box<Outcome> },
 }
 
-pub struct Markers {
+pub(crate) struct Markers {
     dir: PathBuf,
 }
 
 impl Markers {
-    pub fn open(run_dir: &Path) -> Result<Self> {
+    pub(crate) fn open(run_dir: &Path) -> Result<Self> {
         let dir = run_dir.join("markers");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Markers { dir })
     }
 
     /// The marker of `name`; a missing or unreadable one means the container has not run.
-    pub fn get(&self, name: &str) -> Option<Marker> {
+    pub(crate) fn get(&self, name: &str) -> Option<Marker> {
         let text = std::fs::read(self.dir.join(name)).ok()?;
         serde_json::from_slice(&text).ok()
     }
 
-    pub fn set(&self, name: &str, marker: &Marker) -> Result<()> {
+    pub(crate) fn set(&self, name: &str, marker: &Marker) -> Result<()> {
         atomic_file::replace(&self.dir.join(name), &serde_json::to_vec(marker)?, 0o600)
             .with_context(|| format!("writing the marker of {name}"))
     }

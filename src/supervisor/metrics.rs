@@ -40,7 +40,7 @@ fn unix_seconds(rfc3339: &str) -> Option<f64> {
 
 /// The metrics of one run in text format 0.0.4. `finished_at` is the run's end (RFC 3339),
 /// `exit_code` the supervisor's.
-pub fn render(containers: &[Outcome], finished_at: &str, exit_code: i32) -> Result<String> {
+pub(crate) fn render(containers: &[Outcome], finished_at: &str, exit_code: i32) -> Result<String> {
     let registry = Registry::new();
     let success = gauge_vec(
         &registry,
@@ -124,7 +124,12 @@ pub fn render(containers: &[Outcome], finished_at: &str, exit_code: i32) -> Resu
 
 /// Renders the run's metrics and replaces `path` with them atomically (mode 0644: node_exporter
 /// runs as its own user).
-pub fn write(path: &Path, containers: &[Outcome], finished_at: &str, exit_code: i32) -> Result<()> {
+pub(crate) fn write(
+    path: &Path,
+    containers: &[Outcome],
+    finished_at: &str,
+    exit_code: i32,
+) -> Result<()> {
     let text = render(containers, finished_at, exit_code)?;
     atomic_file::write(path, text.as_bytes(), 0o644)
         .with_context(|| format!("writing the metrics file {}", path.display()))

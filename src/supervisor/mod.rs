@@ -4,16 +4,16 @@
 //! [`report`] kept per boot ([`boots`]), the [`journal`] and Prometheus [`metrics`], the containers' [`cgroup`] on v2, and the CLI's [`commands`]. Images are
 //! [`crate::image`]'s.
 
-pub mod boots;
-pub mod bundle;
-pub mod cgroup;
+pub(crate) mod boots;
+pub(crate) mod bundle;
+pub(crate) mod cgroup;
 pub mod commands;
-pub mod execute;
-pub mod journal;
-pub mod markers;
-pub mod metrics;
+pub(crate) mod execute;
+pub(crate) mod journal;
+pub(crate) mod markers;
+pub(crate) mod metrics;
 pub mod plan;
-pub mod report;
+pub(crate) mod report;
 pub mod settings;
-pub mod spec;
-pub mod status;
+pub(crate) mod spec;
+pub(crate) mod status;

@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic_file;
 
-pub const REPORT_VERSION: u32 = 1;
+pub(crate) const REPORT_VERSION: u32 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Status {
+pub(crate) enum Status {
     Succeeded,
     /// The container ran and exited non-zero or was killed.
     Failed,
@@ -26,7 +26,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
@@ -40,7 +40,7 @@ impl Status {
 
 /// One container's outcome. Never holds user-data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub name: String,
     pub mode: String,
     pub essential: bool,
@@ -64,7 +64,7 @@ pub struct Outcome {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ImageOutcome {
+pub(crate) struct ImageOutcome {
     /// The platform manifest's digest.
     pub digest: String,
     /// Resolving and downloading (0: from the cache, or pulled for another container).
@@ -73,7 +73,7 @@ pub struct ImageOutcome {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub version: u32,
     pub settings: String,
     pub started_at: String,
@@ -88,7 +88,7 @@ pub struct Report {
 
 impl Report {
     /// Writes the report at `path` (its directory created if missing), atomically and durably.
-    pub fn write(&self, path: &Path) -> Result<()> {
+    pub(crate) fn write(&self, path: &Path) -> Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -97,19 +97,29 @@ impl Report {
 
     /// As [`Report::write`], atomic but not synced: for a report rewritten as containers end,
     /// on the boot's path, which the final one replaces.
-    pub fn replace(&self, path: &Path) -> Result<()> {
+    pub(crate) fn replace(&self, path: &Path) -> Result<()> {
         atomic_file::replace(path, &serde_json::to_vec_pretty(self)?, 0o644)
     }
 
     /// Essential containers that did not succeed: any of them halts the boot.
-    pub fn essential_failures(containers: &[Outcome]) -> Vec<&Outcome> {
+    pub(crate) fn essential_failures(containers: &[Outcome]) -> Vec<&Outcome> {
         containers
             .iter()
             .filter(|o| o.essential && o.status != Status::Succeeded)
             .collect()
     }
 
-    pub fn table(&self) -> String {
+    /// The supervisor's verdict on `containers`, its exit code: 0 lets the boot go on, 1
+    /// halts it.
+    pub(crate) fn verdict(containers: &[Outcome]) -> i32 {
+        if Report::essential_failures(containers).is_empty() {
+            0
+        } else {
+            1
+        }
+    }
+
+    pub(crate) fn table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -153,7 +163,7 @@ fn seconds(ms: Option<u64>) -> String {
 impl Report {
     /// `status`'s table: per container its status, exit code or signal, start time, the
     /// durations of pull, unpack and run (seconds), the image digest and the error.
-    pub fn status_table(&self) -> String {
+    pub(crate) fn status_table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -191,7 +201,7 @@ impl Report {
 
 /// `text` with control characters escaped, so a message carrying an image's or a file's text
 /// cannot drive the terminal.
-pub fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     let mut shown = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() && c != '\n' {

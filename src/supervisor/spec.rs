@@ -30,21 +30,22 @@ const PROXY_VARIABLES: [&str; 6] = [
     "no_proxy",
 ];
 /// containerd's default `PATH`, for an image that sets none.
-pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The spec annotation that carries an image's `StopSignal`: the image-spec's conversion of
 /// `Config.StopSignal` to a runtime config (umoci and podman write it too).
-pub const STOP_SIGNAL_ANNOTATION: &str = "org.opencontainers.image.stopSignal";
+pub(crate) const STOP_SIGNAL_ANNOTATION: &str = "org.opencontainers.image.stopSignal";
 /// What asks a container to stop when its image names no `StopSignal` (containerd's default).
-pub const DEFAULT_STOP_SIGNAL: &str = "SIGTERM";
+pub(crate) const DEFAULT_STOP_SIGNAL: &str = "SIGTERM";
 /// Where a source-less container's script (its user-data) is, read-only.
-pub const SCRIPT_TARGET: &str = "/.bottlerocket/bootstrap-script";
+pub(crate) const SCRIPT_TARGET: &str = "/.bottlerocket/bootstrap-script";
 
 /// A source-less container's process: its `#!` interpreter (with the line's one optional
 /// argument, as Linux reads it) running the script, else `/bin/sh` running it — what
 /// Bottlerocket's `bottlerocket-bootstrap` image does with user-data. The interpreter is named,
 /// not the script executed, so the script can stay 0700 (libcontainer refuses to exec a file
 /// that others may not execute).
-pub fn script_args(user_data: &[u8]) -> Vec<String> {
+pub(crate) fn script_args(user_data: &[u8]) -> Vec<String> {
     let mut args = match user_data.strip_prefix(b"#!") {
         Some(rest) => {
             let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
@@ -68,7 +69,7 @@ pub fn script_args(user_data: &[u8]) -> Vec<String> {
 /// whose `Cmd` is [`script_args`] (so `command` replaces it, and every other rule is the
 /// image's: root user, `/`, the default `PATH`), with `script` bound read-only at
 /// [`SCRIPT_TARGET`].
-pub fn from_host_script(
+pub(crate) fn from_host_script(
     step: &Step,
     user_data: &[u8],
     rootfs: &Path,
@@ -98,7 +99,7 @@ pub fn from_host_script(
 }
 
 /// The operator's bundle, with its relative paths made absolute (the config moves here).
-pub fn from_bundle(bundle: &Path) -> Result<Spec> {
+pub(crate) fn from_bundle(bundle: &Path) -> Result<Spec> {
     let mut spec = derived_bundle::read_spec(bundle)?;
     if let Some(root) = spec.root_mut() {
         root.set_path(policy::clean(&bundle.join(root.path())));
@@ -117,7 +118,12 @@ pub fn from_bundle(bundle: &Path) -> Result<Spec> {
 /// sets too takes the supervisor's value), the user-data directory `data` is bound at Bottlerocket's
 /// `/.bottlerocket/bootstrap-containers/{<name>,current}`, and with `cgroup_parent` the cgroup
 /// is `<cgroup_parent>/<id>`.
-pub fn bootstrap(mut spec: Spec, step: &Step, data: &Path, cgroup_parent: Option<&Path>) -> Spec {
+pub(crate) fn bootstrap(
+    mut spec: Spec,
+    step: &Step,
+    data: &Path,
+    cgroup_parent: Option<&Path>,
+) -> Spec {
     if let Some(command) = &step.container.command {
         if let Some(process) = spec.process_mut() {
             process.set_args(Some(command.clone()));
@@ -142,7 +148,7 @@ pub fn bootstrap(mut spec: Spec, step: &Step, data: &Path, cgroup_parent: Option
 
 /// An image as [`from_image`] takes it: its config and what bundle.rs read of its root
 /// filesystem (this module reads nothing).
-pub struct Image<'a> {
+pub(crate) struct Image<'a> {
     /// The image as the settings name it (a reference or an `oci-layout:` source), for
     /// messages.
     pub name: &'a str,
@@ -168,7 +174,11 @@ pub struct Image<'a> {
 /// allowed, and the host's resolv.conf and hosts read-only. Errors name the image and what is
 /// wrong: no process to run, an empty executable, a relative `WorkingDir`, a user or group the
 /// image does not have, an unknown `StopSignal`.
-pub fn from_image(image: &Image<'_>, command: Option<&[String]>, host_root: &Path) -> Result<Spec> {
+pub(crate) fn from_image(
+    image: &Image<'_>,
+    command: Option<&[String]>,
+    host_root: &Path,
+) -> Result<Spec> {
     image_spec(image, command, host_root).with_context(|| format!("image {}", image.name))
 }
 
@@ -254,7 +264,7 @@ fn image_spec(image: &Image<'_>, command: Option<&[String]>, host_root: &Path) -
 /// bootstrap container's `command` replaces both entrypoint and cmd), else the image's
 /// `Entrypoint` followed by its `Cmd`, where an `Entrypoint` of exactly `[""]` is no entrypoint
 /// (how an image clears the one of its base). Empty when there is nothing to run.
-pub fn process_args(config: &ImageConfig, command: Option<&[String]>) -> Vec<String> {
+pub(crate) fn process_args(config: &ImageConfig, command: Option<&[String]>) -> Vec<String> {
     if let Some(command) = command {
         return command.to_vec();
     }
@@ -272,7 +282,7 @@ pub fn process_args(config: &ImageConfig, command: Option<&[String]>) -> Vec<Str
 /// The image's environment as CRI builds it: containerd's default `PATH`, then the image's
 /// `Env` merged over it ([`merge_env`]): the image's `PATH` replaces the default, and a later
 /// entry of a name replaces an earlier one.
-pub fn image_env(config: &ImageConfig) -> Vec<String> {
+pub(crate) fn image_env(config: &ImageConfig) -> Vec<String> {
     merge_env(
         vec![DEFAULT_PATH.to_string()],
         config.env.iter().flatten().cloned(),
@@ -282,7 +292,10 @@ pub fn image_env(config: &ImageConfig) -> Vec<String> {
 /// `overrides` merged into `base` as containerd's `replaceOrAppendEnvValues` does, each name
 /// kept once: `NAME=value` replaces the value of an earlier `NAME` where it stands, or is
 /// appended; a bare `NAME` (no `=`) removes it.
-pub fn merge_env(base: Vec<String>, overrides: impl IntoIterator<Item = String>) -> Vec<String> {
+pub(crate) fn merge_env(
+    base: Vec<String>,
+    overrides: impl IntoIterator<Item = String>,
+) -> Vec<String> {
     fn name(entry: &str) -> &str {
         entry.split('=').next().unwrap_or("")
     }
@@ -325,7 +338,7 @@ fn check_stop_signal(signal: &str) -> Result<()> {
 /// The signal that asks this container to stop: its [`STOP_SIGNAL_ANNOTATION`] (the image's
 /// `StopSignal`, or an operator bundle's own), else [`DEFAULT_STOP_SIGNAL`]. What the
 /// supervisor sends first on a timeout or a stop, as containerd and CRI send the image's.
-pub fn stop_signal(spec: &Spec) -> &str {
+pub(crate) fn stop_signal(spec: &Spec) -> &str {
     spec.annotations()
         .as_ref()
         .and_then(|a| a.get(STOP_SIGNAL_ANNOTATION))

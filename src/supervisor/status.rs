@@ -14,21 +14,21 @@ use super::boots::{self, Recorded, Which};
 use super::report::printable;
 
 /// `status`: every essential container succeeded.
-pub const SUCCEEDED: i32 = 0;
+pub(crate) const SUCCEEDED: i32 = 0;
 /// `status`: an essential container did not succeed.
-pub const FAILED: i32 = 1;
+pub(crate) const FAILED: i32 = 1;
 /// `status`: the run stopped on invalid settings.
-pub const INVALID_SETTINGS: i32 = 2;
+pub(crate) const INVALID_SETTINGS: i32 = 2;
 /// `status`: nothing ran in that boot.
-pub const NOTHING_RAN: i32 = 3;
+pub(crate) const NOTHING_RAN: i32 = 3;
 /// `status`: a run is in progress.
-pub const IN_PROGRESS: i32 = 4;
+pub(crate) const IN_PROGRESS: i32 = 4;
 /// `status`: the record could not be read (missing, corrupt, another schema version).
-pub const UNREADABLE: i32 = 5;
+pub(crate) const UNREADABLE: i32 = 5;
 
 /// How `status` prints a report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// A header and one line per container.
     Table,
     /// The report as the supervisor wrote it (schema version 1).
@@ -53,7 +53,7 @@ fn find_boot(state_dir: &Path, which: &Which) -> Result<(String, PathBuf)> {
 }
 
 /// Prints a boot's status; returns `status`'s exit code.
-pub fn show(state_dir: &Path, which: &Which, format: Format) -> Result<i32> {
+pub(crate) fn show(state_dir: &Path, which: &Which, format: Format) -> Result<i32> {
     let (id, dir) = find_boot(state_dir, which)?;
     let running = boots::in_progress(&dir);
     let recorded = boots::read(&dir)?;
@@ -122,7 +122,7 @@ fn table(id: &str, running: bool, recorded: &Recorded) -> String {
 
 /// Prints a container's output in a boot. A container with no output recorded in that boot
 /// (it did not run there) is an error naming both.
-pub fn logs(state_dir: &Path, which: &Which, name: &str) -> Result<i32> {
+pub(crate) fn logs(state_dir: &Path, which: &Which, name: &str) -> Result<i32> {
     crate::supervisor::settings::check_name(name)
         .map_err(|reason| anyhow::anyhow!("invalid container name {name:?}: {reason}"))?;
     let (id, dir) = find_boot(state_dir, which)?;

@@ -4,17 +4,17 @@
 
 use std::time::Duration;
 
-pub const RETRIES: u32 = 5;
+pub(crate) const RETRIES: u32 = 5;
 const SCALE_VARIABLE: &str = "BOOTSTRAP_SUPERVISOR_BACKOFF_SCALE";
 
 /// The wait before retry `retry` (0-based); `jitter` in [0, 1) picks within the 2–6 s range.
-pub fn delay(retry: u32, jitter: f64, scale: f64) -> Duration {
+pub(crate) fn delay(retry: u32, jitter: f64, scale: f64) -> Duration {
     let base = 2f64.powi(retry.min(5) as i32).min(30.0);
     Duration::from_secs_f64((base + 2.0 + 4.0 * jitter) * scale)
 }
 
 /// The scale from the environment: 1 unless a test set one.
-pub fn scale() -> f64 {
+pub(crate) fn scale() -> f64 {
     std::env::var(SCALE_VARIABLE)
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
@@ -22,7 +22,7 @@ pub fn scale() -> f64 {
         .unwrap_or(1.0)
 }
 
-pub fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     fastrand::f64()
 }
 

@@ -22,20 +22,20 @@ use super::config::RegistryConfig;
 use super::credentials;
 use super::progress::Progress;
 
-pub struct Puller {
+pub(crate) struct Puller {
     config: RegistryConfig,
     clients: Mutex<HashMap<String, Arc<(Client, RegistryAuth)>>>,
 }
 
 /// A reference resolved to its platform manifest, at the host that answered.
-pub struct Resolved {
+pub(crate) struct Resolved {
     pub reference: Reference,
     pub manifest: OciImageManifest,
     pub digest: String,
 }
 
 impl Puller {
-    pub fn new(config: RegistryConfig) -> Puller {
+    pub(crate) fn new(config: RegistryConfig) -> Puller {
         Puller {
             config,
             clients: Mutex::default(),
@@ -77,7 +77,7 @@ impl Puller {
 
     /// The platform manifest of `reference` (an index resolves to the host's platform),
     /// asking the registry's mirrors first.
-    pub async fn resolve(&self, reference: &Reference) -> Result<Resolved> {
+    pub(crate) async fn resolve(&self, reference: &Reference) -> Result<Resolved> {
         let origin = reference.registry().to_owned();
         let mut last_error = None;
         for mirror in &self.config.registry(&origin).mirrors {
@@ -116,7 +116,7 @@ impl Puller {
     /// Downloads `blob` to `dest`, verified (oci-client checks the digest as it streams),
     /// telling `charge` what it writes before writing it; nothing is at `dest` unless the whole
     /// blob arrived intact.
-    pub async fn fetch(
+    pub(crate) async fn fetch(
         &self,
         resolved: &Resolved,
         blob: &OciDescriptor,
@@ -188,7 +188,7 @@ fn certificates(path: &Path) -> Result<Vec<Certificate>> {
 
 /// Failures no retry can fix: the image or the credentials are wrong, or the image would not
 /// fit.
-pub fn is_permanent(err: &anyhow::Error) -> bool {
+pub(crate) fn is_permanent(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause.is::<Refused>()
             || matches!(

@@ -18,14 +18,14 @@ use serde::Deserialize;
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct RegistryConfig {
+pub(crate) struct RegistryConfig {
     #[serde(default)]
     pub registries: BTreeMap<String, Registry>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Registry {
+pub(crate) struct Registry {
     #[serde(default)]
     pub insecure: bool,
     pub ca_file: Option<PathBuf>,
@@ -36,7 +36,7 @@ pub struct Registry {
 
 impl RegistryConfig {
     /// Reads the file; a missing file means defaults (anonymous HTTPS everywhere).
-    pub fn load(path: &Path) -> Result<RegistryConfig> {
+    pub(crate) fn load(path: &Path) -> Result<RegistryConfig> {
         let Some((text, _)) = crate::private_file::read(path)? else {
             log::debug!("{} does not exist: registry defaults", path.display());
             return Ok(RegistryConfig::default());
@@ -44,7 +44,7 @@ impl RegistryConfig {
         RegistryConfig::parse(&text).with_context(|| format!("in {}", path.display()))
     }
 
-    pub fn parse(text: &str) -> Result<RegistryConfig> {
+    pub(crate) fn parse(text: &str) -> Result<RegistryConfig> {
         let config: RegistryConfig = toml::from_str(text).context("parsing the registry config")?;
         for (host, registry) in &config.registries {
             check_host(host)?;
@@ -61,7 +61,7 @@ impl RegistryConfig {
     }
 
     /// The settings for `host` (defaults when the file has none).
-    pub fn registry(&self, host: &str) -> Registry {
+    pub(crate) fn registry(&self, host: &str) -> Registry {
         self.registries.get(host).cloned().unwrap_or_default()
     }
 }

@@ -44,7 +44,7 @@ struct HelperReply {
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The credentials `auth_file` holds for `host`.
-pub fn lookup(auth_file: &Path, host: &str) -> Result<RegistryAuth> {
+pub(crate) fn lookup(auth_file: &Path, host: &str) -> Result<RegistryAuth> {
     crate::private_file::check_path(auth_file)?;
     let text =
         std::fs::read(auth_file).with_context(|| format!("reading {}", auth_file.display()))?;

@@ -2,11 +2,11 @@
 //! the client, Bottlerocket's retry schedule and progress lines. [`Download`] brings one
 //! image's blobs into a staging directory; unpacking them is the store's job.
 
-pub mod backoff;
-pub mod client;
-pub mod config;
-pub mod credentials;
-pub mod progress;
+pub(crate) mod backoff;
+pub(crate) mod client;
+pub(crate) mod config;
+pub(crate) mod credentials;
+pub(crate) mod progress;
 
 use std::path::Path;
 
@@ -21,7 +21,7 @@ use progress::Progress;
 
 /// One image's download into a staging directory: its config and layers go to
 /// `<staging>/blobs/<hex>`, held to `charge`.
-pub struct Download<'a> {
+pub(crate) struct Download<'a> {
     pub puller: &'a Puller,
     pub reference: &'a Reference,
     /// The reference as the settings spell it, for messages.
@@ -36,7 +36,7 @@ impl Download<'_> {
     /// Resolves the reference and downloads the image, retrying on Bottlerocket's schedule; a
     /// failure no retry can fix fails at once. Returns `false` when the resolved image is
     /// stored already (nothing downloaded).
-    pub async fn run(&self) -> Result<(Resolved, bool)> {
+    pub(crate) async fn run(&self) -> Result<(Resolved, bool)> {
         let text = self.text;
         let scale = backoff::scale();
         let mut retry = 0;

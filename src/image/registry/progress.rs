@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 const INTERVAL: Duration = Duration::from_secs(2);
 
-pub struct Progress {
+pub(crate) struct Progress {
     image: String,
     layers: usize,
     total: u64,
@@ -18,7 +18,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(image: &str, layers: usize, total: u64) -> Progress {
+    pub(crate) fn new(image: &str, layers: usize, total: u64) -> Progress {
         let now = Instant::now();
         log::info!("{image}: pulling {layers} layer(s), {}", mib(total));
         Progress {
@@ -32,7 +32,7 @@ impl Progress {
         }
     }
 
-    pub fn add(&self, bytes: u64) {
+    pub(crate) fn add(&self, bytes: u64) {
         self.done.fetch_add(bytes, Ordering::Relaxed);
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if last.elapsed() >= INTERVAL {
@@ -41,11 +41,11 @@ impl Progress {
         }
     }
 
-    pub fn layer_done(&self) {
+    pub(crate) fn layer_done(&self) {
         self.layers_done.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.done.load(Ordering::Relaxed)
     }
 

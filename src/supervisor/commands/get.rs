@@ -4,7 +4,7 @@ use super::SettingsArg;
 use crate::supervisor::settings::edit;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     pub settings: SettingsArg,
     /// [settings.]bootstrap-containers[.NAME[.FIELD]], or settings; several are merged
@@ -13,7 +13,7 @@ pub struct Args {
 }
 
 /// Prints the keys' settings as apiclient does: nested JSON from `settings` down.
-pub fn run(args: &Args) -> Result<i32> {
+pub(crate) fn run(args: &Args) -> Result<i32> {
     let value = edit::get(&args.settings.settings, &args.keys)?;
     println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(0)

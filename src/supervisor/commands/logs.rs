@@ -7,7 +7,7 @@ use crate::supervisor::boots::{self, Which};
 use crate::supervisor::status;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     pub state_dir: StateDirArg,
     /// current, previous, or a boot id
@@ -17,6 +17,6 @@ pub struct Args {
     pub name: String,
 }
 
-pub fn run(args: &Args) -> Result<i32> {
+pub(crate) fn run(args: &Args) -> Result<i32> {
     status::logs(&args.state_dir.state_dir, &args.boot, &args.name)
 }

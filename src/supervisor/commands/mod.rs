@@ -1,11 +1,11 @@
 //! bootstrap-supervisor's CLI: one file per subcommand, each parsing and delegating.
 
-pub mod get;
-pub mod logs;
-pub mod plan;
-pub mod run;
-pub mod set;
-pub mod status;
+pub(crate) mod get;
+pub(crate) mod logs;
+pub(crate) mod plan;
+pub(crate) mod run;
+pub(crate) mod set;
+pub(crate) mod status;
 
 use std::path::PathBuf;
 
@@ -28,11 +28,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub debug: bool,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run every enabled bootstrap container (the boot-time job)
     Run(Box<run::Args>),
     /// Validate the settings and show what would run (no root needed)

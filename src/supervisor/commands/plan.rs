@@ -5,7 +5,7 @@ use crate::supervisor::plan::{plan, PlanOptions};
 use crate::supervisor::settings;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     pub settings: SettingsArg,
     /// Timeout for containers that set none (e.g. 90s, 5m)
@@ -13,7 +13,7 @@ pub struct Args {
     pub default_timeout: Option<std::time::Duration>,
 }
 
-pub fn run(args: &Args) -> Result<i32> {
+pub(crate) fn run(args: &Args) -> Result<i32> {
     let settings = match super::load(&args.settings.settings)? {
         Ok(settings) => settings,
         Err(code) => return Ok(code),

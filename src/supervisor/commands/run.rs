@@ -17,14 +17,14 @@ use crate::runtime::state_root::StateRoot;
 use crate::supervisor::boots::Record;
 use crate::supervisor::cgroup::Delegated;
 use crate::supervisor::execute::launcher::Launcher;
-use crate::supervisor::execute::{stop_requested, verdict, Executor, Runtime};
+use crate::supervisor::execute::{stop_requested, Executor, Runtime};
 use crate::supervisor::metrics;
 use crate::supervisor::plan::{plan, PlanOptions};
 use crate::supervisor::report::Report;
 use crate::supervisor::settings;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     pub settings: SettingsArg,
     /// The bootstrap-runc binary, for kills and deletes (containers run in this binary's own
@@ -111,7 +111,7 @@ fn default_runtime() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("bootstrap-runc"))
 }
 
-pub fn run(args: &Args) -> Result<i32> {
+pub(crate) fn run(args: &Args) -> Result<i32> {
     // Runtime processes are forks of this one (execute/launcher.rs): run from a protected
     // binary, as bootstrap-runc does before it creates containers.
     let reexecuted = sealed_exe::take_reexec_mark();
@@ -193,7 +193,7 @@ pub fn run(args: &Args) -> Result<i32> {
     if let Err(err) = images.collect_garbage(&image_references(&settings)) {
         log::warn!("removing unused images: {err:#}");
     }
-    let exit_code = verdict(&containers);
+    let exit_code = Report::verdict(&containers);
     let report = record.report(containers, exit_code, None);
     finish(args, &record, &report)?;
     print!("{}", report.table());

@@ -4,7 +4,7 @@ use super::SettingsArg;
 use crate::supervisor::settings::edit;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     pub settings: SettingsArg,
     /// [settings.]bootstrap-containers.NAME.FIELD=VALUE (command and depends-on take a JSON
@@ -14,7 +14,7 @@ pub struct Args {
 }
 
 /// Applies every assignment in one edit, creating the settings file if there is none.
-pub fn run(args: &Args) -> Result<i32> {
+pub(crate) fn run(args: &Args) -> Result<i32> {
     let assignments = args
         .assignments
         .iter()

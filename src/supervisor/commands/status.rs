@@ -7,7 +7,7 @@ use crate::supervisor::boots::{self, Which};
 use crate::supervisor::status::{self, Format};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     pub state_dir: StateDirArg,
     /// table, or json (the report's schema)
@@ -18,7 +18,7 @@ pub struct Args {
     pub boot: Which,
 }
 
-pub fn run(args: &Args) -> Result<i32> {
+pub(crate) fn run(args: &Args) -> Result<i32> {
     // Its own exit code: 1 and 2 already say what happened in the boot.
     status::show(&args.state_dir.state_dir, &args.boot, args.format).or_else(|err| {
         eprintln!("bootstrap-supervisor: {err:#}");

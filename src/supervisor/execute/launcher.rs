@@ -45,7 +45,7 @@ use nix::sys::socket::{
 use nix::unistd::{dup2, fork, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
-use crate::commands;
+use crate::cli;
 use crate::logging::{self, LogFormat};
 use crate::policy::file::Overrides;
 use crate::runtime::create::CreateRequest;
@@ -66,7 +66,7 @@ const IGNORED: [Signal; 4] = [
 
 /// What every runtime process of this boot runs with: `bootstrap-runc`'s global flags.
 #[derive(Clone, Debug)]
-pub struct Config {
+pub(crate) struct Config {
     /// `--root`: `<run-dir>/runtime`.
     pub root: PathBuf,
     /// `--host-root`, `--host-mount-area`, `--shared-dirs`.
@@ -97,10 +97,10 @@ struct Response {
 }
 
 /// How a runtime process ended (its wait status), or why it did not start.
-pub type Launched = Result<ExitStatus, String>;
+pub(crate) type Launched = Result<ExitStatus, String>;
 
 /// The supervisor's end: sends requests, and a reader thread hands each response to its waiter.
-pub struct Launcher {
+pub(crate) struct Launcher {
     socket: OwnedFd,
     pid: Mutex<Option<Pid>>,
     next_token: AtomicU64,
@@ -111,7 +111,7 @@ pub struct Launcher {
 impl Launcher {
     /// Forks the launcher. Errors: this process has more than one thread (the launcher must be
     /// forked first), or the socket pair or the fork failed.
-    pub fn start(config: Config) -> Result<Launcher> {
+    pub(crate) fn start(config: Config) -> Result<Launcher> {
         let threads = procfs::process::Process::myself()
             .and_then(|me| me.stat())
             .map(|stat| stat.num_threads)
@@ -167,7 +167,7 @@ impl Launcher {
     /// its stdout and stderr to `stdout` and `stderr`. Returns where the runtime process's exit
     /// status arrives: `Err` with the reason when it could not be started, a closed channel when
     /// the launcher ended first.
-    pub fn run(
+    pub(crate) fn run(
         &self,
         id: &str,
         bundle: &Path,
@@ -203,7 +203,7 @@ impl Launcher {
 
     /// Ends the launcher: it exits once it has read every request, and is reaped here. Runtime
     /// processes still running are not waited for.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let Some(pid) = lock(&self.pid).take() else {
             return;
         };
@@ -426,13 +426,13 @@ fn runtime_process(config: &Config, request: &Request, stdout: OwnedFd, stderr: 
                     root_area: request.root_area.as_deref(),
                 })
             });
-            commands::finish(result, true)
+            cli::finish(result, true)
         }
         // Into its JSON log if that opens now, for the supervisor to read a runtime error with
         // its reason (container.rs reads an unreadable log as one too); else on stderr only
         // (the logger inherited from the supervisor would say it there a second time).
         Err(err) => match logging::init(Some(&request.log), LogFormat::Json, false) {
-            Ok(()) => commands::finish(Err(err), true),
+            Ok(()) => cli::finish(Err(err), true),
             Err(_) => {
                 let _ = writeln!(std::io::stderr(), "bootstrap-runc: {err:#}");
                 1

@@ -4,26 +4,26 @@
 //! stop request, [`runtime`] bootstrap-runc's flags and command line.
 
 mod container;
-pub mod launcher;
-pub mod runtime;
+pub(crate) mod launcher;
+pub(crate) mod runtime;
 mod scheduler;
-pub mod stop;
+pub(crate) mod stop;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use runtime::Runtime;
-pub use stop::stop_requested;
+pub(crate) use runtime::Runtime;
+pub(crate) use stop::stop_requested;
 
 use super::boots::Record;
 use super::plan::Step;
-use super::report::{Outcome, Report, Status};
+use super::report::{Outcome, Status};
 use crate::image::Images;
 
 /// What a boot runs with; cloned into each container's thread.
 #[derive(Clone)]
-pub struct Executor {
+pub(crate) struct Executor {
     /// The settings file: `once` containers are turned `off` in it.
     pub settings: PathBuf,
     pub runtime: Runtime,
@@ -71,13 +71,4 @@ pub(super) fn describe(outcome: &Outcome) -> String {
         text.push_str(&format!(": {error}"));
     }
     text
-}
-
-/// The supervisor's verdict: 0 lets the boot go on, 1 halts it.
-pub fn verdict(outcomes: &[Outcome]) -> i32 {
-    if Report::essential_failures(outcomes).is_empty() {
-        0
-    } else {
-        1
-    }
 }

@@ -11,7 +11,7 @@ use crate::policy::file::Overrides;
 
 /// How to call bootstrap-runc.
 #[derive(Clone, Debug)]
-pub struct Runtime {
+pub(crate) struct Runtime {
     /// The bootstrap-runc binary, for kills.
     pub binary: PathBuf,
     /// The supervisor's run dir (a tmpfs).
@@ -60,14 +60,14 @@ impl Runtime {
 
     /// Runs `bootstrap-runc <args>` for container `name` and waits for it. Best effort, for
     /// kills and deletes: the container may be gone already, and its log says why if not.
-    pub fn try_run(&self, name: &str, args: &[&str]) {
+    pub(crate) fn try_run(&self, name: &str, args: &[&str]) {
         if let Err(err) = self.command(name).args(args).status() {
             log::warn!("{name}: running {}: {err}", self.binary.display());
         }
     }
 
     /// The same flags for the launcher's runtime processes, and their seccomp cache.
-    pub fn launcher_config(&self, seccomp_cache: PathBuf) -> launcher::Config {
+    pub(crate) fn launcher_config(&self, seccomp_cache: PathBuf) -> launcher::Config {
         launcher::Config {
             seccomp_cache,
             root: self.run_dir.join("runtime"),
@@ -82,7 +82,7 @@ impl Runtime {
     }
 
     /// The runtime's JSON log for container `name`.
-    pub fn log(&self, name: &str) -> PathBuf {
+    pub(crate) fn log(&self, name: &str) -> PathBuf {
         self.run_dir
             .join("logs")
             .join(format!("{name}.runtime.json"))

@@ -20,7 +20,7 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 
 impl Executor {
     /// Runs the plan; returns every container's outcome, in plan order.
-    pub fn execute(&self, plan: &Plan) -> Result<Vec<Outcome>> {
+    pub(crate) fn execute(&self, plan: &Plan) -> Result<Vec<Outcome>> {
         let dir = self.runtime.run_dir.join("logs");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let markers = Markers::open(&self.runtime.run_dir)?;

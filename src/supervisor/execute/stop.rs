@@ -13,10 +13,10 @@ extern "C" fn request_stop(_: libc::c_int) {
 }
 
 /// SIGTERM or SIGINT ask the supervisor to stop; the scheduler polls for it.
-pub struct StopRequest;
+pub(crate) struct StopRequest;
 
 impl StopRequest {
-    pub fn install() -> Result<StopRequest> {
+    pub(crate) fn install() -> Result<StopRequest> {
         let action = SigAction::new(
             SigHandler::Handler(request_stop),
             SaFlags::SA_RESTART,
@@ -30,12 +30,12 @@ impl StopRequest {
         Ok(StopRequest)
     }
 
-    pub fn requested(&self) -> bool {
+    pub(crate) fn requested(&self) -> bool {
         stop_requested()
     }
 }
 
 /// Whether SIGTERM/SIGINT arrived: long work (pulls) gives up when it did.
-pub fn stop_requested() -> bool {
+pub(crate) fn stop_requested() -> bool {
     STOP_REQUESTED.load(Ordering::Relaxed)
 }

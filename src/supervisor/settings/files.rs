@@ -19,11 +19,11 @@ use super::{document, key, validate, Format, InvalidSettings, Problem, Settings,
 use crate::private_file;
 
 /// The drop-in directory's name, beside the main file.
-pub const DROPIN_DIR: &str = "settings.d";
+pub(crate) const DROPIN_DIR: &str = "settings.d";
 
 /// One settings file as read.
 #[derive(Clone, Debug)]
-pub struct SettingsFile {
+pub(crate) struct SettingsFile {
     pub path: PathBuf,
     pub text: String,
     /// Its permission bits, which an edit keeps.
@@ -32,13 +32,13 @@ pub struct SettingsFile {
 
 /// The settings files that exist: the main file first, then the drop-ins by file name.
 #[derive(Clone, Debug)]
-pub struct SettingsFiles {
+pub(crate) struct SettingsFiles {
     pub main: PathBuf,
     pub files: Vec<SettingsFile>,
 }
 
 /// The merged tree of every file, before validation.
-pub struct Merged {
+pub(crate) struct Merged {
     /// The main file's tree (other settings included), with every drop-in's containers added
     /// under `settings.bootstrap-containers`.
     pub root: Value,
@@ -49,12 +49,12 @@ pub struct Merged {
 }
 
 /// `settings.d/` beside the main file.
-pub fn dropin_dir(main: &Path) -> PathBuf {
+pub(crate) fn dropin_dir(main: &Path) -> PathBuf {
     main.parent().unwrap_or(Path::new("/")).join(DROPIN_DIR)
 }
 
 impl SettingsFile {
-    pub fn format(&self) -> Format {
+    pub(crate) fn format(&self) -> Format {
         Format::of(&self.path)
     }
 
@@ -74,7 +74,7 @@ impl SettingsFiles {
     /// Reads the main file, if it exists, and every drop-in. Errors: a file or `settings.d/`
     /// that is unreadable, not root's or writable by others, a drop-in that is not a regular
     /// file. Finding no file at all is not an error here ([`SettingsFiles::load`] refuses it).
-    pub fn read(main: &Path) -> Result<SettingsFiles> {
+    pub(crate) fn read(main: &Path) -> Result<SettingsFiles> {
         let mut files: Vec<SettingsFile> = SettingsFile::read(main)?.into_iter().collect();
         for path in dropins(&dropin_dir(main))? {
             // A drop-in removed since the listing is simply gone.
@@ -89,7 +89,7 @@ impl SettingsFiles {
     /// Merges and validates every file. Errors: no file at all, a file that does not parse,
     /// and an [`InvalidSettings`] listing every problem, each naming its file when there are
     /// several.
-    pub fn load(&self) -> Result<Settings> {
+    pub(crate) fn load(&self) -> Result<Settings> {
         self.ensure_some()?;
         let merged = self.merge()?;
         let mut problems = merged.problems;
@@ -126,7 +126,7 @@ impl SettingsFiles {
     }
 
     /// Refuses finding no settings file at all, naming both places looked in.
-    pub fn ensure_some(&self) -> Result<()> {
+    pub(crate) fn ensure_some(&self) -> Result<()> {
         if self.files.is_empty() {
             bail!(
                 "no settings: {} does not exist and {} has no *.toml or *.json file",
@@ -139,7 +139,7 @@ impl SettingsFiles {
 
     /// The files' trees merged: see [`Merged`]. Errors: a file that is not valid TOML or
     /// JSON, named.
-    pub fn merge(&self) -> Result<Merged> {
+    pub(crate) fn merge(&self) -> Result<Merged> {
         let mut root = Value::Object(Map::new());
         let mut origins = BTreeMap::new();
         let mut problems = Vec::new();

@@ -12,18 +12,18 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::container_id;
-pub use crate::image::PullPolicy;
+pub(crate) use crate::image::PullPolicy;
 pub use validate::validate;
 
 pub mod edit;
-pub mod files;
+pub(crate) mod files;
 #[cfg(test)]
 mod tests;
 mod validate;
 
-pub const DEFAULT_PATH: &str = "/etc/bootstrap-containers/settings.toml";
+pub(crate) const DEFAULT_PATH: &str = "/etc/bootstrap-containers/settings.toml";
 /// Bottlerocket's limit on a bootstrap container's name.
-pub const MAX_NAME_LEN: usize = 76;
+pub(crate) const MAX_NAME_LEN: usize = 76;
 /// Prefix of every key in messages and in `get`/`set`, as Bottlerocket's apiclient spells it.
 pub const TABLE: &str = "bootstrap-containers";
 
@@ -90,7 +90,7 @@ pub struct UserData(Vec<u8>);
 
 /// The fields of a container; the single list that validation, `get` and `set` agree on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Field {
+pub(crate) enum Field {
     Source,
     Mode,
     Essential,
@@ -103,7 +103,7 @@ pub enum Field {
 
 /// The type a field's value has in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Text,
     Flag,
     List,
@@ -155,7 +155,7 @@ pub fn parse(text: &str, format: Format) -> Result<Settings> {
 }
 
 /// The file's whole tree, unvalidated, as JSON values (TOML datetimes become tables).
-pub fn document(text: &str, format: Format) -> Result<Value> {
+pub(crate) fn document(text: &str, format: Format) -> Result<Value> {
     match format {
         Format::Toml => toml::from_str(text).map_err(|err| toml_error(text, &err)),
         Format::Json => serde_json::from_str(text).context("invalid JSON"),
@@ -192,7 +192,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// Parses a humane duration: a positive integer followed by `s`, `m` or `h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let invalid = || {
         format!("{text:?} is not a duration: expected a positive integer followed by s, m or h (e.g. \"90s\", \"5m\", \"1h\")")
     };
@@ -215,7 +215,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Formats a duration the way [`parse_duration`] reads it, in the largest exact unit.
-pub fn format_duration(duration: Duration) -> String {
+pub(crate) fn format_duration(duration: Duration) -> String {
     let seconds = duration.as_secs();
     match seconds {
         s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
@@ -234,7 +234,7 @@ const SIZE_UNITS: [(&str, u64); 4] = [
 
 /// Parses a size in bytes: a positive integer, alone (bytes) or followed by `KiB`, `MiB`,
 /// `GiB` or `TiB` (e.g. `8GiB`, `500MiB`).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let invalid = || {
         format!("{text:?} is not a size: expected a positive integer of bytes, or followed by KiB, MiB, GiB or TiB (e.g. \"8GiB\", \"500MiB\")")
     };
@@ -257,7 +257,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Formats a size the way [`parse_size`] reads it, in the largest exact unit.
-pub fn format_size(bytes: u64) -> String {
+pub(crate) fn format_size(bytes: u64) -> String {
     SIZE_UNITS
         .into_iter()
         .find(|(_, scale)| bytes > 0 && bytes % scale == 0)
@@ -347,7 +347,7 @@ impl fmt::Display for Mode {
 
 impl UserData {
     /// Decodes standard, padded base64. The message never repeats the (secret) text.
-    pub fn decode(text: &str) -> Result<UserData, String> {
+    pub(crate) fn decode(text: &str) -> Result<UserData, String> {
         BASE64
             .decode(text)
             .map(UserData)
@@ -366,7 +366,7 @@ impl fmt::Debug for UserData {
 }
 
 impl Field {
-    pub const ALL: [Field; 8] = [
+    pub(crate) const ALL: [Field; 8] = [
         Field::Source,
         Field::Mode,
         Field::Essential,
@@ -378,7 +378,7 @@ impl Field {
     ];
 
     /// The field's key in the file.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Field::Source => "source",
             Field::Mode => "mode",
@@ -391,7 +391,7 @@ impl Field {
         }
     }
 
-    pub fn kind(self) -> Kind {
+    pub(crate) fn kind(self) -> Kind {
         match self {
             Field::Essential => Kind::Flag,
             Field::Command | Field::DependsOn => Kind::List,
@@ -400,7 +400,7 @@ impl Field {
     }
 
     /// The field named `name`, or a message listing the known ones.
-    pub fn from_name(name: &str) -> Result<Field, String> {
+    pub(crate) fn from_name(name: &str) -> Result<Field, String> {
         choose(name, &Field::ALL, Field::name).map_err(|_| {
             let names: Vec<&str> = Field::ALL.iter().map(|field| field.name()).collect();
             format!("unknown field {name:?} (known: {})", names.join(", "))

@@ -22,7 +22,7 @@ mod tests;
 
 /// Turns a `once` container off after it ran, as Bottlerocket does, in the file that defines
 /// it (the main file or a drop-in).
-pub fn set_mode_off(path: &Path, name: &str) -> Result<()> {
+pub(crate) fn set_mode_off(path: &Path, name: &str) -> Result<()> {
     let key = settings::key(name, Some(Field::Mode.name()));
     edit(path, &[(key.as_str(), "off")], Missing::Error)
 }
@@ -41,7 +41,7 @@ pub fn set(path: &Path, key: &str, value: &str) -> Result<()> {
 /// created if missing (mode 0600: it holds user-data; its directory 0755 if missing too); an
 /// existing file keeps its mode. Errors: a bad key or value (named), a file that is unreadable or would not
 /// validate as a whole once edited (nothing is written then).
-pub fn set_all(path: &Path, assignments: &[(&str, &str)]) -> Result<()> {
+pub(crate) fn set_all(path: &Path, assignments: &[(&str, &str)]) -> Result<()> {
     edit(path, assignments, Missing::Create)
 }
 
