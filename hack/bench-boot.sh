@@ -9,10 +9,10 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 [ "$(id -u)" = 0 ] || { echo "bench-boot.sh: booting a guest needs root" >&2; exit 1; }
 hack/boot-root.sh build >/dev/null
-cargo build --release --quiet --test boot
+cargo build --release --quiet --test integration
 for ((i = 1; i <= runs; i++)); do
   echo "run $i"
   # One test at a time: nothing else competes for the 2 cores.
-  cargo test --release --quiet --test boot boot_time_to_the_orchestrator -- --exact --nocapture \
+  cargo test --release --quiet --test integration boot::boot_time_to_the_orchestrator -- --exact --nocapture \
     --test-threads=1 2>&1 | grep '^boot time'
 done

@@ -3,13 +3,12 @@
 //! GHSA-xjvp-4fhw-gc47, crun #111), and bind sources the policy never judged or that reach the
 //! runtime's own state. Each case checks what the host holds afterwards, not only the error.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::supervisor::{container, Boot};
-use common::Fixture;
+use crate::common;
+use crate::common::supervisor::{container, Boot};
+use crate::common::Fixture;
 use serde_json::json;
 
 /// A host directory (outside the mount area) an image aims at, with a file to delete.

@@ -4,13 +4,12 @@
 //! bootstrap-container settings. When the boot is over a harness unit records the system state
 //! and powers off; the outcome is read from the guest's journal and the files it leaves.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::supervisor::{container, SUPERVISOR};
+use crate::common;
+use crate::common::supervisor::{container, SUPERVISOR};
 
 const RUNTIME: &str = env!("CARGO_BIN_EXE_bootstrap-runc");
 const BOOT_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/boot-root.sh");

@@ -2,14 +2,13 @@
 //! #1766, containerd's shim): each case is run against bootstrap-runc and, where runc has the
 //! same command, against runc on the same bundle, and both must behave the same.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::supervisor::{container, Boot, SUPERVISOR};
-use common::{Fixture, Ran};
+use crate::common;
+use crate::common::supervisor::{container, Boot, SUPERVISOR};
+use crate::common::{Fixture, Ran};
 
 /// A runtime under test: ours (the fixture's command line) or runc with a root of its own.
 enum Rt<'a> {

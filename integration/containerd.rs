@@ -6,15 +6,14 @@
 //! wrapper, and the CRI runtime-class snippet, the last also with a real pod driven over
 //! containerd's CRI socket as kubelet drives it (`k8s-cri`'s runtime.v1 client).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::observed::{Observed, REPORT};
-use common::supervisor::Boot;
-use common::{cgroup_dirs, host_mounts_under, Ran};
+use crate::common;
+use crate::common::observed::{Observed, REPORT};
+use crate::common::supervisor::Boot;
+use crate::common::{cgroup_dirs, host_mounts_under, Ran};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;

@@ -3,13 +3,12 @@
 //! unmasked /sys/firmware, and the default seccomp profile. Every host here is a fake host root
 //! in a temp dir; nothing is created in, mounted on or made shared on the real /var/lib.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{host_mounts_under, Fixture, SHARED_DIRS};
+use crate::common;
+use crate::common::{host_mounts_under, Fixture, SHARED_DIRS};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 fn mode(path: &Path) -> u32 {

@@ -4,15 +4,14 @@
 //! the supervisor's generated config can ask; mounts under the host root not reaching the real
 //! host's shared root; the runtime binary behind a running `exec`; masked paths.
 
-mod common;
-
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::common;
+use crate::common::supervisor::{container, Boot};
+use crate::common::Fixture;
 use bootstrap_runc::policy::capabilities;
-use common::supervisor::{container, Boot};
-use common::Fixture;
 use libcontainer::capabilities::CapabilityExt;
 use serde_json::json;
 

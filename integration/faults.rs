@@ -6,10 +6,9 @@
 //! The default run sweeps a sample of kill points per syscall class (a couple of minutes);
 //! `FAULT_SWEEP=full` sweeps every invocation up to the counts below.
 
-mod common;
-
-use common::supervisor::{container, Boot};
-use common::{kill_at_syscall, Fixture};
+use crate::common;
+use crate::common::supervisor::{container, Boot};
+use crate::common::{kill_at_syscall, Fixture};
 
 /// A syscall class and the highest invocation (per process) worth killing at, measured with
 /// `strace -f -c` on this runtime: beyond it the command makes no such call.

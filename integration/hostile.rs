@@ -3,8 +3,6 @@
 //! leave nothing behind. Also the inputs the fuzzers kept (fuzz/regressions/), replayed
 //! through the fuzz targets' own checks.
 
-mod common;
-
 #[path = "../fuzz/checks.rs"]
 mod checks;
 
@@ -12,8 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::supervisor::{container, Boot, SUPERVISOR};
-use common::Fixture;
+use crate::common;
+use crate::common::supervisor::{container, Boot, SUPERVISOR};
+use crate::common::Fixture;
 use serde_json::json;
 
 /// What a case must produce: this text in the error, or "accepted".

@@ -4,14 +4,13 @@
 //! a missing `WorkingDir`, `Env` with the proxies, and `StopSignal` on a timeout and a stop.
 //! Each container prints what it got (args, ids, groups, cwd, env) to its log.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
-use common::observed::{Observed, REPORT};
-use common::supervisor::{container, Boot};
+use crate::common;
+use crate::common::observed::{Observed, REPORT};
+use crate::common::supervisor::{container, Boot};
 
 fn observed(b: &Boot, short: &str) -> Observed {
     Observed::parse(&b.container_log(short), short)

@@ -2,13 +2,12 @@
 //! supervisor's file descriptors and memory over a long boot. No state may be corrupted, no
 //! resource may grow with the number of containers, nothing may be left behind.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::supervisor::{container, Boot};
-use common::Fixture;
+use crate::common;
+use crate::common::supervisor::{container, Boot};
+use crate::common::Fixture;
 
 const CONCURRENT: usize = 50;
 const ROUNDS: usize = 2;

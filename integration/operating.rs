@@ -2,16 +2,14 @@
 //! boots kept, an invalid-settings run recorded, a run in progress), and the Prometheus
 //! metrics file scraped by a real node_exporter (textfile collector) and checked by promtool.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::supervisor::{container, Boot, SUPERVISOR};
-use common::Ran;
+use crate::common::supervisor::{container, Boot, SUPERVISOR};
+use crate::common::Ran;
 
 const BOOT_ID_ENV: &str = "BOOTSTRAP_SUPERVISOR_BOOT_ID";
 

@@ -2,12 +2,10 @@
 //! real "victim" cgroup holding a real host process; the runtime must refuse the container and
 //! leave the victim, its process and its cgroup as they were, however the config names it.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use common::Fixture;
+use crate::common::Fixture;
 use serde_json::json;
 
 /// A host service's cgroup in every mounted v1 hierarchy (or the v2 one), holding a `sleep`.

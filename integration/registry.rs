@@ -2,8 +2,6 @@
 //! loopback, started per test with its own storage, port and log; images are built here and
 //! pushed with `skopeo copy`. The registry's access log tells how many blobs were fetched.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -11,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::supervisor::{container, Boot};
+use crate::common;
+use crate::common::supervisor::{container, Boot};
 use sha2::{Digest, Sha256};
 
 #[derive(Clone, Copy, PartialEq)]

@@ -1,15 +1,14 @@
 //! bootstrap-runc driven as a real binary, as root: lifecycle, exit codes, signals, every
 //! policy point seen from inside the container and from the host, bad input, and leftovers.
 
-mod common;
-
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{alive, Fixture, RuntimeSeen};
+use crate::common;
+use crate::common::{alive, Fixture, RuntimeSeen};
 use serde_json::json;
 
 const CAP_SYS_ADMIN_BIT: u64 = 1 << 21;

@@ -2,16 +2,15 @@
 //! concurrency, exit codes, once → off, same-boot markers, interrupted runs, timeouts,
 //! depends-on, settings errors, user-data secrecy, image-layout sources and the systemd units.
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::supervisor::{boot_id, container, stop, Boot, SUPERVISOR};
-use common::RuntimeSeen;
+use crate::common;
+use crate::common::supervisor::{boot_id, container, stop, Boot, SUPERVISOR};
+use crate::common::RuntimeSeen;
 
 /// SIGKILL to a process group, as systemd stops a unit.
 fn kill_group(mut child: std::process::Child) {

@@ -4,17 +4,16 @@
 //! `/dev`). Everything the node mounts dies with its namespace; loop devices are detached and
 //! files removed on drop, even when the test fails.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common;
+use crate::common::supervisor::SUPERVISOR;
+use crate::common::{Ran, BIN};
 use base64::Engine;
-use common::supervisor::SUPERVISOR;
-use common::{Ran, BIN};
 
 struct Node {
     dir: tempfile::TempDir,

@@ -1,7 +1,6 @@
 //! Test fixture: a private state root, a fake host root with its mount area, busybox bundles,
 //! and the real `bootstrap-runc` binary. Dropping the fixture removes every container and mount
 //! it made; `assert_clean` checks that the runtime itself left nothing behind.
-#![allow(dead_code)]
 
 pub mod observed;
 pub mod supervisor;
