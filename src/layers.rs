@@ -10,8 +10,10 @@ const SHARED: &[&str] = &[
     "atomic_file",
     "cli",
     "container_id",
+    "locks",
     "logging",
     "private_file",
+    "stop",
 ];
 
 /// Each layer and the layers it may use (besides itself and [`SHARED`]).

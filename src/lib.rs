@@ -11,8 +11,10 @@ pub mod container_id;
 pub mod image;
 #[cfg(test)]
 mod layers;
+pub(crate) mod locks;
 pub mod logging;
 pub mod policy;
 pub(crate) mod private_file;
 pub mod runtime;
+pub(crate) mod stop;
 pub mod supervisor;

@@ -1,10 +1,14 @@
-//! The stop request: SIGTERM or SIGINT (systemd stopping the unit, or Ctrl-C) asks the
-//! supervisor to stop; the scheduler and pulls poll for it.
+//! The supervisor's stop request: SIGTERM or SIGINT (systemd stopping the unit, or Ctrl-C) asks
+//! it to stop; the scheduler, each container's thread and pulls poll for it every [`POLL`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+/// How often waiting work looks for the stop request: a stop is acted on within this.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
@@ -31,11 +35,11 @@ impl StopRequest {
     }
 
     pub(crate) fn requested(&self) -> bool {
-        stop_requested()
+        requested()
     }
 }
 
 /// Whether SIGTERM/SIGINT arrived: long work (pulls) gives up when it did.
-pub(crate) fn stop_requested() -> bool {
+pub(crate) fn requested() -> bool {
     STOP_REQUESTED.load(Ordering::Relaxed)
 }

@@ -17,8 +17,9 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
+use crate::locks::lock;
 use anyhow::{Context, Result};
 
 /// The share of a filesystem's space and inodes kept free, in percent.
@@ -290,10 +291,6 @@ impl Drop for Charge {
 fn grant(available: u64, reserve: u64, reserved: u64, needed: u64, step: u64) -> Option<u64> {
     let room = available.saturating_sub(reserve).saturating_sub(reserved);
     (room >= needed).then(|| room.min(needed.max(step)))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A size for people: `5.0 MiB`, `1.0 GiB`, `512 B`.

@@ -40,12 +40,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use futures_util::future::{select, Either};
 use oci_client::Reference;
 
+use crate::locks;
+use crate::stop;
 use budget::Budget;
 pub use budget::Limits;
 pub(crate) use config::ImageConfig;
@@ -151,8 +153,6 @@ pub fn clear(dir: &Path) -> Result<()> {
     overlay::unmount(dir)
 }
 
-const STOP_POLL: Duration = Duration::from_millis(100);
-
 /// A pull shared by every container of a run that asks for the same reference and policy.
 type Shared = Arc<OnceLock<Result<(StoredImage, Pulled), String>>>;
 
@@ -234,10 +234,7 @@ impl Images {
     }
 
     fn obtain(&self, reference: &str, policy: PullPolicy) -> Result<(StoredImage, Pulled)> {
-        let shared: Shared = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let shared: Shared = locks::lock(&self.in_flight)
             .entry(format!("{reference} {}", policy.name()))
             .or_default()
             .clone();
@@ -361,7 +358,7 @@ impl Images {
 
     async fn until_stop_requested(&self) {
         while !(self.stop_requested)() {
-            tokio::time::sleep(STOP_POLL).await;
+            tokio::time::sleep(stop::POLL).await;
         }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use anyhow::Result;
 
 use crate::atomic_file;
+use crate::locks;
 
 /// Reference → platform-manifest digest.
 pub(crate) type RefMap = BTreeMap<String, String>;
@@ -72,6 +73,6 @@ impl Refs {
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+        locks::lock(&self.writer)
     }
 }

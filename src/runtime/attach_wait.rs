@@ -12,6 +12,7 @@
 //! prepares the bundle. Nothing depends on it: when no cgroup of ours is found or the write
 //! fails, libcontainer's write simply waits as it would have.
 
+use libcgroups::common::DEFAULT_CGROUP_ROOT;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
@@ -66,20 +67,18 @@ fn write_self(procs: &CString) {
 fn cgroup_procs(process: &procfs::process::Process) -> Option<PathBuf> {
     let mut cgroups = process.cgroups().ok()?.0;
     cgroups.sort_by_key(|cgroup| cgroup.hierarchy);
+    let root = Path::new(DEFAULT_CGROUP_ROOT);
     cgroups.iter().find_map(|cgroup| {
         let relative = Path::new(&cgroup.pathname).strip_prefix("/").ok()?;
         let (mounts, magic): (Vec<PathBuf>, FsType) = if cgroup.hierarchy == 0 {
             (
-                vec!["/sys/fs/cgroup/unified".into(), "/sys/fs/cgroup".into()],
+                vec![root.join("unified"), root.to_path_buf()],
                 CGROUP2_SUPER_MAGIC,
             )
         } else {
             let name = cgroup.controllers.join(",");
             let name = name.strip_prefix("name=").unwrap_or(&name);
-            (
-                vec![Path::new("/sys/fs/cgroup").join(name)],
-                CGROUP_SUPER_MAGIC,
-            )
+            (vec![root.join(name)], CGROUP_SUPER_MAGIC)
         };
         mounts.into_iter().find_map(|mount| {
             let dir = mount.join(relative);

@@ -224,8 +224,7 @@ pub(crate) fn staged<T: Send>(
                         .custom_flags(libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW)
                         .open(stage(dir, n))
                         .with_context(|| staging(bind))?;
-                    super::host_mounts::move_mount(tree.as_raw_fd(), point.as_raw_fd())
-                        .with_context(|| staging(bind))?;
+                    super::host_mounts::move_mount(&tree, &point).with_context(|| staging(bind))?;
                 }
                 build()
             })

@@ -11,7 +11,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use libcgroups::common::{get_cgroup_setup, CgroupSetup};
+use libcgroups::common::{get_cgroup_setup, CgroupSetup, DEFAULT_CGROUP_ROOT};
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +19,6 @@ use super::mountinfo::MountTable;
 use crate::atomic_file;
 
 const RECORD: &str = "cgroup.json";
-const UNIFIED_ROOT: &str = "/sys/fs/cgroup";
 
 /// The cgroup a container owns, as libcontainer is given it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,7 +148,7 @@ impl Owned {
         let table = MountTable::read()?;
         let relative = relative_path(&self.path, self.systemd)?;
         if is_systemd_unit(&self.path, self.systemd) {
-            return Ok(vec![Path::new(UNIFIED_ROOT).join(relative)]);
+            return Ok(vec![Path::new(DEFAULT_CGROUP_ROOT).join(relative)]);
         }
         let has_v1 = table.0.iter().any(|m| m.fs_type == "cgroup");
         Ok(table
@@ -183,7 +182,7 @@ impl Owned {
 fn directories(path: &Path, systemd: bool, table: &MountTable) -> Result<Vec<PathBuf>> {
     let relative = relative_path(path, systemd)?;
     if is_systemd_unit(path, systemd) {
-        return Ok(vec![Path::new(UNIFIED_ROOT).join(relative)]);
+        return Ok(vec![Path::new(DEFAULT_CGROUP_ROOT).join(relative)]);
     }
     Ok(table
         .cgroup_hierarchies()

@@ -24,6 +24,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use libcgroups::common::DEFAULT_CGROUP_ROOT;
 use libcontainer::oci_spec::runtime::{Mount, Spec};
 use nix::unistd::Pid;
 
@@ -115,7 +116,7 @@ fn attach_one(pid: Pid, mount: &CgroupMount, hierarchies: &[Hierarchy]) -> Resul
     if let [Hierarchy { name, .. }] = hierarchies {
         if name.is_empty() {
             // cgroup v2: the container's cgroup over the placeholder.
-            return host_mounts::move_mount(trees[0].as_raw_fd(), top.as_raw_fd());
+            return host_mounts::move_mount(&trees[0], &top);
         }
     }
     let dirs = pathrs::RootRef::from_fd(top.as_fd())
@@ -126,7 +127,7 @@ fn attach_one(pid: Pid, mount: &CgroupMount, hierarchies: &[Hierarchy]) -> Resul
         let dir = dirs
             .resolve(name)
             .with_context(|| format!("opening the mount point {name}"))?;
-        host_mounts::move_mount(tree.as_raw_fd(), dir.as_fd().as_raw_fd())?;
+        host_mounts::move_mount(tree, dir.as_fd())?;
         // cpu,cpuacct is also reachable as cpu and cpuacct, as runc links them.
         if name.contains(',') {
             for alias in name.split(',') {
@@ -172,7 +173,7 @@ fn hierarchies(pid: Pid, table: &MountTable, owned: &Path) -> Result<Vec<Hierarc
             PathBuf::from(cgroup.trim_start_matches('/')),
         );
     }
-    let root = Path::new("/sys/fs/cgroup");
+    let root = Path::new(DEFAULT_CGROUP_ROOT);
     let mut hierarchies = Vec::new();
     for entry in table.0.iter().filter(|m| m.point.starts_with(root)) {
         let cgroup = of_init.iter().find_map(|(controllers, cgroup)| {

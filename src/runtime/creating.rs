@@ -14,6 +14,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::locks;
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -35,18 +36,16 @@ impl Creating {
     /// falls in the range runc's `--preserve-fds` keeps (libcontainer only adds close-on-exec
     /// past that range, it never clears it).
     pub(crate) fn hold(derived_dir: &Path) -> Result<Creating> {
-        let path = derived_dir.join(FILE);
-        let file = File::options()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&path)
-            .with_context(|| format!("creating lock {}", path.display()))?;
-        Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map(|lock| Creating { _lock: lock })
-            .map_err(|(_, errno)| errno)
-            .with_context(|| format!("locking {}", path.display()))
+        let lock = locks::flock(
+            &derived_dir.join(FILE),
+            File::options()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW),
+            FlockArg::LockExclusiveNonblock,
+        )?;
+        Ok(Creating { _lock: lock })
     }
 }
 

@@ -20,6 +20,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::host_mounts::HostMount;
 use super::mountinfo::MountTable;
+use crate::locks;
 use crate::policy::{DEBUGFS_DIR, MOUNT_AREA_TARGET, WHEN_PRESENT};
 
 /// Drops the policy's optional mounts (`WHEN_PRESENT`) whose source is missing under
@@ -202,14 +203,13 @@ fn live_tree(path: &Path, submount: &Path) -> anyhow::Error {
 /// An exclusive `flock` on the directory `path`, held until it is dropped.
 fn lock_dir(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, errno)| errno)
-        .with_context(|| format!("locking {}", path.display()))
+    locks::flock(
+        path,
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY),
+        nix::fcntl::FlockArg::LockExclusive,
+    )
 }
 
 /// The host root, resolving with no symlink allowed.

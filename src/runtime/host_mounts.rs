@@ -11,7 +11,7 @@
 //! Making the shared sources propagate on the host side is environment.rs's part.
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -25,13 +25,13 @@ use nix::unistd::Pid;
 use pathrs::flags::ResolverFlags;
 use pathrs::{Root, RootRef};
 
+use rustix::mount::{self, MountAttrFlags, MoveMountFlags, OpenTreeFlags};
+
 use crate::policy::{BOTTLEROCKET_DIR, CERTS_TARGET, HOST_ROOT_TARGET};
 
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_RDONLY: u64 = MountAttrFlags::MOUNT_ATTR_RDONLY.bits() as u64;
 
+/// `mount_setattr(2)`'s argument: rustix has no `mount_setattr`, so it is called raw.
 #[repr(C)]
 struct MountAttr {
     attr_set: u64,
@@ -128,7 +128,7 @@ pub(crate) fn attach(pid: Pid, mounts: &[HostMount]) -> Result<()> {
         };
         // Resolved after the mounts before it: deeper targets lie in the host root's copy.
         let point = inside.resolve(target).with_context(attaching)?;
-        move_mount(tree.as_raw_fd(), point.as_fd().as_raw_fd()).with_context(attaching)?;
+        move_mount(tree, point.as_fd()).with_context(attaching)?;
     }
     // The policy's tmpfs gets no more mount points: seal it.
     mount_setattr(bottlerocket.as_raw_fd(), 0, MOUNT_ATTR_RDONLY, 0)
@@ -192,31 +192,15 @@ fn clone(
     shared: bool,
     recursive: bool,
 ) -> Result<OwnedFd> {
-    let cloning = || format!("cloning host mount tree {}", path.display());
-    let recursive = if recursive {
-        libc::AT_RECURSIVE as libc::c_uint
-    } else {
-        0
-    };
-    let flags = OPEN_TREE_CLONE
-        | libc::O_CLOEXEC as libc::c_uint
-        | recursive
-        | libc::AT_EMPTY_PATH as libc::c_uint;
-    let empty = c"";
-    // SAFETY: a valid fd and an empty path with AT_EMPTY_PATH.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            source.as_fd().as_raw_fd(),
-            empty.as_ptr(),
-            flags,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(cloning);
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_EMPTY_PATH;
+    if recursive {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
     }
-    // SAFETY: the kernel just returned this fd to us.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let tree = mount::open_tree(source.as_fd(), "", flags)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("cloning host mount tree {}", path.display()))?;
     let propagation = if shared {
         MsFlags::MS_SHARED
     } else {
@@ -297,23 +281,16 @@ fn mount_setattr(
     Ok(())
 }
 
-/// Attaches the detached `tree` onto the directory `point` (both fds).
-pub(super) fn move_mount(tree: RawFd, point: RawFd) -> Result<()> {
-    let empty = c"";
-    // SAFETY: valid fds and empty paths with the EMPTY_PATH flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree,
-            empty.as_ptr(),
-            point,
-            empty.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
+/// Attaches the detached `tree` onto the directory `point`.
+pub(super) fn move_mount(tree: impl AsFd, point: impl AsFd) -> Result<()> {
+    mount::move_mount(
+        tree,
+        "",
+        point,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(std::io::Error::from)?;
     Ok(())
 }
 

@@ -9,11 +9,12 @@
 //! check, and from the pidfd on a signal cannot reach another process. An init that fails it is
 //! gone: the container is stopped, whatever `state.json` says.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use nix::unistd::Pid;
+use rustix::process::PidfdFlags;
 use serde::{Deserialize, Serialize};
 
 use super::cgroup::Owned;
@@ -65,13 +66,11 @@ impl Init {
             Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
         };
         let pid = Pid::from_raw(record.pid);
-        // SAFETY: a plain syscall; the descriptor is owned below.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, record.pid, 0) };
-        if fd < 0 {
+        let Some(pidfd) = rustix::process::Pid::from_raw(record.pid)
+            .and_then(|pid| rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok())
+        else {
             return Ok(None); // ESRCH: gone (reaped)
-        }
-        // SAFETY: the kernel just returned this descriptor to us.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        };
         // Checked after the pidfd: if these match now, the pidfd holds the recorded process.
         let same_process = running_since(pid) == Some(record.start_time);
         let in_cgroup = owned.is_none_or(|owned| owned.holds(pid));
@@ -86,6 +85,7 @@ impl Init {
 
     /// Sends `signal` (any number the kernel takes, 0 included) to the init through its pidfd.
     pub(crate) fn signal(&self, signal: i32) -> std::io::Result<()> {
+        // Raw: rustix's pidfd_send_signal takes no signal 0 (the liveness probe).
         // SAFETY: a pidfd we own; a null siginfo is allowed.
         let sent = unsafe {
             libc::syscall(

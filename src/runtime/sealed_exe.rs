@@ -13,30 +13,22 @@
 //! same way, once per boot: its launcher's runtime processes are forks of it
 //! (supervisor/execute/launcher.rs).
 
-use std::ffi::{CStr, CString};
+use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-use nix::sys::memfd::MemFdCreateFlag;
+use rustix::fs::MemfdFlags;
+use rustix::mount::{self, FsMountFlags, FsOpenFlags, MountAttrFlags};
 
 const SEALS: SealFlag = SealFlag::F_SEAL_SEAL
     .union(SealFlag::F_SEAL_SHRINK)
     .union(SealFlag::F_SEAL_GROW)
     .union(SealFlag::F_SEAL_WRITE);
-/// `MFD_EXEC`: needed where `vm.memfd_noexec` is set; older kernels reject it.
-const MFD_EXEC: libc::c_uint = 0x10;
 const OVERLAYFS_SUPER_MAGIC: libc::c_long = 0x794c_7630;
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
-const MOUNT_ATTR_NOSUID: libc::c_uint = 2;
-const MOUNT_ATTR_NODEV: libc::c_uint = 4;
 
 /// Set in the environment of our own re-exec (and removed by [`take_reexec_mark`]).
 const REEXEC_MARK: &str = "_BOOTSTRAP_RUNC_REEXECUTED";
@@ -151,81 +143,43 @@ fn lower_layers_only(file: &File) -> Result<bool> {
 fn read_only_overlay_copy(binary: &Path, empty_dir: &Path) -> Result<OwnedFd> {
     let dir = binary.parent().context("binary has no directory")?;
     let name = binary.file_name().context("binary has no name")?;
-    // SAFETY: fsopen with a static NUL-terminated name.
-    let fs =
-        raw_fd(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })
-            .context("fsopen overlay")?;
-    let lower = CString::new(
-        [
-            dir.as_os_str().as_bytes(),
-            b":",
-            empty_dir.as_os_str().as_bytes(),
-        ]
-        .concat(),
-    )?;
-    fsconfig(&fs, FSCONFIG_SET_STRING, Some(c"lowerdir"), Some(&lower))
+    let fs = mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(std::io::Error::from)
+        .context("fsopen overlay")?;
+    let lower = [
+        dir.as_os_str().as_bytes(),
+        b":",
+        empty_dir.as_os_str().as_bytes(),
+    ]
+    .concat();
+    mount::fsconfig_set_string(&fs, "lowerdir", OsStr::from_bytes(&lower))
+        .map_err(std::io::Error::from)
         .context("overlay lowerdir")?;
-    fsconfig(&fs, FSCONFIG_CMD_CREATE, None, None).context("creating the overlay")?;
-    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-    // SAFETY: valid fs context fd.
-    let mount =
-        raw_fd(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
-            .context("fsmount overlay")?;
-    let name = CString::new(name.as_bytes())?;
-    // SAFETY: valid dir fd and NUL-terminated name.
-    raw_fd(unsafe {
-        libc::openat(
-            mount.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_PATH | libc::O_CLOEXEC,
-        ) as libc::c_long
-    })
+    mount::fsconfig_create(&fs)
+        .map_err(std::io::Error::from)
+        .context("creating the overlay")?;
+    let attrs = MountAttrFlags::MOUNT_ATTR_RDONLY
+        | MountAttrFlags::MOUNT_ATTR_NOSUID
+        | MountAttrFlags::MOUNT_ATTR_NODEV;
+    let mount = mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+        .map_err(std::io::Error::from)
+        .context("fsmount overlay")?;
+    rustix::fs::openat(
+        &mount,
+        name,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(std::io::Error::from)
     .context("opening the binary in the overlay")
 }
 
-fn fsconfig(
-    fs: &OwnedFd,
-    cmd: libc::c_uint,
-    key: Option<&CStr>,
-    value: Option<&CStr>,
-) -> Result<()> {
-    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
-    // SAFETY: valid fd; key and value are NUL-terminated or null as the command requires.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            cmd,
-            ptr(key),
-            ptr(value),
-            0,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    Ok(())
-}
-
-fn raw_fd(rc: libc::c_long) -> Result<OwnedFd> {
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    // SAFETY: the kernel just returned this fd to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
-}
-
 fn sealed_memfd_copy(exe: &File) -> Result<OwnedFd> {
-    let flags = MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING;
-    // SAFETY: valid name; the kernel returns a new fd or -1.
-    let copy =
-        raw_fd(
-            unsafe { libc::memfd_create(c"bootstrap-runc".as_ptr(), flags.bits() | MFD_EXEC) }
-                as libc::c_long,
-        )
-        .or_else(|_| {
-            nix::sys::memfd::memfd_create(c"bootstrap-runc", flags).map_err(anyhow::Error::from)
-        })
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    // MFD_EXEC is needed where `vm.memfd_noexec` is set; older kernels reject it.
+    let copy = rustix::fs::memfd_create("bootstrap-runc", flags | MemfdFlags::EXEC)
+        .or_else(|_| rustix::fs::memfd_create("bootstrap-runc", flags))
+        .map_err(std::io::Error::from)
         .context("creating a memfd for the runtime copy")?;
     let size = exe.metadata().context("reading /proc/self/exe")?.len() as usize;
     let mut copied = 0;

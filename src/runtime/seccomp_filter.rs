@@ -35,6 +35,7 @@ use nix::unistd::{ForkResult, Pid};
 use sha2::{Digest, Sha256};
 
 use crate::atomic_file;
+use crate::locks;
 
 /// `PTRACE_SECCOMP_GET_FILTER` (linux/ptrace.h; needs CONFIG_CHECKPOINT_RESTORE).
 const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
@@ -190,6 +191,7 @@ impl Filter {
             len: self.program.len() as libc::c_ushort,
             filter: self.program.as_ptr().cast_mut(),
         };
+        // Raw: rustix has no seccomp(SECCOMP_SET_MODE_FILTER).
         // SAFETY: `prog` points at `len` valid instructions that outlive the call.
         let rc = unsafe {
             libc::syscall(
@@ -209,17 +211,16 @@ impl Filter {
 /// An exclusive lock on `path`, released on drop (before libcontainer clones: an flock is
 /// shared by every process that inherits its file).
 fn lock(path: &Path) -> Result<Flock<File>> {
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .with_context(|| format!("opening lock {}", path.display()))?;
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| errno)
-        .with_context(|| format!("locking {}", path.display()))
+    locks::flock(
+        path,
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW),
+        FlockArg::LockExclusive,
+    )
 }
 
 /// The `seccomp(2)` flags libseccomp would load the profile with; `None` for a profile whose

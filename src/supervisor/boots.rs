@@ -14,14 +14,15 @@
 //! Containers' output may hold secrets: `boots/` is root's alone (0700), logs are 0600.
 
 use std::fs::{File, Permissions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
 
 use super::report::{Outcome, Report, REPORT_VERSION};
 use crate::atomic_file;
+use crate::locks;
 use crate::logging::now_rfc3339;
 
 /// How many boots' records are kept (the current one included).
@@ -146,12 +147,7 @@ pub(crate) fn log_path(boot_dir: &Path, name: &str) -> PathBuf {
 
 /// Whether a supervisor is running in that boot (it holds the boot's lock).
 pub(crate) fn in_progress(boot_dir: &Path) -> bool {
-    let Ok(file) = File::open(boot_dir.join("lock")) else {
-        return false;
-    };
-    // SAFETY: flock on a descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-    rc != 0
+    locks::held(&boot_dir.join("lock"))
 }
 
 /// This boot's record, held by the running supervisor: created (with its `logs/`), locked,
@@ -162,7 +158,7 @@ pub(crate) struct Record {
     settings: String,
     started_at: String,
     /// Held for the run: `status` sees it as in progress.
-    _lock: File,
+    _lock: Flock<File>,
 }
 
 impl Record {
@@ -190,18 +186,13 @@ impl Record {
             atomic_file::write(&sequence_path, next.to_string().as_bytes(), 0o600)?;
         }
         let lock_path = dir.join("lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
-        // SAFETY: flock on a descriptor we own. A second supervisor in the same boot waits:
-        // the markers already keep it from running a container twice.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("locking {}", lock_path.display()));
-        }
+        // A second supervisor in the same boot waits: the markers already keep it from
+        // running a container twice.
+        let lock = locks::flock(
+            &lock_path,
+            File::options().create(true).truncate(false).write(true),
+            FlockArg::LockExclusive,
+        )?;
         let record = Record {
             dir,
             settings: settings.display().to_string(),

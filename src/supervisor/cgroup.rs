@@ -22,9 +22,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use libcgroups::common::CgroupSetup;
+use libcgroups::common::{CgroupSetup, DEFAULT_CGROUP_ROOT};
 
-const ROOT: &str = "/sys/fs/cgroup";
 const LEAF: &str = "supervisor";
 
 /// The supervisor's cgroup, taken over for the containers; given back when dropped.
@@ -131,7 +130,7 @@ fn own_cgroup() -> Option<PathBuf> {
 }
 
 fn fs_path(cgroup: &Path) -> PathBuf {
-    Path::new(ROOT).join(cgroup.strip_prefix("/").unwrap_or(cgroup))
+    Path::new(DEFAULT_CGROUP_ROOT).join(cgroup.strip_prefix("/").unwrap_or(cgroup))
 }
 
 fn controllers(dir: &Path) -> Vec<String> {

@@ -21,6 +21,7 @@ use super::super::budget::{Charge, Refused};
 use super::config::RegistryConfig;
 use super::credentials;
 use super::progress::Progress;
+use crate::locks;
 
 pub(crate) struct Puller {
     config: RegistryConfig,
@@ -44,7 +45,7 @@ impl Puller {
 
     /// The client for `host` (its protocol and CA) with its credentials, made once.
     fn client(&self, host: &str) -> Result<Arc<(Client, RegistryAuth)>> {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut clients = locks::lock(&self.clients);
         if let Some(client) = clients.get(host) {
             return Ok(client.clone());
         }

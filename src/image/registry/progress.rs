@@ -1,6 +1,7 @@
 //! Progress of one image's download: a line at most every few seconds (bytes and layers), so
 //! the journal shows a long pull advancing without a line per chunk.
 
+use crate::locks;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ impl Progress {
 
     pub(crate) fn add(&self, bytes: u64) {
         self.done.fetch_add(bytes, Ordering::Relaxed);
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = locks::lock(&self.last);
         if last.elapsed() >= INTERVAL {
             *last = Instant::now();
             log::info!("{}: {}", self.image, self.line());

@@ -42,7 +42,7 @@ pub(crate) enum Command {
     /// Change settings (one edit, created if missing): bootstrap-containers.NAME.FIELD=VALUE...
     Set(set::Args),
     /// What happened in a boot: exit 0 all essential succeeded, 1 one did not, 2 invalid
-    /// settings, 3 nothing ran, 4 in progress
+    /// settings, 3 nothing ran, 4 in progress, 5 its record unreadable
     Status(status::Args),
     /// Print a container's output in a boot
     Logs(logs::Args),

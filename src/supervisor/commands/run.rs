@@ -14,10 +14,11 @@ use crate::policy;
 use crate::private_file;
 use crate::runtime::sealed_exe;
 use crate::runtime::state_root::StateRoot;
+use crate::stop;
 use crate::supervisor::boots::Record;
 use crate::supervisor::cgroup::Delegated;
 use crate::supervisor::execute::launcher::Launcher;
-use crate::supervisor::execute::{stop_requested, Executor, Runtime};
+use crate::supervisor::execute::{Executor, Runtime};
 use crate::supervisor::metrics;
 use crate::supervisor::plan::{plan, PlanOptions};
 use crate::supervisor::report::Report;
@@ -174,7 +175,7 @@ pub(crate) fn run(args: &Args) -> Result<i32> {
                 settings::format_size(args.max_image_size)
             ),
         },
-        stop_requested,
+        stop::requested,
     )?);
     let executor = Executor {
         settings: args.settings.settings.clone(),

@@ -1,4 +1,5 @@
-//! One container's run: its bundle prepared, `bootstrap-runc run` with its output streamed and
+//! One container's run: its bundle prepared, its runtime process (the launcher's fork doing
+//! what `bootstrap-runc run` does) with its output streamed and
 //! logged, its stop on timeout or on the supervisor's stop request (its stop signal — the
 //! image's `StopSignal`, SIGTERM by default — the stop grace, SIGKILL to every process), and
 //! the outcome classified.
@@ -10,23 +11,20 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
 use super::launcher::Launched;
-use super::stop::stop_requested;
 use super::{blank_outcome, Executor};
 use crate::logging::now_rfc3339;
+use crate::stop;
 use crate::supervisor::boots;
 use crate::supervisor::bundle::{self, Prepared};
 use crate::supervisor::journal::ContainerJournal;
 use crate::supervisor::plan::Step;
 use crate::supervisor::report::{ImageOutcome, Outcome, Status};
 use crate::supervisor::settings;
-
-/// How often a running container's thread looks for the supervisor's stop request.
-const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Why the supervisor ended a container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +58,7 @@ impl Executor {
         ) {
             Ok(prepared) => prepared,
             Err(err) => {
-                if stop_requested() {
+                if stop::requested() {
                     outcome.status = Status::Interrupted;
                 }
                 outcome.error = Some(format!("{err:#}"));
@@ -77,7 +75,7 @@ impl Executor {
                 pull_ms: pulled.pull_ms,
                 unpack_ms: pulled.unpack_ms,
             });
-        if stop_requested() {
+        if stop::requested() {
             // Asked to stop while preparing: start nothing more.
             outcome.status = Status::Interrupted;
             return;
@@ -127,10 +125,10 @@ impl Executor {
             .map(|timeout| Instant::now() + timeout);
         let mut ending = None;
         let status = loop {
-            let wait = deadline.map_or(STOP_POLL, |deadline| {
+            let wait = deadline.map_or(stop::POLL, |deadline| {
                 deadline
                     .saturating_duration_since(Instant::now())
-                    .min(STOP_POLL)
+                    .min(stop::POLL)
             });
             match rx.recv_timeout(wait) {
                 Ok(status) => break status,
@@ -142,7 +140,7 @@ impl Executor {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            ending = if stop_requested() {
+            ending = if stop::requested() {
                 Some(Ending::Interrupted)
             } else if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 Some(Ending::TimedOut)

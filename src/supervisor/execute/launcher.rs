@@ -46,6 +46,7 @@ use nix::unistd::{dup2, fork, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
 use crate::cli;
+use crate::locks::lock;
 use crate::logging::{self, LogFormat};
 use crate::policy::file::Overrides;
 use crate::runtime::create::CreateRequest;
@@ -219,12 +220,6 @@ impl Drop for Launcher {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The supervisor's reader: each response to its waiter, until the launcher ends (then every
@@ -485,6 +480,7 @@ fn close_fds_except(keep: &[RawFd]) {
     let mut first: libc::c_uint = 3;
     for fd in kept.into_iter().chain([libc::c_uint::MAX]) {
         if fd > first {
+            // Raw: rustix has no close_range.
             // SAFETY: closes descriptors nothing in this freshly forked process uses.
             let rc = unsafe {
                 libc::syscall(

@@ -1,20 +1,19 @@
-//! Running a plan: every ready container at once, each as `bootstrap-runc run` (so the
-//! policy lives in one place). [`scheduler`] decides what starts and records outcomes,
-//! [`container`] runs one container, [`launcher`] forks its runtime process, [`stop`] is the
-//! stop request, [`runtime`] bootstrap-runc's flags and command line.
+//! Running a plan: every ready container at once, each through the runtime's own `run`, as
+//! `bootstrap-runc run` does it (so the policy lives in one place), in a process the launcher
+//! forks. [`scheduler`] decides what starts and records outcomes, [`container`] runs one
+//! container, [`launcher`] forks its runtime process, [`runtime`] bootstrap-runc's flags and
+//! command line.
 
 mod container;
 pub(crate) mod launcher;
 pub(crate) mod runtime;
 mod scheduler;
-pub(crate) mod stop;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use runtime::Runtime;
-pub(crate) use stop::stop_requested;
 
 use super::boots::Record;
 use super::plan::Step;

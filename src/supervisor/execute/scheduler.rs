@@ -3,20 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
-use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 
-use super::stop::StopRequest;
 use super::{blank_outcome, describe, Executor};
+use crate::stop;
 use crate::supervisor::journal;
 use crate::supervisor::markers::{Marker, Markers};
 use crate::supervisor::plan::{self, Plan};
 use crate::supervisor::report::{Outcome, Status};
 use crate::supervisor::settings::{edit, Mode};
-
-/// How often the scheduler looks for a stop request while containers run.
-const STOP_POLL: Duration = Duration::from_millis(100);
 
 impl Executor {
     /// Runs the plan; returns every container's outcome, in plan order.
@@ -47,7 +43,7 @@ impl Executor {
         let (done_tx, done_rx) = mpsc::channel::<Outcome>();
         let mut started: BTreeSet<String> = outcomes.keys().cloned().collect();
         let mut running: BTreeSet<String> = BTreeSet::new();
-        let stop = StopRequest::install()?;
+        let stop = stop::StopRequest::install()?;
         // Outcomes recorded since the progress report was last rewritten.
         let mut unrecorded = false;
         let scheduled: Result<()> = 'schedule: loop {
@@ -99,7 +95,7 @@ impl Executor {
             if running.is_empty() {
                 break Ok(());
             }
-            match done_rx.recv_timeout(STOP_POLL) {
+            match done_rx.recv_timeout(stop::POLL) {
                 Ok(first) => {
                     for outcome in std::iter::once(first).chain(done_rx.try_iter()) {
                         running.remove(&outcome.name);

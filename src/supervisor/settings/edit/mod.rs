@@ -14,6 +14,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 use toml_edit::{DocumentMut, Item, Table, TableLike};
 
+use crate::locks;
 use crate::supervisor::settings::files::{SettingsFile, SettingsFiles};
 use crate::supervisor::settings::{self, Field, Format, Kind, TABLE};
 
@@ -338,13 +339,9 @@ fn edit_json(text: &str, name: &str, field: Field, new: &NewValue) -> Result<Str
 fn lock(path: &Path) -> Result<Flock<File>> {
     let mut lock_path = PathBuf::from(path.as_os_str());
     lock_path.as_mut_os_string().push(".lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening lock {}", lock_path.display()))?;
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| errno)
-        .with_context(|| format!("locking {}", lock_path.display()))
+    locks::flock(
+        &lock_path,
+        OpenOptions::new().create(true).truncate(false).write(true),
+        FlockArg::LockExclusive,
+    )
 }
