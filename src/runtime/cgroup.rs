@@ -79,12 +79,14 @@ impl Owned {
         let Ok(relative) = relative_path(&self.path, self.systemd) else {
             return false;
         };
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        let Ok(cgroups) =
+            procfs::process::Process::new(pid.as_raw()).and_then(|process| process.cgroups())
+        else {
             return false;
         };
-        text.lines()
-            .filter_map(|line| line.splitn(3, ':').nth(2))
-            .any(|path| Path::new(path.trim_start_matches('/')).starts_with(&relative))
+        cgroups
+            .into_iter()
+            .any(|cgroup| Path::new(cgroup.pathname.trim_start_matches('/')).starts_with(&relative))
     }
 
     /// The cgroup relative to the root of each hierarchy it is in.

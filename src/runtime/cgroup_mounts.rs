@@ -157,22 +157,17 @@ fn mkdir(dir: &OwnedFd, name: &str) -> Result<()> {
 /// controllers, named hierarchies, the hybrid cgroup2), or the single cgroup2 hierarchy (with
 /// an empty name) on a unified host.
 fn hierarchies(pid: Pid, table: &MountTable, owned: &Path) -> Result<Vec<Hierarchy>> {
-    let path = format!("/proc/{pid}/cgroup");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let cgroups = procfs::process::Process::new(pid.as_raw())
+        .and_then(|process| process.cgroups())
+        .with_context(|| format!("reading /proc/{pid}/cgroup"))?;
     // controllers ("cpu,cpuacct", "name=systemd", "" for cgroup2) -> the init's cgroup
-    let mut of_init: HashMap<String, PathBuf> = HashMap::new();
-    for line in text.lines() {
-        let mut fields = line.splitn(3, ':');
-        let (Some(_), Some(controllers), Some(cgroup)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            bail!("{path}: unexpected line {line:?}");
-        };
-        of_init.insert(
-            controllers.to_string(),
-            PathBuf::from(cgroup.trim_start_matches('/')),
-        );
-    }
+    let of_init: HashMap<String, PathBuf> = cgroups
+        .into_iter()
+        .map(|cgroup| {
+            let path = PathBuf::from(cgroup.pathname.trim_start_matches('/'));
+            (cgroup.controllers.join(","), path)
+        })
+        .collect();
     let root = Path::new(DEFAULT_CGROUP_ROOT);
     let mut hierarchies = Vec::new();
     for entry in table.0.iter().filter(|m| m.point.starts_with(root)) {

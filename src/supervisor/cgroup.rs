@@ -122,11 +122,13 @@ impl Drop for Delegated {
 
 /// This process's cgroup v2 path (`0::<path>` in /proc/self/cgroup).
 fn own_cgroup() -> Option<PathBuf> {
-    let memberships = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    memberships
-        .lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .map(PathBuf::from)
+    let cgroups = procfs::process::Process::myself()
+        .and_then(|process| process.cgroups())
+        .ok()?;
+    cgroups
+        .into_iter()
+        .find(|cgroup| cgroup.hierarchy == 0 && cgroup.controllers.is_empty())
+        .map(|cgroup| PathBuf::from(cgroup.pathname))
 }
 
 fn fs_path(cgroup: &Path) -> PathBuf {
