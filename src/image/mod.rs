@@ -154,7 +154,24 @@ pub fn clear(dir: &Path) -> Result<()> {
 }
 
 /// A pull shared by every container of a run that asks for the same reference and policy.
-type Shared = Arc<OnceLock<Result<(StoredImage, Pulled), String>>>;
+type Shared = Arc<OnceLock<Result<(StoredImage, Pulled), SharedFailure>>>;
+
+/// A pull's failure as every container that waited on it gets it (anyhow's errors are not
+/// `Clone`): it reads, and chains its sources, as the failure itself.
+#[derive(Clone, Debug)]
+struct SharedFailure(Arc<anyhow::Error>);
+
+impl std::fmt::Display for SharedFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for SharedFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
 
 /// The images of one supervisor run: the store under `<state-dir>/images`, its `refs.json`,
 /// and the registry client.
@@ -242,7 +259,7 @@ impl Images {
         let result = shared.get_or_init(|| {
             first.set(true);
             self.obtain_now(reference, policy)
-                .map_err(|err| format!("{err:#}"))
+                .map_err(|err| SharedFailure(Arc::new(err)))
         });
         match result {
             // Only the container that pulled is charged with the pull's time.
@@ -255,7 +272,7 @@ impl Images {
                 },
             )),
             Ok(obtained) => Ok(obtained.clone()),
-            Err(err) => Err(anyhow!("{err}")),
+            Err(err) => Err(err.clone().into()),
         }
     }
 
@@ -360,5 +377,25 @@ impl Images {
         while !(self.stop_requested)() {
             tokio::time::sleep(stop::POLL).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every container sharing a failed pull gets the failure as the puller got it.
+    #[test]
+    fn a_shared_failure_reads_as_the_failure() {
+        let failure = || {
+            Err::<(), _>(std::io::Error::other("connection refused"))
+                .context("fetching blob sha256:ab")
+                .context("pulling registry.test/a:1")
+                .unwrap_err()
+        };
+        let shared: anyhow::Error = SharedFailure(Arc::new(failure())).into();
+        assert_eq!(format!("{shared:#}"), format!("{:#}", failure()));
+        assert_eq!(format!("{shared}"), format!("{}", failure()));
+        assert_eq!(shared.chain().count(), failure().chain().count());
     }
 }

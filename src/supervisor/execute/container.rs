@@ -151,7 +151,6 @@ impl Executor {
                 break self.stop(step, ending, &prepared.stop_signal, &rx)?;
             }
         }
-        .map_err(anyhow::Error::msg)
         .context("running bootstrap-runc")?;
         for stream in streams {
             let _ = stream.join();

@@ -98,7 +98,13 @@ struct Response {
 }
 
 /// How a runtime process ended (its wait status), or why it did not start.
-pub(crate) type Launched = Result<ExitStatus, String>;
+pub(crate) type Launched = Result<ExitStatus, NotStarted>;
+
+/// Why the launcher started no runtime process for a request: its own words, which reach the
+/// supervisor over the socket as text.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct NotStarted(String);
 
 /// The supervisor's end: sends requests, and a reader thread hands each response to its waiter.
 pub(crate) struct Launcher {
@@ -239,7 +245,7 @@ fn read_responses(socket: &OwnedFd, waiting: &Mutex<HashMap<u64, mpsc::Sender<La
         if let Some(tx) = lock(waiting).remove(&response.token) {
             let _ = tx.send(match (response.status, response.error) {
                 (Some(status), _) => Ok(ExitStatus::from_raw(status)),
-                (None, error) => Err(error.unwrap_or_default()),
+                (None, error) => Err(NotStarted(error.unwrap_or_default())),
             });
         }
     }
