@@ -148,11 +148,12 @@ impl Runtime {
 }
 
 /// [`remove_cgroup`] once no process of the container's create is left: killing what is in
-/// the cgroup ends an init waiting for `start`, but an intermediate orphaned by a killed
-/// `create` may make the cgroup again until it ends (creating.rs), so then it is removed again.
+/// the cgroup ends an init waiting for `start`, but an intermediate or init orphaned by a
+/// killed `create` may be outside it, and may make the cgroup again until it ends
+/// (creating.rs): those are killed, and then the cgroup is removed again.
 fn remove_cgroup_settled(owned: &Owned, id: &str, derived_dir: &Path) -> Result<()> {
     let removed = remove_cgroup(owned, id);
-    if creating::wait_ended(derived_dir)
+    if creating::end_leftovers(derived_dir)
         .with_context(|| format!("removing the cgroups of container {id:?}"))?
     {
         return remove_cgroup(owned, id);
