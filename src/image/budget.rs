@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::locks::lock;
 use anyhow::{Context, Result};
+
+use crate::locks::lock;
 
 /// The share of a filesystem's space and inodes kept free, in percent.
 pub(crate) const RESERVE_PERCENT: u64 = 5;

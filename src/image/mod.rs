@@ -161,9 +161,9 @@ type Shared = Arc<OnceLock<Result<(StoredImage, Pulled), SharedFailure>>>;
 #[derive(Clone, Debug)]
 struct SharedFailure(Arc<anyhow::Error>);
 
-impl std::fmt::Display for SharedFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(&*self.0, f)
+impl fmt::Display for SharedFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
     }
 }
 

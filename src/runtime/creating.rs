@@ -15,11 +15,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::locks;
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use rustix::process::{PidfdFlags, Signal};
+
+use crate::locks;
 
 const FILE: &str = "creating";
 
@@ -116,6 +117,7 @@ fn kill_holders(lock: &File) {
     let Ok(processes) = std::fs::read_dir("/proc") else {
         return;
     };
+    let me = std::process::id().to_string();
     for entry in processes.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
@@ -124,7 +126,7 @@ fn kill_holders(lock: &File) {
         else {
             continue;
         };
-        if pid == std::process::id().to_string() || !holds(pid) {
+        if pid == me || !holds(pid) {
             continue;
         }
         let Some(pidfd) = pid

@@ -199,7 +199,6 @@ fn clone(
         flags |= OpenTreeFlags::AT_RECURSIVE;
     }
     let tree = mount::open_tree(source.as_fd(), "", flags)
-        .map_err(std::io::Error::from)
         .with_context(|| format!("cloning host mount tree {}", path.display()))?;
     let propagation = if shared {
         MsFlags::MS_SHARED
@@ -289,8 +288,7 @@ pub(super) fn move_mount(tree: impl AsFd, point: impl AsFd) -> Result<()> {
         point,
         "",
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-    )
-    .map_err(std::io::Error::from)?;
+    )?;
     Ok(())
 }
 

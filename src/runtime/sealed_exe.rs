@@ -143,9 +143,7 @@ fn lower_layers_only(file: &File) -> Result<bool> {
 fn read_only_overlay_copy(binary: &Path, empty_dir: &Path) -> Result<OwnedFd> {
     let dir = binary.parent().context("binary has no directory")?;
     let name = binary.file_name().context("binary has no name")?;
-    let fs = mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
-        .map_err(std::io::Error::from)
-        .context("fsopen overlay")?;
+    let fs = mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).context("fsopen overlay")?;
     let lower = [
         dir.as_os_str().as_bytes(),
         b":",
@@ -153,24 +151,19 @@ fn read_only_overlay_copy(binary: &Path, empty_dir: &Path) -> Result<OwnedFd> {
     ]
     .concat();
     mount::fsconfig_set_string(&fs, "lowerdir", OsStr::from_bytes(&lower))
-        .map_err(std::io::Error::from)
         .context("overlay lowerdir")?;
-    mount::fsconfig_create(&fs)
-        .map_err(std::io::Error::from)
-        .context("creating the overlay")?;
+    mount::fsconfig_create(&fs).context("creating the overlay")?;
     let attrs = MountAttrFlags::MOUNT_ATTR_RDONLY
         | MountAttrFlags::MOUNT_ATTR_NOSUID
         | MountAttrFlags::MOUNT_ATTR_NODEV;
-    let mount = mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
-        .map_err(std::io::Error::from)
-        .context("fsmount overlay")?;
+    let mount =
+        mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).context("fsmount overlay")?;
     rustix::fs::openat(
         &mount,
         name,
         rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )
-    .map_err(std::io::Error::from)
     .context("opening the binary in the overlay")
 }
 
@@ -179,7 +172,6 @@ fn sealed_memfd_copy(exe: &File) -> Result<OwnedFd> {
     // MFD_EXEC is needed where `vm.memfd_noexec` is set; older kernels reject it.
     let copy = rustix::fs::memfd_create("bootstrap-runc", flags | MemfdFlags::EXEC)
         .or_else(|_| rustix::fs::memfd_create("bootstrap-runc", flags))
-        .map_err(std::io::Error::from)
         .context("creating a memfd for the runtime copy")?;
     let size = exe.metadata().context("reading /proc/self/exe")?.len() as usize;
     let mut copied = 0;
