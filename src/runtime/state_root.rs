@@ -12,15 +12,17 @@
 //! ```
 //! Names starting with `.` can never be container ids, so ours never collide with libcontainer's.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 
 use anyhow::{Context, Result};
-use std::os::fd::AsRawFd;
-
 use nix::fcntl::{fcntl, FcntlArg};
 
+use crate::locks::lock;
 use crate::private_file;
 
 pub(crate) const DEFAULT_ROOT: &str = "/run/bootstrap-runc";
@@ -33,22 +35,49 @@ pub(crate) struct StateRoot {
 /// Held for as long as a command works on one container. A POSIX record lock, not flock(2):
 /// libcontainer clones the container's processes from ours without exec, and they would
 /// inherit an flock (it belongs to the open file) and hold it for the container's lifetime;
-/// record locks belong to the process.
+/// record locks belong to the process. So threads of one process (the supervisor's kills and
+/// deletes) are kept apart by [`HELD`] first: a record lock would let them all in, and the
+/// first to close its copy of the file would release it for all.
 pub(crate) struct ContainerLock {
-    /// Closed (the lock released) after `drop` ran.
-    _file: File,
+    /// The locked file, closed (the lock released) by `drop`; none until it is locked.
+    file: Option<File>,
     path: PathBuf,
     /// The container's state directories: with neither there, the lock file goes on release.
     state: [PathBuf; 2],
 }
 
+/// Lock files some thread of this process holds (or is taking), and the wait for one to go.
+static HELD: (Mutex<Option<HashSet<PathBuf>>>, Condvar) = (Mutex::new(None), Condvar::new());
+
 impl Drop for ContainerLock {
     fn drop(&mut self) {
-        if !self.state.iter().any(|dir| dir.exists()) {
-            // Still holding the lock: nobody can be between its lock and its check.
-            let _ = std::fs::remove_file(&self.path);
+        if let Some(file) = self.file.take() {
+            if !self.state.iter().any(|dir| dir.exists()) {
+                // Still holding the lock: nobody can be between its lock and its check.
+                let _ = std::fs::remove_file(&self.path);
+            }
+            drop(file);
         }
+        let (held, gone) = &HELD;
+        if let Some(held) = lock(held).as_mut() {
+            held.remove(&self.path);
+        }
+        gone.notify_all();
     }
+}
+
+/// Waits until no other thread of this process holds `path`'s lock, and marks it this one's.
+fn hold_in_process(path: &Path) {
+    let (held, gone) = &HELD;
+    let mut guard = lock(held);
+    while guard.as_ref().is_some_and(|held| held.contains(path)) {
+        guard = gone
+            .wait(guard)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    }
+    guard
+        .get_or_insert_with(HashSet::new)
+        .insert(path.to_path_buf());
 }
 
 impl StateRoot {
@@ -100,6 +129,14 @@ impl StateRoot {
     /// Takes the container's lock, waiting for other commands on the same container.
     pub(crate) fn lock(&self, id: &str) -> Result<ContainerLock> {
         let path = self.path.join(".locks").join(id);
+        hold_in_process(&path);
+        // Released (for this process's threads) on every return, by the lock or by this.
+        let mut taken = ContainerLock {
+            file: None,
+            path,
+            state: [self.container_dir(id), self.derived_dir(id)],
+        };
+        let path = taken.path.clone();
         loop {
             let file = OpenOptions::new()
                 .create(true)
@@ -122,11 +159,8 @@ impl StateRoot {
                 .with_context(|| format!("reading lock {}", path.display()))?;
             let current = std::fs::metadata(&path).ok();
             if current.is_some_and(|c| c.dev() == held.dev() && c.ino() == held.ino()) {
-                return Ok(ContainerLock {
-                    _file: file,
-                    path,
-                    state: [self.container_dir(id), self.derived_dir(id)],
-                });
+                taken.file = Some(file);
+                return Ok(taken);
             }
         }
     }
@@ -146,5 +180,50 @@ impl StateRoot {
         }
         ids.sort();
         Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    #[test]
+    fn threads_of_one_process_take_a_containers_lock_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = StateRoot::open(dir.path()).unwrap();
+        let first = root.lock("one").unwrap();
+        let second_has_it = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let _second = root.lock("one").unwrap();
+                second_has_it.store(true, Ordering::SeqCst);
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(
+                !second_has_it.load(Ordering::SeqCst),
+                "a record lock alone lets every thread of its process in"
+            );
+            // Another container's lock is not held up.
+            drop(root.lock("two").unwrap());
+            drop(first);
+        });
+        assert!(second_has_it.load(Ordering::SeqCst));
+        // Released for good: the last holder of a container with no state took the file away.
+        assert!(!dir.path().join(".locks/one").exists());
+    }
+
+    #[test]
+    fn a_failed_lock_is_released_in_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = StateRoot::open(dir.path()).unwrap();
+        // A lock that cannot be taken: its file cannot be opened for writing.
+        std::fs::create_dir(dir.path().join(".locks/bad")).unwrap();
+        assert!(root.lock("bad").is_err());
+        std::fs::remove_dir(dir.path().join(".locks/bad")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(root.lock("bad").map(drop).is_ok()));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(true));
     }
 }
