@@ -48,7 +48,7 @@ pub fn settings(data: &[u8]) {
                 break;
             }
             for step in next.ready.iter().chain(next.skip.iter()) {
-                outcomes.insert(step.name.clone(), plan::Outcome::Succeeded);
+                outcomes.insert(step.name.clone(), plan::Ended::Succeeded);
             }
         }
         for step in &plan.steps {

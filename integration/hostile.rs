@@ -289,7 +289,7 @@ fn oci_layout(dir: &Path, layer: &[u8]) -> PathBuf {
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |bytes: &[u8]| -> (String, usize) {
-        let hex = bootstrap_runc::image::content::hex(sha2::Sha256::digest(bytes).as_slice());
+        let hex = bootstrap_runc::image::digest::hex(sha2::Sha256::digest(bytes).as_slice());
         std::fs::write(blobs.join(&hex), bytes).unwrap();
         (format!("sha256:{hex}"), bytes.len())
     };

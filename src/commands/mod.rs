@@ -48,17 +48,8 @@ pub struct Cli {
     /// Manage cgroups through systemd
     #[arg(long, global = true)]
     pub(crate) systemd_cgroup: bool,
-    /// Host directory bound read-only at /.bottlerocket/rootfs [policy file, then /]
-    #[arg(long, global = true, value_name = "PATH", value_parser = cli::absolute)]
-    pub(crate) host_root: Option<PathBuf>,
-    /// Host directory bound rshared at /.bottlerocket/rootfs/mnt [policy file, then /mnt]
-    #[arg(long, global = true, value_name = "PATH", value_parser = cli::absolute)]
-    pub(crate) host_mount_area: Option<PathBuf>,
-    /// Host directories bound read-write and rshared at /.bottlerocket/rootfs<dir>,
-    /// comma-separated; '' for none [policy file, then
-    /// /var/lib/containerd,/var/lib/docker,/var/lib/kubelet]
-    #[arg(long, global = true, value_name = "LIST", value_parser = policy::file::parse_dir_list)]
-    pub(crate) shared_dirs: Option<policy::file::DirList>,
+    #[command(flatten)]
+    pub(crate) host_paths: policy::file::HostPathFlags,
     /// Host directories no container may reach, comma-separated, besides --root and its
     /// seccomp cache (bootstrap-supervisor passes its own state)
     #[arg(long, global = true, value_name = "LIST", value_parser = policy::file::parse_dir_list)]
@@ -126,15 +117,13 @@ impl Cli {
             root,
             systemd_cgroup: self.systemd_cgroup,
             policy_overrides: Overrides {
-                host_root: self.host_root.clone(),
-                host_mount_area: self.host_mount_area.clone(),
-                shared_dirs: self.shared_dirs.clone().map(|list| list.0),
                 systemd_cgroup: self.systemd_cgroup,
-                protected_dirs: self
-                    .protected_dirs
-                    .clone()
-                    .map(|list| list.0)
-                    .unwrap_or_default(),
+                ..self.host_paths.overrides(
+                    self.protected_dirs
+                        .clone()
+                        .map(|list| list.0)
+                        .unwrap_or_default(),
+                )
             },
         })
     }

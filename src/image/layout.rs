@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::budget::Charge;
 use super::config::ImageConfig;
-use super::content::{digest_hex, verify};
+use super::digest::{digest_hex, verify};
 use super::unpack::{self, Compression};
 
 #[derive(Deserialize)]

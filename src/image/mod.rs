@@ -27,7 +27,7 @@
 
 pub mod budget;
 pub(crate) mod config;
-pub mod content;
+pub mod digest;
 pub(crate) mod layout;
 pub(crate) mod overlay;
 pub(crate) mod refs;
@@ -52,7 +52,7 @@ use budget::Budget;
 pub use budget::Limits;
 pub(crate) use config::ImageConfig;
 use refs::Refs;
-use registry::client::Puller;
+use registry::client::{Puller, Resolved};
 use registry::config::RegistryConfig;
 use store::{Store, StoredImage};
 
@@ -297,36 +297,11 @@ impl Images {
                 return Ok(stored(image));
             }
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the pull's I/O runtime")?;
         // One staging dir per reference and run: a retry keeps the blobs that arrived whole,
         // and a failed pull leaves nothing.
         let staging = self.store.staging(text);
         let pulling = Instant::now();
-        let is_stored = |digest: &str| self.store.get(digest).is_some();
-        let downloads = self.budget.downloads(self.store.dir())?;
-        let downloaded = runtime.block_on(async {
-            let download = registry::Download {
-                puller: &self.puller,
-                reference: &reference,
-                text,
-                staging: &staging,
-                stored: &is_stored,
-                charge: &downloads,
-            };
-            let pull = std::pin::pin!(download.run());
-            let stop = std::pin::pin!(self.until_stop_requested());
-            match select(pull, stop).await {
-                Either::Left((pulled, _)) => pulled,
-                Either::Right(_) => Err(anyhow!(
-                    "pulling {text}: abandoned, the supervisor was stopped"
-                )),
-            }
-        });
-        drop(downloads); // what it reserved and did not write is free for the unpack
-        let (resolved, downloaded) = match downloaded {
+        let (resolved, downloaded) = match self.download(&reference, text, &staging) {
             Ok(downloaded) => downloaded,
             Err(err) => {
                 let _ = std::fs::remove_dir_all(&staging);
@@ -338,30 +313,9 @@ impl Images {
         };
         let pull_ms = pulling.elapsed().as_millis() as u64;
         let obtained = if downloaded {
-            let unpacking = Instant::now();
-            let result = self.budget.image(self.store.dir()).and_then(|charge| {
-                self.store.unpack(
-                    &resolved.digest,
-                    &resolved.manifest,
-                    &staging.join("blobs"),
-                    &staging,
-                    &charge,
-                )
-            });
+            let result = self.unpack(text, &resolved, &staging, pull_ms);
             let _ = std::fs::remove_dir_all(&staging);
-            let image = result.with_context(|| format!("unpacking {text}"))?;
-            let pulled = Pulled {
-                digest: image.digest.clone(),
-                pull_ms,
-                unpack_ms: unpacking.elapsed().as_millis() as u64,
-            };
-            log::info!(
-                "{text}: pulled in {:.1} s, unpacked in {:.1} s ({})",
-                pull_ms as f64 / 1000.0,
-                pulled.unpack_ms as f64 / 1000.0,
-                image.digest
-            );
-            (image, pulled)
+            result?
         } else {
             stored(
                 self.store
@@ -371,6 +325,79 @@ impl Images {
         };
         self.refs.remember(text, &obtained.0.digest)?;
         Ok(obtained)
+    }
+
+    /// Resolves `reference` and downloads what the store lacks of it into `staging`, until
+    /// done or the supervisor is stopped. Returns the resolved manifest and whether anything
+    /// was downloaded (nothing: the store has the image).
+    fn download(
+        &self,
+        reference: &Reference,
+        text: &str,
+        staging: &Path,
+    ) -> Result<(Resolved, bool)> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the pull's I/O runtime")?;
+        let is_stored = |digest: &str| self.store.get(digest).is_some();
+        let downloads = self.budget.downloads(self.store.dir())?;
+        runtime.block_on(async {
+            let download = registry::Download {
+                puller: &self.puller,
+                reference,
+                text,
+                staging,
+                stored: &is_stored,
+                charge: &downloads,
+            };
+            let pull = std::pin::pin!(download.run());
+            let stop = std::pin::pin!(self.until_stop_requested());
+            match select(pull, stop).await {
+                Either::Left((pulled, _)) => pulled,
+                Either::Right(_) => Err(anyhow!(
+                    "pulling {text}: abandoned, the supervisor was stopped"
+                )),
+            }
+        })
+        // `downloads` is dropped here: what it reserved and did not write is free for the unpack.
+    }
+
+    /// Unpacks the downloaded image in `staging` into the store; `pull_ms` is how long its
+    /// download took.
+    fn unpack(
+        &self,
+        text: &str,
+        resolved: &Resolved,
+        staging: &Path,
+        pull_ms: u64,
+    ) -> Result<(StoredImage, Pulled)> {
+        let unpacking = Instant::now();
+        let image = self
+            .budget
+            .image(self.store.dir())
+            .and_then(|charge| {
+                self.store.unpack(
+                    &resolved.digest,
+                    &resolved.manifest,
+                    &staging.join("blobs"),
+                    staging,
+                    &charge,
+                )
+            })
+            .with_context(|| format!("unpacking {text}"))?;
+        let pulled = Pulled {
+            digest: image.digest.clone(),
+            pull_ms,
+            unpack_ms: unpacking.elapsed().as_millis() as u64,
+        };
+        log::info!(
+            "{text}: pulled in {:.1} s, unpacked in {:.1} s ({})",
+            pull_ms as f64 / 1000.0,
+            pulled.unpack_ms as f64 / 1000.0,
+            image.digest
+        );
+        Ok((image, pulled))
     }
 
     async fn until_stop_requested(&self) {

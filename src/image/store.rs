@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::budget::Charge;
 use super::config::ImageConfig;
-use super::content::{digest_hex, verify};
+use super::digest::{digest_hex, verify};
 use super::unpack::{self, Compression};
 use crate::atomic_file;
 
@@ -60,7 +60,7 @@ impl Store {
     pub(crate) fn staging(&self, key: &str) -> PathBuf {
         self.dir.join("tmp").join(format!(
             "{}.{}",
-            super::content::hex(&Sha256::digest(key.as_bytes())),
+            super::digest::hex(&Sha256::digest(key.as_bytes())),
             std::process::id()
         ))
     }

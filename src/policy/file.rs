@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use super::{capabilities, seccomp, Policy, MOUNT_AREA_TARGET};
+use crate::cli;
 
 pub(crate) const DEFAULT_PATH: &str = "/etc/bootstrap-runc/policy.toml";
 /// Another policy file; containerd passes no flags, so this is how its runtime gets one.
@@ -24,6 +25,37 @@ struct PolicyFile {
     shared_dirs: Option<Vec<PathBuf>>,
     host_certs: Option<PathBuf>,
     seccomp: Option<seccomp::Mode>,
+}
+
+/// The policy's host paths on a command line: bootstrap-runc's global flags, and the
+/// supervisor's, which its runtime processes take as theirs.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub(crate) struct HostPathFlags {
+    /// Host directory bound read-only at /.bottlerocket/rootfs [policy file, then /]
+    #[arg(long, global = true, value_name = "PATH", value_parser = cli::absolute)]
+    pub host_root: Option<PathBuf>,
+    /// Host directory bound rshared at /.bottlerocket/rootfs/mnt [policy file, then /mnt]
+    #[arg(long, global = true, value_name = "PATH", value_parser = cli::absolute)]
+    pub host_mount_area: Option<PathBuf>,
+    /// Host directories bound read-write and rshared at /.bottlerocket/rootfs<dir>,
+    /// comma-separated; '' for none [policy file, then
+    /// /var/lib/containerd,/var/lib/docker,/var/lib/kubelet]
+    #[arg(long, global = true, value_name = "LIST", value_parser = parse_dir_list)]
+    pub shared_dirs: Option<DirList>,
+}
+
+impl HostPathFlags {
+    /// The flags as the policy takes them, with `protected_dirs` (a flag of bootstrap-runc's;
+    /// the supervisor's own state for the supervisor).
+    pub(crate) fn overrides(&self, protected_dirs: Vec<PathBuf>) -> Overrides {
+        Overrides {
+            host_root: self.host_root.clone(),
+            host_mount_area: self.host_mount_area.clone(),
+            shared_dirs: self.shared_dirs.clone().map(|list| list.0),
+            systemd_cgroup: false,
+            protected_dirs,
+        }
+    }
 }
 
 /// What the command line says; it wins over the file.

@@ -35,7 +35,7 @@ pub(crate) const KERNEL_SOURCES_DIR: &str = "/usr/src/kernels";
 pub(crate) const DEBUGFS_DIR: &str = "/sys/kernel/debug";
 
 /// Bottlerocket's bootstrap mounts that exist only when their host source does: the policy
-/// always asks for them, and the runtime drops those the host lacks (runtime/environment.rs).
+/// always asks for them, and the runtime drops those the host lacks (runtime/host_sources.rs).
 /// A config may mount nothing at or under them.
 pub(crate) const WHEN_PRESENT: [&str; 4] =
     [MODULES_DIR, KERNEL_SOURCES_DIR, DEBUGFS_DIR, CERTS_TARGET];
@@ -431,8 +431,6 @@ fn confine_mounts(
     policy: &Policy,
     bundle: &Path,
 ) -> Result<Vec<Mount>, PolicyError> {
-    let bottlerocket = Path::new(BOTTLEROCKET_DIR);
-    let host_root_target = Path::new(HOST_ROOT_TARGET);
     let mut mounts = vec![tmpfs(
         BOTTLEROCKET_DIR,
         &["nosuid", "nodev", "noexec", "mode=755", "size=1m"],
@@ -448,45 +446,60 @@ fn confine_mounts(
             &["nosuid", "nodev", "mode=1777", "size=65536k"],
         ));
     }
-    for mut mount in requested {
-        // runc takes a relative destination against the container's root.
-        let destination = clean(mount.destination());
-        if destination == Path::new("/") {
-            return Err(PolicyError::MountOverRoot);
-        }
-        check_proc_mount(&mount, &destination)?;
-        if destination == bottlerocket
-            || destination.starts_with(host_root_target)
-            || WHEN_PRESENT.iter().any(|dir| destination.starts_with(dir))
-        {
-            return Err(PolicyError::ReservedMount(destination));
-        }
-        mount.set_destination(destination);
-        // Only the policy's own mounts propagate to the host (libcontainer 0.7.0 ignores these
-        // options; a later one would honour them).
-        if let Some(options) = mount.options_mut() {
-            options.retain(|o| o != "shared" && o != "rshared");
-        }
-        if is_bind(&mount) {
-            let source = clean(&bundle.join(mount.source().clone().unwrap_or_default()));
-            let writable = may_write(&source, policy, bundle);
-            if !writable {
-                make_read_only(&mut mount);
-            }
-            check_protected(&source, mount.destination(), writable, policy)?;
-            mount.set_source(Some(source));
-        } else {
-            let typ = mount.typ().clone().unwrap_or_default();
-            if !PSEUDO_FILESYSTEMS.contains(&typ.as_str()) {
-                return Err(PolicyError::MountType {
-                    typ,
-                    destination: mount.destination().clone(),
-                });
-            }
-        }
-        mounts.push(mount);
+    for mount in requested {
+        mounts.push(confine_mount(mount, policy, bundle)?);
     }
-    // After the config's own mounts (its /sys included), as host-ctr orders them.
+    mounts.extend(policy_mounts(policy));
+    Ok(mounts)
+}
+
+/// One of the config's mounts, confined: not over the root, `/proc` nor the policy's own
+/// mounts; never propagating to the host; a bind read-only unless its source may be written,
+/// and never of protected state; otherwise only a pseudo-filesystem.
+fn confine_mount(mut mount: Mount, policy: &Policy, bundle: &Path) -> Result<Mount, PolicyError> {
+    // runc takes a relative destination against the container's root.
+    let destination = clean(mount.destination());
+    if destination == Path::new("/") {
+        return Err(PolicyError::MountOverRoot);
+    }
+    check_proc_mount(&mount, &destination)?;
+    if destination == Path::new(BOTTLEROCKET_DIR)
+        || destination.starts_with(HOST_ROOT_TARGET)
+        || WHEN_PRESENT.iter().any(|dir| destination.starts_with(dir))
+    {
+        return Err(PolicyError::ReservedMount(destination));
+    }
+    mount.set_destination(destination);
+    // Only the policy's own mounts propagate to the host (libcontainer 0.7.0 ignores these
+    // options; a later one would honour them).
+    if let Some(options) = mount.options_mut() {
+        options.retain(|o| o != "shared" && o != "rshared");
+    }
+    if is_bind(&mount) {
+        let source = clean(&bundle.join(mount.source().clone().unwrap_or_default()));
+        let writable = may_write(&source, policy, bundle);
+        if !writable {
+            make_read_only(&mut mount);
+        }
+        check_protected(&source, mount.destination(), writable, policy)?;
+        mount.set_source(Some(source));
+    } else {
+        let typ = mount.typ().clone().unwrap_or_default();
+        if !PSEUDO_FILESYSTEMS.contains(&typ.as_str()) {
+            return Err(PolicyError::MountType {
+                typ,
+                destination: mount.destination().clone(),
+            });
+        }
+    }
+    Ok(mount)
+}
+
+/// The policy's own mounts, after the config's (its /sys included), as host-ctr orders them:
+/// the optional host mounts, the host root, the mount area, the shared directories and the
+/// certificates.
+fn policy_mounts(policy: &Policy) -> Vec<Mount> {
+    let mut mounts = Vec::new();
     let read_only = ["rbind", "ro", "rro"];
     for dir in [MODULES_DIR, KERNEL_SOURCES_DIR] {
         mounts.push(bind(&under(&policy.host_root, dir), dir, &read_only));
@@ -518,7 +531,7 @@ fn confine_mounts(
         CERTS_TARGET,
         &read_only,
     ));
-    Ok(mounts)
+    mounts
 }
 
 /// `dir` (absolute) read under `root`.

@@ -15,7 +15,7 @@ use super::host_mounts::HostMount;
 use super::mountinfo::MountTable;
 use super::reach::{self, Lineage};
 use super::{
-    bind_sources, cgroup_mounts, creating, derived_bundle, environment, host_mounts, init,
+    bind_sources, cgroup_mounts, creating, derived_bundle, host_mounts, host_sources, init,
     libcontainer_error, rootfs, seccomp_filter, Runtime,
 };
 use crate::atomic_file;
@@ -90,7 +90,7 @@ impl Runtime {
             derived_dir,
             &table,
         )?;
-        environment::prepare_shared(&derived.host_mounts, &policy.host_root, &table)?;
+        host_sources::prepare_shared(&derived.host_mounts, &policy.host_root, &table)?;
         let filter = derived.seccomp_filter;
         // Held across libcontainer's forks, dropped here when create_in returns.
         let _creating = creating::Creating::hold(derived_dir)?;
@@ -129,7 +129,7 @@ impl Runtime {
 fn check_host_mounts(mounts: &[HostMount], protected: &[Lineage]) -> Result<()> {
     for mount in mounts.iter().filter(|m| !m.read_only) {
         let Some(lineage) = Lineage::open(&mount.source)? else {
-            continue; // a shared directory not made yet: environment.rs creates it, empty
+            continue; // a shared directory not made yet: host_sources.rs creates it, empty
         };
         if let Some((state, relation)) = lineage.reaching(protected, true) {
             bail!(

@@ -15,8 +15,8 @@ use std::os::fd::OwnedFd;
 
 use super::bind_sources::{self, Judged};
 use super::cgroup_mounts::{self, CgroupMount};
-use super::environment;
 use super::host_mounts::{self, HostMount};
+use super::host_sources;
 use super::mountinfo::MountTable;
 use super::reach::Lineage;
 use super::rootfs::{self, Layer};
@@ -118,7 +118,7 @@ pub(crate) fn write(
     resolve_bind_sources(&mut spec, bundle);
     let mut spec = policy::apply(spec, policy, bundle)?;
     let root = resolve_root(&mut spec)?;
-    environment::present(&mut spec, &policy.host_root, table)?;
+    host_sources::present(&mut spec, &policy.host_root, table)?;
     let (mut spec, host_mounts) = host_mounts::split(spec);
     let cgroup_mounts = cgroup_mounts::split(&mut spec);
     let binds = bind_sources::judge(spec.mounts().as_deref().unwrap_or_default(), protected)?;

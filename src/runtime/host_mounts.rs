@@ -8,7 +8,7 @@
 //! mount joins its peer group, so the mount area propagates both ways; the host root copy is
 //! made a slave, so nothing mounted there inside the container reaches the host. The shared
 //! directories propagate as the mount area does; the certificates are a read-only slave copy.
-//! Making the shared sources propagate on the host side is environment.rs's part.
+//! Making the shared sources propagate on the host side is host_sources.rs's part.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};

@@ -1,4 +1,4 @@
-//! The host side of the policy's environment: which of Bottlerocket's optional mounts this host
+//! The host sources of the policy's mounts: which of Bottlerocket's optional mounts this host
 //! has, and the shared mounts made ready.
 //!
 //! The policy (policy/mod.rs) is pure: it always asks for `/lib/modules`, `/usr/src/kernels`,

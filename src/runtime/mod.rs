@@ -8,10 +8,10 @@ pub(crate) mod cleanup;
 pub(crate) mod create;
 pub(crate) mod creating;
 pub(crate) mod derived_bundle;
-pub(crate) mod environment;
 pub(crate) mod exec;
 pub(crate) mod foreground;
 pub(crate) mod host_mounts;
+pub(crate) mod host_sources;
 pub(crate) mod init;
 pub(crate) mod kill;
 pub(crate) mod mountinfo;
@@ -56,35 +56,29 @@ impl Runtime {
         policy
             .protected_dirs
             .extend([self.root.path().to_path_buf(), self.seccomp_cache.clone()]);
-        for (what, flag, path) in [
-            ("host root", "--host-root", &mut policy.host_root),
+        let flags = &self.policy_overrides;
+        for (what, flag, given, path) in [
+            (
+                "host root",
+                "--host-root",
+                flags.host_root.is_some(),
+                &mut policy.host_root,
+            ),
             (
                 "host mount area",
                 "--host-mount-area",
+                flags.host_mount_area.is_some(),
                 &mut policy.host_mount_area,
             ),
         ] {
             // Name where the value came from: the flag, else the file or its default.
-            let source = match (flag, &self.policy_overrides) {
-                (
-                    "--host-root",
-                    Overrides {
-                        host_root: Some(_), ..
-                    },
-                )
-                | (
-                    "--host-mount-area",
-                    Overrides {
-                        host_mount_area: Some(_),
-                        ..
-                    },
-                ) => {
-                    format!("{what} from {flag}")
-                }
-                _ => format!(
+            let source = if given {
+                format!("{what} from {flag}")
+            } else {
+                format!(
                     "{what} from policy file {} (or its default)",
                     file.display()
-                ),
+                )
             };
             *path = path
                 .canonicalize()

@@ -1,6 +1,6 @@
 //! The host's mount table (`/proc/self/mountinfo`, parsed by the `procfs` crate), read once by
 //! `create` and shared by its checks: which optional mounts the host has
-//! (runtime/environment.rs), where the container's cgroup would be in each hierarchy
+//! (runtime/host_sources.rs), where the container's cgroup would be in each hierarchy
 //! (runtime/cgroup.rs), and whether the shared sources propagate. Each read costs the kernel
 //! a line per mount: hosts with hundreds of mounts (pod volumes, overlays) pay it per read.
 

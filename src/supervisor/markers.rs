@@ -45,6 +45,7 @@ impl Markers {
 mod tests {
     use super::*;
     use crate::supervisor::report::{ImageOutcome, Status};
+    use crate::supervisor::settings::Mode;
 
     #[test]
     fn markers_round_trip_and_missing_means_not_run() {
@@ -55,7 +56,7 @@ mod tests {
         assert_eq!(markers.get("a"), Some(Marker::Started));
         let outcome = Outcome {
             name: "a".into(),
-            mode: "once".into(),
+            mode: Mode::Once,
             essential: true,
             source: "/b".into(),
             status: Status::Failed,

@@ -139,12 +139,13 @@ pub(crate) fn write(
 mod tests {
     use super::*;
     use crate::supervisor::report::{ImageOutcome, Status};
+    use crate::supervisor::settings::Mode;
 
     #[test]
     fn text_format_has_the_documented_series() {
         let outcome = Outcome {
             name: "disk-setup".into(),
-            mode: "once".into(),
+            mode: Mode::Once,
             essential: true,
             source: "r/x:1".into(),
             status: Status::Failed,

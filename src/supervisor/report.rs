@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use super::settings::Mode;
 use crate::atomic_file;
 
 pub(crate) const REPORT_VERSION: u32 = 1;
@@ -42,7 +43,7 @@ impl Status {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Outcome {
     pub name: String,
-    pub mode: String,
+    pub mode: Mode,
     pub essential: bool,
     pub source: String,
     pub status: Status,

@@ -15,7 +15,7 @@ use futures_util::future::try_join_all;
 use oci_client::Reference;
 
 use super::budget::Charge;
-use super::content::digest_hex;
+use super::digest::digest_hex;
 use client::{is_permanent, Puller, Resolved};
 use progress::Progress;
 

@@ -13,7 +13,6 @@ use crate::logging::now_rfc3339;
 use crate::policy;
 use crate::private_file;
 use crate::runtime::sealed_exe;
-use crate::runtime::state_root::StateRoot;
 use crate::stop;
 use crate::supervisor::boots::Record;
 use crate::supervisor::cgroup::Delegated;
@@ -28,9 +27,9 @@ use crate::supervisor::settings;
 pub(crate) struct Args {
     #[command(flatten)]
     pub settings: SettingsArg,
-    /// The bootstrap-runc binary, for kills and deletes (containers run in this binary's own
-    /// runtime processes) [default: beside this binary, else on PATH]
-    #[arg(long, env = RUNTIME_ENV)]
+    /// Accepted and ignored, for scripts that pass it: containers run, stop and are deleted in
+    /// this binary's own runtime, the library bootstrap-runc is built on
+    #[arg(long, env = "BOOTSTRAP_RUNTIME", value_name = "PATH")]
     pub runtime: Option<PathBuf>,
     /// Persistent state: generated bundles, unpacked images, per-container data and logs
     #[arg(long, default_value = "/var/lib/bootstrap-containers", value_parser = cli::absolute)]
@@ -41,15 +40,8 @@ pub(crate) struct Args {
     /// JSON report [default: RUN_DIR/report.json]
     #[arg(long, value_parser = cli::absolute)]
     pub report: Option<PathBuf>,
-    /// Passed to bootstrap-runc
-    #[arg(long, value_parser = cli::absolute)]
-    pub host_root: Option<PathBuf>,
-    /// Passed to bootstrap-runc
-    #[arg(long, value_parser = cli::absolute)]
-    pub host_mount_area: Option<PathBuf>,
-    /// Passed to bootstrap-runc: comma-separated host directories shared read-write, '' for none
-    #[arg(long, value_name = "LIST", value_parser = policy::file::parse_dir_list)]
-    pub shared_dirs: Option<policy::file::DirList>,
+    #[command(flatten)]
+    pub host_paths: policy::file::HostPathFlags,
     /// How long a stopped container (timeout, or the supervisor stopping) has between SIGTERM
     /// and SIGKILL to all its processes (host-ctr's 20 s)
     #[arg(long, env = "BOOTSTRAP_STOP_GRACE", default_value = "20s", value_parser = settings::parse_duration)]
@@ -100,28 +92,23 @@ fn seccomp_cache(state_dir: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// `--runtime`'s variable: also how the default found beside this binary survives the re-exec
-/// from its protected copy, where nothing is beside it.
-const RUNTIME_ENV: &str = "BOOTSTRAP_RUNTIME";
-
-fn default_runtime() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.join("bootstrap-runc")))
-        .filter(|path| path.exists())
-        .unwrap_or_else(|| PathBuf::from("bootstrap-runc"))
-}
-
 pub(crate) fn run(args: &Args) -> Result<i32> {
     // Runtime processes are forks of this one (execute/launcher.rs): run from a protected
     // binary, as bootstrap-runc does before it creates containers.
     let reexecuted = sealed_exe::take_reexec_mark();
-    let binary = args.runtime.clone().unwrap_or_else(default_runtime);
-    let runtime_root = StateRoot::open(&args.run_dir.join("runtime"))?;
-    if !reexecuted {
-        std::env::set_var(RUNTIME_ENV, &binary);
+    if let Some(ignored) = &args.runtime {
+        log::debug!(
+            "--runtime {} ignored: containers run in this binary",
+            ignored.display()
+        );
     }
-    sealed_exe::ensure_sealed(&runtime_root.empty_dir())?;
+    let runtime = Runtime::open(
+        &args.run_dir,
+        args.host_paths
+            .overrides(protected_dirs(&args.state_dir, &args.run_dir)),
+        seccomp_cache(&args.state_dir)?,
+    )?;
+    sealed_exe::ensure_sealed(&runtime.state_root().empty_dir())?;
     if !reexecuted {
         log::info!(
             "{} is installed read-only: it runs containers as it is",
@@ -130,19 +117,9 @@ pub(crate) fn run(args: &Args) -> Result<i32> {
     }
     // Dropped (the cgroup given back) once every container is gone.
     let cgroup = Delegated::take();
-    let runtime = Runtime {
-        binary,
-        run_dir: args.run_dir.clone(),
-        host_root: args.host_root.clone(),
-        host_mount_area: args.host_mount_area.clone(),
-        shared_dirs: args.shared_dirs.clone().map(|list| list.0),
-        protected_dirs: protected_dirs(&args.state_dir, &args.run_dir),
-    };
     // Forked while this process is single-threaded, in the cgroup just taken, and before the
     // settings and credentials are read: runtime processes hold no more than they need.
-    let launcher = Arc::new(Launcher::start(
-        runtime.launcher_config(seccomp_cache(&args.state_dir)?),
-    )?);
+    let launcher = Arc::new(Launcher::start(runtime.launcher_config())?);
     let started_at = now_rfc3339();
     let record = Arc::new(Record::open(
         &args.state_dir,
@@ -165,18 +142,7 @@ pub(crate) fn run(args: &Args) -> Result<i32> {
             default_timeout: args.default_timeout,
         },
     );
-    let images = Arc::new(Images::open(
-        &args.state_dir,
-        RegistryConfig::load(&args.registry_config)?,
-        Limits {
-            max_image_bytes: args.max_image_size,
-            max_image_bytes_name: format!(
-                "--max-image-size {}",
-                settings::format_size(args.max_image_size)
-            ),
-        },
-        stop::requested,
-    )?);
+    let images = Arc::new(open_images(args)?);
     let executor = Executor {
         settings: args.settings.settings.clone(),
         runtime,
@@ -206,6 +172,22 @@ pub(crate) fn run(args: &Args) -> Result<i32> {
         );
     }
     Ok(exit_code)
+}
+
+/// The image store, with the registries' configuration and the size limit of the flags.
+fn open_images(args: &Args) -> Result<Images> {
+    Images::open(
+        &args.state_dir,
+        RegistryConfig::load(&args.registry_config)?,
+        Limits {
+            max_image_bytes: args.max_image_size,
+            max_image_bytes_name: format!(
+                "--max-image-size {}",
+                settings::format_size(args.max_image_size)
+            ),
+        },
+        stop::requested,
+    )
 }
 
 /// Writes the run's report: this boot's record first, then the run dir's, then the metrics.

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::mpsc;
 use std::time::Instant;
@@ -44,18 +44,16 @@ impl Executor {
 
     fn prepare_and_run(&self, step: &Step, outcome: &mut Outcome) {
         let preparing = Instant::now();
-        let host_root = self
-            .runtime
-            .host_root
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/"));
-        let prepared = match bundle::prepare(
-            step,
-            &self.state_dir,
-            &host_root,
-            &self.images,
-            self.cgroup_parent.as_deref(),
-        ) {
+        let prepared = self.runtime.host_root().and_then(|host_root| {
+            bundle::prepare(
+                step,
+                &self.state_dir,
+                &host_root,
+                &self.images,
+                self.cgroup_parent.as_deref(),
+            )
+        });
+        let prepared = match prepared {
             Ok(prepared) => prepared,
             Err(err) => {
                 if stop::requested() {
@@ -134,8 +132,7 @@ impl Executor {
                 Ok(status) => break status,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // Nobody would see the container end, nor stop it on its timeout.
-                    self.runtime
-                        .try_run(&step.name, &["kill", "--all", &step.id, "KILL"]);
+                    self.runtime.kill(&step.name, &step.id, "KILL", true);
                     bail!("the launcher ended before the runtime process")
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -180,8 +177,7 @@ impl Executor {
             step.name,
             settings::format_duration(grace)
         );
-        self.runtime
-            .try_run(&step.name, &["kill", &step.id, stop_signal]);
+        self.runtime.kill(&step.name, &step.id, stop_signal, false);
         match rx.recv_timeout(grace) {
             Ok(status) => Ok(status),
             Err(_) => {
@@ -190,8 +186,7 @@ impl Executor {
                     step.name,
                     settings::format_duration(grace)
                 );
-                self.runtime
-                    .try_run(&step.name, &["kill", "--all", &step.id, "KILL"]);
+                self.runtime.kill(&step.name, &step.id, "KILL", true);
                 rx.recv()
                     .context("the launcher ended before the runtime process")
             }

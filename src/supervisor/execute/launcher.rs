@@ -77,6 +77,18 @@ pub(crate) struct Config {
     pub seccomp_cache: PathBuf,
 }
 
+impl Config {
+    /// The runtime library on this state root, as `bootstrap-runc` with these flags has it.
+    pub(crate) fn runtime(&self) -> Result<Runtime> {
+        Ok(Runtime {
+            root: StateRoot::open(&self.root)?,
+            systemd_cgroup: false,
+            policy_overrides: self.overrides.clone(),
+            seccomp_cache: self.seccomp_cache.clone(),
+        })
+    }
+}
+
 /// One container to run: `run --bundle <bundle> <id>`, logging to `log`.
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
@@ -409,14 +421,8 @@ fn accept(
 fn runtime_process(config: &Config, request: &Request, stdout: OwnedFd, stderr: OwnedFd) -> ! {
     let code = match become_runtime(stdout, stderr, &request.log) {
         Ok(()) => {
-            let result = StateRoot::open(&config.root).and_then(|root| {
-                Runtime {
-                    root,
-                    systemd_cgroup: false,
-                    policy_overrides: config.overrides.clone(),
-                    seccomp_cache: config.seccomp_cache.clone(),
-                }
-                .run(&CreateRequest {
+            let result = config.runtime().and_then(|runtime| {
+                runtime.run(&CreateRequest {
                     id: &request.id,
                     bundle: &request.bundle,
                     pid_file: None,

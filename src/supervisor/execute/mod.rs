@@ -43,7 +43,7 @@ pub(crate) struct Executor {
 pub(super) fn blank_outcome(step: &Step, status: Status) -> Outcome {
     Outcome {
         name: step.name.clone(),
-        mode: step.container.mode.name().to_string(),
+        mode: step.container.mode,
         essential: step.container.essential,
         source: step.container.source.to_string(),
         status,

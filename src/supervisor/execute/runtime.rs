@@ -1,84 +1,67 @@
-//! bootstrap-runc as the supervisor uses it: one `--root` for the boot (`<run-dir>/runtime`),
-//! a JSON log per container (`<run-dir>/logs/<name>.runtime.json`, where every error of the
-//! runtime's own lands), and the policy's host paths passed through. Containers run in the
-//! launcher's runtime processes (launcher.rs); kills execute the binary.
+//! The runtime as the supervisor uses it: one state root for the boot (`<run-dir>/runtime`),
+//! a JSON log per container (`<run-dir>/logs/<name>.runtime.json`, where every error of its
+//! runtime process lands), and the policy's host paths. Containers run in the launcher's
+//! runtime processes (launcher.rs); stops and deletes call the same runtime library here, as
+//! `bootstrap-runc kill` and `delete --force` would.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Result;
 
 use super::launcher;
 use crate::policy::file::Overrides;
+use crate::runtime::kill::parse_signal;
+use crate::runtime::state_root::StateRoot;
+use crate::runtime::Runtime as Library;
 
-/// How to call bootstrap-runc.
-#[derive(Clone, Debug)]
+/// The boot's runtime: where its state and logs go, and the library on that state.
+#[derive(Clone)]
 pub(crate) struct Runtime {
-    /// The bootstrap-runc binary, for kills.
-    pub binary: PathBuf,
-    /// The supervisor's run dir (a tmpfs).
-    pub run_dir: PathBuf,
-    /// `--host-root`, when given.
-    pub host_root: Option<PathBuf>,
-    /// `--host-mount-area`, when given.
-    pub host_mount_area: Option<PathBuf>,
-    /// `--shared-dirs`, when given.
-    pub shared_dirs: Option<Vec<PathBuf>>,
-    /// `--protected-dirs`: the supervisor's own state, which no container may reach.
-    pub protected_dirs: Vec<PathBuf>,
+    run_dir: PathBuf,
+    config: launcher::Config,
+    library: Arc<Library>,
 }
 
 impl Runtime {
-    /// `bootstrap-runc --root ... --log ... --log-format json [--host-root ...]
-    /// [--host-mount-area ...] [--shared-dirs ...] [--protected-dirs ...]` for container `name`, stdin from /dev/null; the caller adds the
-    /// subcommand.
-    fn command(&self, name: &str) -> Command {
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--root").arg(self.run_dir.join("runtime"));
-        cmd.arg("--log")
-            .arg(self.log(name))
-            .args(["--log-format", "json"]);
-        if let Some(root) = &self.host_root {
-            cmd.arg("--host-root").arg(root);
-        }
-        if let Some(area) = &self.host_mount_area {
-            cmd.arg("--host-mount-area").arg(area);
-        }
-        if let Some(dirs) = &self.shared_dirs {
-            let list: Vec<&str> = dirs.iter().filter_map(|d| d.to_str()).collect();
-            cmd.arg("--shared-dirs").arg(list.join(","));
-        }
-        if !self.protected_dirs.is_empty() {
-            let list: Vec<&str> = self
-                .protected_dirs
-                .iter()
-                .filter_map(|d| d.to_str())
-                .collect();
-            cmd.arg("--protected-dirs").arg(list.join(","));
-        }
-        cmd.stdin(Stdio::null());
-        cmd
-    }
-
-    /// Runs `bootstrap-runc <args>` for container `name` and waits for it. Best effort, for
-    /// kills and deletes: the container may be gone already, and its log says why if not.
-    pub(crate) fn try_run(&self, name: &str, args: &[&str]) {
-        if let Err(err) = self.command(name).args(args).status() {
-            log::warn!("{name}: running {}: {err}", self.binary.display());
-        }
-    }
-
-    /// The same flags for the launcher's runtime processes, and their seccomp cache.
-    pub(crate) fn launcher_config(&self, seccomp_cache: PathBuf) -> launcher::Config {
-        launcher::Config {
+    /// The runtime of the boot whose run dir (a tmpfs) is `run_dir`; its state root is made
+    /// here. `overrides` are the policy's flags, `seccomp_cache` where compiled filters are kept.
+    pub(crate) fn open(
+        run_dir: &Path,
+        overrides: Overrides,
+        seccomp_cache: PathBuf,
+    ) -> Result<Self> {
+        let config = launcher::Config {
+            root: run_dir.join("runtime"),
+            overrides,
             seccomp_cache,
-            root: self.run_dir.join("runtime"),
-            overrides: Overrides {
-                host_root: self.host_root.clone(),
-                host_mount_area: self.host_mount_area.clone(),
-                shared_dirs: self.shared_dirs.clone(),
-                systemd_cgroup: false,
-                protected_dirs: self.protected_dirs.clone(),
-            },
-        }
+        };
+        Ok(Runtime {
+            run_dir: run_dir.to_path_buf(),
+            library: Arc::new(config.runtime()?),
+            config,
+        })
+    }
+
+    /// The supervisor's run dir.
+    pub(crate) fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// The boot's state root.
+    pub(crate) fn state_root(&self) -> &StateRoot {
+        &self.library.root
+    }
+
+    /// The host root containers see, as the runtime resolves it: `--host-root`, else the
+    /// policy file's, else `/`. Errors: the policy file is invalid or the path does not exist.
+    pub(crate) fn host_root(&self) -> Result<PathBuf> {
+        Ok(self.library.policy()?.host_root)
+    }
+
+    /// What every runtime process the launcher forks runs with.
+    pub(crate) fn launcher_config(&self) -> launcher::Config {
+        self.config.clone()
     }
 
     /// The runtime's JSON log for container `name`.
@@ -86,5 +69,23 @@ impl Runtime {
         self.run_dir
             .join("logs")
             .join(format!("{name}.runtime.json"))
+    }
+
+    /// `bootstrap-runc kill [--all] <id> <signal>` for container `name`, `signal` a name or
+    /// number as runc reads it. Best effort: the container may be gone already; why not is
+    /// logged.
+    pub(crate) fn kill(&self, name: &str, id: &str, signal: &str, all: bool) {
+        let killed = parse_signal(signal).and_then(|signal| self.library.kill(id, signal, all));
+        if let Err(err) = killed {
+            log::warn!("{name}: sending {signal}: {err:#}");
+        }
+    }
+
+    /// `bootstrap-runc delete --force <id>` for container `name`: whatever is left of it goes.
+    /// Best effort, as [`Runtime::kill`].
+    pub(crate) fn delete(&self, name: &str, id: &str) {
+        if let Err(err) = self.library.delete(id, true) {
+            log::warn!("{name}: removing what it left: {err:#}");
+        }
     }
 }

@@ -10,35 +10,17 @@ use super::{blank_outcome, describe, Executor};
 use crate::stop;
 use crate::supervisor::journal;
 use crate::supervisor::markers::{Marker, Markers};
-use crate::supervisor::plan::{self, Plan};
+use crate::supervisor::plan::{self, Plan, Step};
 use crate::supervisor::report::{Outcome, Status};
 use crate::supervisor::settings::{edit, Mode};
 
 impl Executor {
     /// Runs the plan; returns every container's outcome, in plan order.
     pub(crate) fn execute(&self, plan: &Plan) -> Result<Vec<Outcome>> {
-        let dir = self.runtime.run_dir.join("logs");
+        let dir = self.runtime.run_dir().join("logs");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let markers = Markers::open(&self.runtime.run_dir)?;
-        let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
-        for step in &plan.steps {
-            match markers.get(&step.name) {
-                Some(Marker::Finished { outcome }) => {
-                    log::info!(
-                        "{}: already ran this boot ({}); not running it again",
-                        step.name,
-                        outcome.status.name()
-                    );
-                    outcomes.insert(step.name.clone(), *outcome);
-                }
-                Some(Marker::Started) => {
-                    log::warn!("{}: an earlier run was interrupted; removing what it left and running it again", step.name);
-                    self.runtime
-                        .try_run(&step.name, &["delete", "--force", &step.id]);
-                }
-                None => {}
-            }
-        }
+        let markers = Markers::open(self.runtime.run_dir())?;
+        let mut outcomes = self.earlier_runs(plan, &markers);
 
         let (done_tx, done_rx) = mpsc::channel::<Outcome>();
         let mut started: BTreeSet<String> = outcomes.keys().cloned().collect();
@@ -50,26 +32,13 @@ impl Executor {
             if stop.requested() {
                 break Ok(());
             }
-            let progress: BTreeMap<String, plan::Outcome> = outcomes
+            let progress: BTreeMap<String, plan::Ended> = outcomes
                 .iter()
-                .map(|(name, o)| (name.clone(), plan_outcome(o.status)))
+                .map(|(name, o)| (name.clone(), plan_ended(o.status)))
                 .collect();
             let next = plan.next(&progress);
             for step in next.skip {
-                let failed: Vec<&str> = step
-                    .container
-                    .depends_on
-                    .iter()
-                    .filter(|d| {
-                        progress
-                            .get(*d)
-                            .is_some_and(|o| *o != plan::Outcome::Succeeded)
-                    })
-                    .map(String::as_str)
-                    .collect();
-                let mut outcome = blank_outcome(step, Status::Skipped);
-                outcome.error = Some(format!("dependency did not succeed: {}", failed.join(", ")));
-                self.finish(&markers, outcome, &mut outcomes);
+                self.finish(&markers, skipped(step, &progress), &mut outcomes);
                 unrecorded = true;
             }
             for step in next.ready {
@@ -78,12 +47,7 @@ impl Executor {
                         break 'schedule Err(err);
                     }
                     running.insert(step.name.clone());
-                    let tx = done_tx.clone();
-                    let step = step.clone();
-                    let executor = self.clone();
-                    std::thread::spawn(move || {
-                        let _ = tx.send(executor.run_step(&step));
-                    });
+                    self.start(step, &done_tx);
                 }
             }
             // After the dependents of what just ended have started, and once for all the
@@ -129,6 +93,40 @@ impl Executor {
             .collect())
     }
 
+    /// What earlier runs this boot left: the outcomes of containers that finished (not run
+    /// again), and whatever an interrupted run left of the others, removed.
+    fn earlier_runs(&self, plan: &Plan, markers: &Markers) -> BTreeMap<String, Outcome> {
+        let mut outcomes = BTreeMap::new();
+        for step in &plan.steps {
+            match markers.get(&step.name) {
+                Some(Marker::Finished { outcome }) => {
+                    log::info!(
+                        "{}: already ran this boot ({}); not running it again",
+                        step.name,
+                        outcome.status.name()
+                    );
+                    outcomes.insert(step.name.clone(), *outcome);
+                }
+                Some(Marker::Started) => {
+                    log::warn!("{}: an earlier run was interrupted; removing what it left and running it again", step.name);
+                    self.runtime.delete(&step.name, &step.id);
+                }
+                None => {}
+            }
+        }
+        outcomes
+    }
+
+    /// Runs `step` in a thread of its own, its outcome sent to `done`.
+    fn start(&self, step: &Step, done: &mpsc::Sender<Outcome>) {
+        let done = done.clone();
+        let step = step.clone();
+        let executor = self.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(executor.run_step(&step));
+        });
+    }
+
     /// The supervisor was asked to stop (the unit is being stopped): start nothing more, wait
     /// for the running containers (each thread stops its own: SIGTERM, the stop grace,
     /// SIGKILL), and leave no `finished` marker, so a later run this boot runs them again.
@@ -169,7 +167,7 @@ impl Executor {
         mut outcome: Outcome,
         outcomes: &mut BTreeMap<String, Outcome>,
     ) {
-        if outcome.status == Status::Succeeded && outcome.mode == Mode::Once.name() {
+        if outcome.status == Status::Succeeded && outcome.mode == Mode::Once {
             if let Err(err) = edit::set_mode_off(&self.settings, &outcome.name) {
                 log::error!(
                     "{}: succeeded, but setting its mode to off failed: {err:#}",
@@ -199,10 +197,28 @@ fn announce(outcome: &Outcome) {
     log::info!("{line}");
 }
 
-fn plan_outcome(status: Status) -> plan::Outcome {
+fn plan_ended(status: Status) -> plan::Ended {
     match status {
-        Status::Succeeded => plan::Outcome::Succeeded,
-        Status::Skipped => plan::Outcome::Skipped,
-        _ => plan::Outcome::Failed,
+        Status::Succeeded => plan::Ended::Succeeded,
+        Status::Skipped => plan::Ended::Skipped,
+        _ => plan::Ended::Failed,
     }
+}
+
+/// The outcome of a step that never starts: the dependencies that did not succeed, named.
+fn skipped(step: &Step, progress: &BTreeMap<String, plan::Ended>) -> Outcome {
+    let failed: Vec<&str> = step
+        .container
+        .depends_on
+        .iter()
+        .filter(|d| {
+            progress
+                .get(*d)
+                .is_some_and(|o| *o != plan::Ended::Succeeded)
+        })
+        .map(String::as_str)
+        .collect();
+    let mut outcome = blank_outcome(step, Status::Skipped);
+    outcome.error = Some(format!("dependency did not succeed: {}", failed.join(", ")));
+    outcome
 }

@@ -40,7 +40,7 @@ pub struct Step {
 
 /// How a step ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Ended {
     Succeeded,
     Failed,
     /// Never started because a dependency failed or was skipped.
@@ -87,9 +87,9 @@ pub fn plan(settings: &Settings, options: &PlanOptions) -> Plan {
 
 impl Plan {
     /// The steps not in `outcomes` that can start now, and those that never will. Skipping
-    /// cascades within one call, so the caller records every `skip` as [`Outcome::Skipped`]
+    /// cascades within one call, so the caller records every `skip` as [`Ended::Skipped`]
     /// and only waits on running steps.
-    pub fn next(&self, outcomes: &BTreeMap<String, Outcome>) -> Next<'_> {
+    pub fn next(&self, outcomes: &BTreeMap<String, Ended>) -> Next<'_> {
         let pending: Vec<&Step> = self
             .steps
             .iter()
@@ -101,7 +101,7 @@ impl Plan {
             for step in &pending {
                 let doomed = step.container.depends_on.iter().any(|dep| {
                     skipped.contains(dep.as_str())
-                        || matches!(outcomes.get(dep), Some(Outcome::Failed | Outcome::Skipped))
+                        || matches!(outcomes.get(dep), Some(Ended::Failed | Ended::Skipped))
                 });
                 if doomed {
                     skipped.insert(&step.name);
@@ -120,7 +120,7 @@ impl Plan {
                 step.container
                     .depends_on
                     .iter()
-                    .all(|dep| outcomes.get(dep) == Some(&Outcome::Succeeded))
+                    .all(|dep| outcomes.get(dep) == Some(&Ended::Succeeded))
             })
             .collect();
         Next { ready, skip }

@@ -26,7 +26,7 @@ fn names(steps: &[&Step]) -> Vec<String> {
     steps.iter().map(|step| step.name.clone()).collect()
 }
 
-fn outcomes(list: &[(&str, Outcome)]) -> BTreeMap<String, Outcome> {
+fn outcomes(list: &[(&str, Ended)]) -> BTreeMap<String, Ended> {
     list.iter()
         .map(|(name, outcome)| (name.to_string(), *outcome))
         .collect()
@@ -111,7 +111,7 @@ fn an_off_dependency_is_satisfied() {
         ("c", "always", "[]"),
     ]);
     assert_eq!(plan.steps[0].container.depends_on, ["c"]);
-    let next = plan.next(&outcomes(&[("c", Outcome::Succeeded)]));
+    let next = plan.next(&outcomes(&[("c", Ended::Succeeded)]));
     assert_eq!(names(&next.ready), ["a"]);
 }
 
@@ -130,20 +130,20 @@ fn next_follows_the_dependencies() {
     assert!(next.skip.is_empty());
 
     // Running steps are in neither list; the caller knows them.
-    let next = plan.next(&outcomes(&[("a", Outcome::Succeeded)]));
+    let next = plan.next(&outcomes(&[("a", Ended::Succeeded)]));
     assert_eq!(names(&next.ready), ["b", "c", "e"]);
 
     let next = plan.next(&outcomes(&[
-        ("a", Outcome::Succeeded),
-        ("b", Outcome::Succeeded),
+        ("a", Ended::Succeeded),
+        ("b", Ended::Succeeded),
     ]));
     assert_eq!(names(&next.ready), ["c", "e"], "d waits for c");
 
     let done = outcomes(&[
-        ("a", Outcome::Succeeded),
-        ("b", Outcome::Succeeded),
-        ("c", Outcome::Succeeded),
-        ("e", Outcome::Failed),
+        ("a", Ended::Succeeded),
+        ("b", Ended::Succeeded),
+        ("c", Ended::Succeeded),
+        ("e", Ended::Failed),
     ]);
     assert_eq!(names(&plan.next(&done).ready), ["d"]);
 }
@@ -156,22 +156,19 @@ fn failure_skips_dependants_transitively() {
         ("c", "once", "[\"b\"]"),
         ("d", "once", "[]"),
     ]);
-    let next = plan.next(&outcomes(&[("a", Outcome::Failed)]));
+    let next = plan.next(&outcomes(&[("a", Ended::Failed)]));
     assert_eq!(names(&next.skip), ["b", "c"]);
     assert_eq!(names(&next.ready), ["d"]);
 
     // A skipped dependency skips too.
-    let next = plan.next(&outcomes(&[
-        ("a", Outcome::Succeeded),
-        ("b", Outcome::Skipped),
-    ]));
+    let next = plan.next(&outcomes(&[("a", Ended::Succeeded), ("b", Ended::Skipped)]));
     assert_eq!(names(&next.skip), ["c"]);
 
     let all = outcomes(&[
-        ("a", Outcome::Failed),
-        ("b", Outcome::Skipped),
-        ("c", Outcome::Skipped),
-        ("d", Outcome::Succeeded),
+        ("a", Ended::Failed),
+        ("b", Ended::Skipped),
+        ("c", Ended::Skipped),
+        ("d", Ended::Succeeded),
     ]);
     assert_eq!(plan.next(&all), Next::default(), "nothing left");
 }
@@ -184,7 +181,7 @@ fn skipping_cascades_against_name_order() {
         ("m", "once", "[\"z\"]"),
         ("z", "once", "[]"),
     ]);
-    let next = plan.next(&outcomes(&[("z", Outcome::Failed)]));
+    let next = plan.next(&outcomes(&[("z", Ended::Failed)]));
     assert_eq!(names(&next.skip), ["a", "m"]);
     assert!(next.ready.is_empty());
 }
