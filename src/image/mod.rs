@@ -1,5 +1,5 @@
 //! OCI images, apart from any boot: organised as containerd separates its concerns —
-//! [`content`] (blobs named and checked by digest), [`refs`] (references resolved to digests),
+//! [`digest`] (blobs named and checked by digest), [`refs`] (references resolved to digests),
 //! [`store`] (unpacked root filesystems by digest, containerd's snapshots) — with the
 //! [`registry`] client, [`layout`] sources, the [`unpack`]er and the per-container
 //! [`overlay`]; an image's [`config`], and its `User` [`user`]-resolved as containerd does.
