@@ -143,7 +143,7 @@ pub(crate) fn land(handle: &OwnedFd, layers: &[Layer]) -> Result<Vec<PathBuf>> {
         };
         if landing == Path::new("/") {
             return Err(refusing(
-                "through symlinks (in the image or an earlier bind's source) it leads to the container's root, and a mount there would replace root.path after the runtime checked it",
+                "through symlinks in the image it leads to the container's root, and a mount there would replace root.path after the runtime checked it",
             ));
         }
         let named = policy::clean(layer.destination);
