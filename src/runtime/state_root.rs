@@ -12,7 +12,6 @@
 //! ```
 //! Names starting with `.` can never be container ids, so ours never collide with libcontainer's.
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
@@ -47,7 +46,7 @@ pub(crate) struct ContainerLock {
 }
 
 /// Lock files some thread of this process holds (or is taking), and the wait for one to go.
-static HELD: (Mutex<Option<HashSet<PathBuf>>>, Condvar) = (Mutex::new(None), Condvar::new());
+static HELD: (Mutex<Vec<PathBuf>>, Condvar) = (Mutex::new(Vec::new()), Condvar::new());
 
 impl Drop for ContainerLock {
     fn drop(&mut self) {
@@ -59,9 +58,7 @@ impl Drop for ContainerLock {
             drop(file);
         }
         let (held, gone) = &HELD;
-        if let Some(held) = lock(held).as_mut() {
-            held.remove(&self.path);
-        }
+        lock(held).retain(|path| path != &self.path);
         gone.notify_all();
     }
 }
@@ -70,14 +67,12 @@ impl Drop for ContainerLock {
 fn hold_in_process(path: &Path) {
     let (held, gone) = &HELD;
     let mut guard = lock(held);
-    while guard.as_ref().is_some_and(|held| held.contains(path)) {
+    while guard.iter().any(|held| held == path) {
         guard = gone
             .wait(guard)
             .unwrap_or_else(|poisoned| poisoned.into_inner());
     }
-    guard
-        .get_or_insert_with(HashSet::new)
-        .insert(path.to_path_buf());
+    guard.push(path.to_path_buf());
 }
 
 impl StateRoot {

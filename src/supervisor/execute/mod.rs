@@ -1,8 +1,8 @@
 //! Running a plan: every ready container at once, each through the runtime's own `run`, as
 //! `bootstrap-runc run` does it (so the policy lives in one place), in a process the launcher
 //! forks. [`scheduler`] decides what starts and records outcomes, [`container`] runs one
-//! container, [`launcher`] forks its runtime process, [`runtime`] bootstrap-runc's flags and
-//! command line.
+//! container, [`launcher`] forks its runtime process, [`runtime`] holds the boot's state root
+//! and the policy's flags, and stops and deletes containers through the runtime library.
 
 mod container;
 pub(crate) mod launcher;
