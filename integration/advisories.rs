@@ -551,6 +551,62 @@ fn child_cgroups_never_wedge_an_id() {
     f.assert_clean();
 }
 
+/// A cgroup directory removed and made again at the container's path (the container's own
+/// cgroupfs can do that) is someone else's: `delete --force` kills nothing in it and leaves it,
+/// and removes the container's other cgroups.
+#[test]
+fn a_cgroup_made_again_at_the_containers_path_is_left_alone() {
+    let f = Fixture::new("adv-cgremade");
+    let id = f.id("remade");
+    let path = format!("/{id}");
+    let bundle = cgroup_bundle(&f, "remade", "sleep 1000", false, &path);
+    f.rt_ok(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
+    f.rt_ok(&["start", &id]);
+    let pids = PathBuf::from(format!("/sys/fs/cgroup/pids{path}"));
+    for pid in std::fs::read_to_string(pids.join("cgroup.procs"))
+        .unwrap()
+        .lines()
+    {
+        std::fs::write("/sys/fs/cgroup/pids/cgroup.procs", pid).unwrap();
+    }
+    std::fs::remove_dir(&pids).unwrap();
+    std::fs::create_dir(&pids).unwrap();
+    /// A host process in the remade cgroup; killed, and the cgroup removed, however the test ends.
+    struct Victim(std::process::Child, PathBuf);
+    impl Drop for Victim {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir(&self.1);
+        }
+    }
+    let victim = Victim(
+        std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap(),
+        pids.clone(),
+    );
+    let victim_pid = victim.0.id();
+    std::fs::write(pids.join("cgroup.procs"), victim_pid.to_string()).unwrap();
+    f.rt_ok(&["delete", "--force", &id]);
+    std::thread::sleep(Duration::from_millis(100));
+    let alive = std::fs::read_to_string(format!("/proc/{victim_pid}/stat"))
+        .is_ok_and(|stat| !stat.contains(") Z "));
+    assert!(alive, "the process in the remade cgroup was killed");
+    assert!(pids.exists(), "the remade cgroup was removed");
+    let left: Vec<_> = common::cgroup_dirs(&id)
+        .into_iter()
+        .filter(|dir| dir != &pids)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the container's own cgroups left: {left:?}"
+    );
+    drop(victim);
+    f.assert_clean();
+}
+
 /// Nothing is placed under a bind, whose source others may change while libcontainer walks it:
 /// `evil/s -> /` in the source bound at /a would stack the next bind (whose `dev` leads to a
 /// host directory) on the checked root before libcontainer's /dev joins, and a device under a

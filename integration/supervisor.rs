@@ -94,6 +94,26 @@ fn essential_failure_halts_the_boot_and_a_non_essential_one_does_not() {
     b.assert_clean();
 }
 
+/// An operator's bundle named through a symlink (`/etc/bootstrap/b -> /opt/...`) runs: its
+/// root lies inside the bundle the symlink names.
+#[test]
+fn a_bundle_source_named_through_a_symlink_runs() {
+    let b = Boot::new("bundlelink");
+    let bundle = b.bundle("real", "touch /.bottlerocket/rootfs/mnt/ran");
+    let link = b.f.dir.path().join("link");
+    std::os::unix::fs::symlink(&bundle, &link).unwrap();
+    b.write_settings(&container(
+        &b.name("x"),
+        link.to_str().unwrap(),
+        "mode = \"always\"",
+    ));
+    let ran = b.run();
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(b.outcome("x")["status"], "succeeded", "{}", b.report());
+    assert!(b.f.mount_area.join("ran").exists());
+    b.assert_clean();
+}
+
 #[test]
 fn a_runtime_error_is_not_a_container_failure() {
     let b = Boot::new("rterr");

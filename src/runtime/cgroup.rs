@@ -27,6 +27,31 @@ pub(crate) struct Owned {
     pub path: PathBuf,
     /// `--systemd-cgroup`.
     pub systemd: bool,
+    /// The directories libcgroups made, by inode, recorded once create has built the
+    /// container ([`Owned::record_made`]); empty when a create was killed before that.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub made: Vec<Made>,
+}
+
+/// One directory of the container's cgroup, as it was when create recorded it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Made {
+    pub dir: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Made {
+    /// `dir` as it is now; `None` when it is gone.
+    fn of(dir: &Path) -> Option<Made> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(dir).ok()?;
+        Some(Made {
+            dir: dir.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
 }
 
 impl Owned {
@@ -61,9 +86,28 @@ impl Owned {
             }
             check_cgroup_fs(&dir)?;
         }
-        let owned = Owned { path, systemd };
-        atomic_file::replace(&state_dir.join(RECORD), &serde_json::to_vec(&owned)?, 0o600)?;
+        let owned = Owned {
+            path,
+            systemd,
+            made: Vec::new(),
+        };
+        owned.write(state_dir)?;
         Ok(owned)
+    }
+
+    /// Records, by inode, the directories libcgroups made for the container: a directory of
+    /// the same path made later by someone else (the container's own cgroupfs can remove and
+    /// remake it) is then never taken for the container's by [`Owned::remove_tree`].
+    pub(crate) fn record_made(&mut self, state_dir: &Path, table: &MountTable) -> Result<()> {
+        self.made = directories(&self.path, self.systemd, table)?
+            .iter()
+            .filter_map(|dir| Made::of(dir))
+            .collect();
+        self.write(state_dir)
+    }
+
+    fn write(&self, state_dir: &Path) -> Result<()> {
+        atomic_file::replace(&state_dir.join(RECORD), &serde_json::to_vec(self)?, 0o600)
     }
 
     /// Every directory, in every mounted hierarchy, where this cgroup is (whether it exists or
@@ -101,6 +145,13 @@ impl Owned {
     pub(crate) fn remove_tree(&self) -> Result<()> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
         for top in self.own_directories()? {
+            if !self.is_made(&top) {
+                log::warn!(
+                    "cgroup {} is not the one made for the container (another directory now has its path): left alone",
+                    top.display()
+                );
+                continue;
+            }
             thaw(&top);
             loop {
                 let mut tree = Vec::new();
@@ -141,6 +192,25 @@ impl Owned {
             }
         }
         Ok(())
+    }
+
+    /// Directories at this cgroup's path that are not the ones create recorded: someone else's,
+    /// which nothing may kill in or remove.
+    pub(crate) fn foreign_directories(&self) -> Result<Vec<PathBuf>> {
+        Ok(self
+            .own_directories()?
+            .into_iter()
+            .filter(|dir| !self.is_made(dir))
+            .collect())
+    }
+
+    /// Whether `dir`, when it exists, is a directory create recorded (any, when it recorded
+    /// none).
+    pub(crate) fn is_made(&self, dir: &Path) -> bool {
+        match Made::of(dir) {
+            Some(now) => self.made.is_empty() || self.made.contains(&now),
+            None => true,
+        }
     }
 
     /// Where libcgroups made this cgroup: every hierarchy but the named ones (`name=systemd`)

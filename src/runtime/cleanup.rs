@@ -28,6 +28,11 @@ impl Runtime {
                 // Children first: libcgroups removes only the container's own directory.
                 if force || container.status() == ContainerStatus::Stopped {
                     self.remove_cgroup_tree(id)?;
+                    // libcontainer's delete goes by path: it would kill in, and remove, a
+                    // directory made again there by someone else. Ours are gone by now.
+                    if self.has_foreign_cgroup(id)? {
+                        return self.remove_state(id);
+                    }
                 }
                 match container.delete(force) {
                 Ok(()) => {
@@ -87,6 +92,9 @@ impl Runtime {
             return Ok(false); // the init still lives
         }
         for dir in owned.directories()? {
+            if !owned.is_made(&dir) {
+                return Ok(false); // someone else's now: the general path leaves it alone
+            }
             match std::fs::remove_dir(&dir) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -108,6 +116,24 @@ impl Runtime {
             Some(owned) if !owned.systemd => remove_cgroup_settled(&owned, id, &derived_dir),
             _ => Ok(()),
         }
+    }
+
+    fn has_foreign_cgroup(&self, id: &str) -> Result<bool> {
+        Ok(match Owned::recorded(&self.root.derived_dir(id))? {
+            Some(owned) if !owned.systemd => !owned.foreign_directories()?.is_empty(),
+            _ => false,
+        })
+    }
+
+    /// Removes libcontainer's directory of the container and ours.
+    fn remove_state(&self, id: &str) -> Result<()> {
+        for dir in [self.root.container_dir(id), self.root.derived_dir(id)] {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+        }
+        Ok(())
     }
 
     /// Kills the container's processes and removes its cgroup, libcontainer's directory and
@@ -137,12 +163,7 @@ impl Runtime {
                 "container {id:?}: its cgroup record is unreadable; leaving the cgroup alone"
             ))),
         };
-        for dir in [container_dir, derived_dir] {
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("removing {}", dir.display()))?;
-            }
-        }
+        self.remove_state(id)?;
         cgroup
     }
 }

@@ -83,7 +83,7 @@ impl Runtime {
         within.extend(request.root_area);
         let root = check_root(&derived.root, &within, policy, &protected)?;
         derived_bundle::place(derived_dir, &mut derived, &root)?;
-        let owned = Owned::claim(
+        let mut owned = Owned::claim(
             derived.cgroups_path.clone(),
             request.id,
             self.systemd_cgroup,
@@ -112,6 +112,7 @@ impl Runtime {
             .pid()
             .context("libcontainer reported no pid for the new container")?;
         init::record(derived_dir, pid)?;
+        owned.record_made(derived_dir, &table)?;
         bind_sources::verify(pid, &derived.binds)?;
         // Before the host mounts: a destination the image aims (by symlinks) into where they
         // go then leads to libcontainer's placeholder, never to a clone shared with the host.
@@ -153,9 +154,14 @@ fn check_root(
     policy: &Policy,
     protected: &[Lineage],
 ) -> Result<OwnedFd> {
+    // Symlinks followed: the operator may name its bundle through one.
     let within: Vec<Lineage> = within
         .iter()
-        .filter_map(|p| Lineage::open(p).transpose())
+        .map(|p| {
+            p.canonicalize()
+                .with_context(|| format!("resolving {}", p.display()))
+        })
+        .filter_map(|p| p.and_then(|p| Lineage::open(&p)).transpose())
         .collect::<Result<_>>()?;
     let host_roots: Vec<Lineage> = [Path::new("/"), &policy.host_root]
         .into_iter()
