@@ -81,7 +81,20 @@ fn policies() -> Vec<Policy> {
         seccomp: policy::seccomp::Mode::Unconfined,
         ..Policy::default()
     };
-    vec![Policy::default(), generous, systemd]
+    let bottlerocket = Policy {
+        compatibility: policy::Compatibility::Bottlerocket,
+        host_root: PathBuf::from("/host"),
+        protected_dirs: vec![
+            PathBuf::from("/host/run/bootstrap-runc"),
+            PathBuf::from("/elsewhere/state"),
+        ],
+        state_dirs: vec![
+            PathBuf::from("/host/var/lib/bootstrap-containers"),
+            PathBuf::from("/host/run/bootstrap-runc/inner"),
+        ],
+        ..Policy::default()
+    };
+    vec![Policy::default(), generous, systemd, bottlerocket]
 }
 
 /// A config (a whole config.json, or a JSON merge patch over [`BASE_CONFIG`]): whatever the
@@ -107,7 +120,7 @@ pub fn policy(data: &[u8]) {
                 }
             }
             if let Ok(confined) = policy::apply(spec.clone(), &policy, bundle) {
-                check_spec(&confined, &policy, bundle);
+                check_spec(&spec, &confined, &policy, bundle);
                 check_seccomp(&spec, &confined, &policy);
             }
         }
@@ -167,7 +180,8 @@ fn check_process(process: &Process, policy: &Policy) {
     );
 }
 
-fn check_spec(spec: &Spec, policy: &Policy, bundle: &Path) {
+fn check_spec(input: &Spec, spec: &Spec, policy: &Policy, bundle: &Path) {
+    let bottlerocket = policy.compatibility == policy::Compatibility::Bottlerocket;
     assert!(
         spec.hooks()
             .as_ref()
@@ -175,7 +189,13 @@ fn check_spec(spec: &Spec, policy: &Policy, bundle: &Path) {
         "hooks passed"
     );
     let root = spec.root().as_ref().expect("root");
-    assert_eq!(root.readonly(), Some(true));
+    if bottlerocket {
+        // runc's rule: the config's own.
+        let asked = input.root().as_ref().and_then(|r| r.readonly());
+        assert_eq!(root.readonly(), asked);
+    } else {
+        assert_eq!(root.readonly(), Some(true));
+    }
     if let Some(process) = spec.process() {
         check_process(process, policy);
     }
@@ -235,7 +255,7 @@ fn check_spec(spec: &Spec, policy: &Policy, bundle: &Path) {
     expected.push((
         PathBuf::from(policy::HOST_ROOT_TARGET),
         policy.host_root.clone(),
-        "ro",
+        if bottlerocket { "ro-top" } else { "ro" },
     ));
     expected.push((
         PathBuf::from(policy::MOUNT_AREA_TARGET),
@@ -248,6 +268,31 @@ fn check_spec(spec: &Spec, policy: &Policy, bundle: &Path) {
             under(dir),
             "shared",
         ));
+    }
+    if bottlerocket {
+        // The state the host root shows, outermost first: read-only over itself.
+        let mut kept: Vec<&PathBuf> = policy
+            .protected_dirs
+            .iter()
+            .chain(&policy.state_dirs)
+            .filter(|d| d.starts_with(&policy.host_root) && *d != &policy.host_root)
+            .collect();
+        kept.retain(|d| {
+            !policy
+                .protected_dirs
+                .iter()
+                .chain(&policy.state_dirs)
+                .any(|o| o != *d && d.starts_with(o))
+        });
+        kept.dedup();
+        for dir in kept {
+            let inside = dir.strip_prefix(&policy.host_root).unwrap();
+            expected.push((
+                Path::new(policy::HOST_ROOT_TARGET).join(inside),
+                dir.clone(),
+                "ro",
+            ));
+        }
     }
     expected.push((
         PathBuf::from(policy::CERTS_TARGET),
@@ -272,6 +317,7 @@ fn check_spec(spec: &Spec, policy: &Policy, bundle: &Path) {
         let has = |o: &str| options.iter().any(|x| x == o);
         match *access {
             "ro" => assert!(has("ro") && has("rro") && !has("rw") && !has("rshared")),
+            "ro-top" => assert!(has("ro") && !has("rro") && !has("rw") && !has("rshared")),
             "rw" => assert!(has("rw") && !has("rshared")),
             _ => assert!(has("rw") && has("rshared")),
         }

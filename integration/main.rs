@@ -8,6 +8,7 @@ mod common;
 mod advisories;
 mod boot;
 mod cli;
+mod compatibility;
 mod containerd;
 mod environment;
 mod escapes;

@@ -2,6 +2,7 @@
 //! and the real `bootstrap-runc` binary. Dropping the fixture removes every container and mount
 //! it made; `assert_clean` checks that the runtime itself left nothing behind.
 
+pub mod node;
 pub mod observed;
 pub mod supervisor;
 

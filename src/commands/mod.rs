@@ -49,7 +49,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub(crate) systemd_cgroup: bool,
     #[command(flatten)]
-    pub(crate) host_paths: policy::file::HostPathFlags,
+    pub(crate) policy_flags: policy::file::PolicyFlags,
     /// Host directories no container may reach, comma-separated, besides --root and its
     /// seccomp cache (bootstrap-supervisor passes its own state)
     #[arg(long, global = true, value_name = "LIST", value_parser = policy::file::parse_dir_list)]
@@ -118,11 +118,12 @@ impl Cli {
             systemd_cgroup: self.systemd_cgroup,
             policy_overrides: Overrides {
                 systemd_cgroup: self.systemd_cgroup,
-                ..self.host_paths.overrides(
+                ..self.policy_flags.overrides(
                     self.protected_dirs
                         .clone()
                         .map(|list| list.0)
                         .unwrap_or_default(),
+                    Vec::new(),
                 )
             },
         })

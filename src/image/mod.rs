@@ -11,10 +11,10 @@
 //!   directory and tag; the registry config ([`registry::config::RegistryConfig`]) and the
 //!   [`Limits`] (both given to [`Images::open`]); a stop request to poll (a pull in progress
 //!   is abandoned within 100 ms of it saying so); and the directory that holds the container's
-//!   root filesystem.
-//! - **out**: a [`Rootfs`] — the path of the container's root filesystem, which the container
-//!   may write (mountpoints) without touching the shared copy, and whose lifetime owns the
-//!   container's overlay (unmounted on drop); the image's [`ImageConfig`]; for a registry
+//!   root filesystem, with the size of its writable layer in bytes.
+//! - **out**: a [`Rootfs`] — the path of the container's root filesystem, an overlay which the
+//!   runtime (mountpoints) and, in the Bottlerocket mode, the container may write up to that
+//!   size without touching the image, and whose lifetime owns the overlay (unmounted on drop); the image's [`ImageConfig`]; for a registry
 //!   image, [`Pulled`] (the digest, `pull_ms` and `unpack_ms`). Progress is logged, a line per
 //!   image every 2 s.
 //! - **limits** ([`budget`]): a download or unpack fails, before it writes, when the free space
@@ -109,24 +109,22 @@ pub(crate) struct Pulled {
     pub unpack_ms: u64,
 }
 
-/// A container's root filesystem, at `<dir>/rootfs`. Dropping it unmounts the overlay of a
-/// registry image; a layout's private unpack stays until the next [`Images::rootfs`] or
-/// [`clear`] of the same directory.
+/// A container's root filesystem, at `<dir>/rootfs`. Dropping it unmounts the overlay; a
+/// layout's private unpack under it stays until the next [`Images::rootfs`] of the same
+/// directory.
 pub(crate) struct Rootfs {
     pub path: PathBuf,
     pub config: ImageConfig,
     /// For a registry image; `None` for a layout.
     pub pulled: Option<Pulled>,
-    /// The directory holding the overlay, when there is one to unmount.
-    overlay: Option<PathBuf>,
+    /// The directory holding the overlay, unmounted on drop.
+    overlay: PathBuf,
 }
 
 impl Drop for Rootfs {
     fn drop(&mut self) {
-        if let Some(dir) = &self.overlay {
-            if let Err(err) = overlay::unmount(dir) {
-                log::warn!("{err:#}");
-            }
+        if let Err(err) = overlay::unmount(&self.overlay) {
+            log::warn!("{err:#}");
         }
     }
 }
@@ -136,14 +134,19 @@ impl Rootfs {
     /// container: an overlay at `<dir>/rootfs` whose only lower layer is `lower`'s top
     /// filesystem (overlayfs does not cross mounts, so `lower`'s submounts are not in it) and
     /// whose upper is a tmpfs, as for a registry image. An empty config; unmounted on drop.
-    pub(crate) fn over(lower: &Path, dir: &Path) -> Result<Rootfs> {
-        let path = overlay::mount_over(lower, dir)?;
+    pub(crate) fn over(lower: &Path, dir: &Path, layer_bytes: u64) -> Result<Rootfs> {
+        let path = overlay::mount_over(lower, dir, layer_bytes)?;
         Ok(Rootfs {
             path,
             config: ImageConfig::default(),
             pulled: None,
-            overlay: Some(dir.to_path_buf()),
+            overlay: dir.to_path_buf(),
         })
+    }
+
+    /// Whether the container's writable layer (the overlay's tmpfs) is full.
+    pub(crate) fn layer_full(&self) -> bool {
+        overlay::is_full(&self.overlay)
     }
 }
 
@@ -207,39 +210,40 @@ impl Images {
         })
     }
 
-    /// The root filesystem of `source` for the container whose directory is `dir`: a registry
-    /// image is pulled unless the store may answer (a digest-pinned reference already stored,
-    /// or `if-not-present` with a stored resolution), then mounted as an overlay at
-    /// `<dir>/rootfs` (tmpfs upper in `<dir>/scratch`); a layout is unpacked afresh into
-    /// `<dir>/rootfs`. Concurrent callers for the same reference wait for one pull.
-    pub(crate) fn rootfs(&self, source: &Source<'_>, dir: &Path) -> Result<Rootfs> {
-        match *source {
+    /// The root filesystem of `source` for the container whose directory is `dir`, an overlay
+    /// at `<dir>/rootfs` whose writable layer is a tmpfs of `layer_bytes` in `<dir>/scratch`,
+    /// over: a registry image, pulled unless the store may answer (a digest-pinned reference
+    /// already stored, or `if-not-present` with a stored resolution); a layout, unpacked afresh
+    /// into `<dir>/image`. Concurrent callers for the same reference wait for one pull.
+    pub(crate) fn rootfs(
+        &self,
+        source: &Source<'_>,
+        dir: &Path,
+        layer_bytes: u64,
+    ) -> Result<Rootfs> {
+        let (lower, config, pulled) = match *source {
             Source::Layout { path, tag } => {
-                let rootfs = dir.join("rootfs");
-                if rootfs.exists() {
-                    std::fs::remove_dir_all(&rootfs)
-                        .with_context(|| format!("removing the previous {}", rootfs.display()))?;
+                let image = dir.join("image");
+                if image.exists() {
+                    std::fs::remove_dir_all(&image)
+                        .with_context(|| format!("removing the previous {}", image.display()))?;
                 }
                 let charge = self.budget.image(dir)?;
-                let config = layout::unpack_layout(path, tag, &rootfs, &charge)?;
-                Ok(Rootfs {
-                    path: rootfs,
-                    config,
-                    pulled: None,
-                    overlay: None,
-                })
+                let config = layout::unpack_layout(path, tag, &image, &charge)?;
+                (image, config, None)
             }
             Source::Registry { reference, policy } => {
                 let (image, pulled) = self.obtain(reference, policy)?;
-                let path = overlay::mount_over(&image.rootfs, dir)?;
-                Ok(Rootfs {
-                    path,
-                    config: image.config,
-                    pulled: Some(pulled),
-                    overlay: Some(dir.to_path_buf()),
-                })
+                (image.rootfs, image.config, Some(pulled))
             }
-        }
+        };
+        let path = overlay::mount_over(&lower, dir, layer_bytes)?;
+        Ok(Rootfs {
+            path,
+            config,
+            pulled,
+            overlay: dir.to_path_buf(),
+        })
     }
 
     /// Forgets references not in `in_use` (every reference the settings name, whatever the

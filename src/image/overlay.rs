@@ -1,7 +1,10 @@
-//! A container's private view of a cached image: an overlay with the cached rootfs as its only
-//! lower layer and a tmpfs for the upper. libcontainer creates missing mountpoints inside
-//! `root.path` before making it read-only; with the overlay those writes land in the tmpfs, so
-//! the shared cache is never written, and several containers can use it at once.
+//! A container's private view of an image: an overlay with the image's rootfs as its only
+//! lower layer and a tmpfs of a bounded size for the upper, its writable layer. libcontainer
+//! creates missing mountpoints inside `root.path` before making it read-only, and in the
+//! Bottlerocket mode the container writes there itself; either way the writes land in the
+//! tmpfs, thrown away with the container, so the image is never written and several
+//! containers can use it at once. The size bounds what a container's writes (a `yum install`)
+//! take of the node's memory; tmpfs pages are charged to the writer's cgroup.
 //!
 //! ```text
 //! <container-dir>/scratch   tmpfs holding upper/ and work/
@@ -14,8 +17,12 @@ use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-/// Mounts the overlay of `lower` at `<dir>/rootfs` and returns that path.
-pub(crate) fn mount_over(lower: &Path, dir: &Path) -> Result<PathBuf> {
+/// Less free than this in a writable layer, in bytes, counts as full ([`is_full`]).
+const FULL_BELOW: u64 = 1 << 20;
+
+/// Mounts the overlay of `lower` at `<dir>/rootfs`, its writable layer a tmpfs of
+/// `layer_bytes`, and returns that path.
+pub(crate) fn mount_over(lower: &Path, dir: &Path, layer_bytes: u64) -> Result<PathBuf> {
     unmount(dir)?;
     let scratch = dir.join("scratch");
     let rootfs = dir.join("rootfs");
@@ -32,7 +39,7 @@ pub(crate) fn mount_over(lower: &Path, dir: &Path) -> Result<PathBuf> {
         &scratch,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0700"),
+        Some(format!("mode=0700,size={layer_bytes}").as_str()),
     )
     .with_context(|| format!("mounting a tmpfs on {}", scratch.display()))?;
     let result = (|| {
@@ -70,6 +77,14 @@ pub(crate) fn unmount(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether the writable layer of the overlay in `dir` is (nearly) full: what a container that
+/// failed writing into its own root ran into.
+pub(crate) fn is_full(dir: &Path) -> bool {
+    nix::sys::statvfs::statvfs(&dir.join("scratch")).is_ok_and(|fs| {
+        (fs.blocks_available() as u64).saturating_mul(fs.fragment_size() as u64) < FULL_BELOW
+    })
 }
 
 /// Overlay options are comma- and colon-separated: paths holding those cannot be passed.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::{capabilities, seccomp, Policy, MOUNT_AREA_TARGET};
+use super::{capabilities, seccomp, Compatibility, Policy, MOUNT_AREA_TARGET};
 use crate::cli;
 
 pub(crate) const DEFAULT_PATH: &str = "/etc/bootstrap-runc/policy.toml";
@@ -25,12 +25,13 @@ struct PolicyFile {
     shared_dirs: Option<Vec<PathBuf>>,
     host_certs: Option<PathBuf>,
     seccomp: Option<seccomp::Mode>,
+    compatibility: Option<Compatibility>,
 }
 
-/// The policy's host paths on a command line: bootstrap-runc's global flags, and the
-/// supervisor's, which its runtime processes take as theirs.
+/// The policy's flags on a command line (host paths, the Bottlerocket mode): bootstrap-runc's
+/// global flags, and the supervisor's, which its runtime processes take as theirs.
 #[derive(Clone, Debug, Default, clap::Args)]
-pub(crate) struct HostPathFlags {
+pub(crate) struct PolicyFlags {
     /// Host directory bound read-only at /.bottlerocket/rootfs [policy file, then /]
     #[arg(long, global = true, value_name = "PATH", value_parser = cli::absolute)]
     pub host_root: Option<PathBuf>,
@@ -42,18 +43,28 @@ pub(crate) struct HostPathFlags {
     /// /var/lib/containerd,/var/lib/docker,/var/lib/kubelet]
     #[arg(long, global = true, value_name = "LIST", value_parser = parse_dir_list)]
     pub shared_dirs: Option<DirList>,
+    /// bottlerocket: a writable container root and the host root bound as Bottlerocket binds
+    /// it (only its top mount read-only) [policy file, then strict]
+    #[arg(long, global = true, value_enum, value_name = "MODE")]
+    pub compatibility: Option<Compatibility>,
 }
 
-impl HostPathFlags {
+impl PolicyFlags {
     /// The flags as the policy takes them, with `protected_dirs` (a flag of bootstrap-runc's;
-    /// the supervisor's own state for the supervisor).
-    pub(crate) fn overrides(&self, protected_dirs: Vec<PathBuf>) -> Overrides {
+    /// the supervisor's own state for the supervisor) and `state_dirs` (the supervisor's).
+    pub(crate) fn overrides(
+        &self,
+        protected_dirs: Vec<PathBuf>,
+        state_dirs: Vec<PathBuf>,
+    ) -> Overrides {
         Overrides {
             host_root: self.host_root.clone(),
             host_mount_area: self.host_mount_area.clone(),
             shared_dirs: self.shared_dirs.clone().map(|list| list.0),
             systemd_cgroup: false,
             protected_dirs,
+            compatibility: self.compatibility,
+            state_dirs,
         }
     }
 }
@@ -69,6 +80,10 @@ pub(crate) struct Overrides {
     pub systemd_cgroup: bool,
     /// `--protected-dirs`.
     pub protected_dirs: Vec<PathBuf>,
+    /// `--compatibility`.
+    pub compatibility: Option<Compatibility>,
+    /// The supervisor's state and run directories ([`Policy::state_dirs`]).
+    pub state_dirs: Vec<PathBuf>,
 }
 
 /// The policy file's path: `$BOOTSTRAP_RUNC_POLICY`, else the default.
@@ -128,6 +143,11 @@ pub(crate) fn resolve(text: Option<&str>, overrides: &Overrides) -> Result<Polic
         seccomp: file.seccomp.unwrap_or(defaults.seccomp),
         systemd_cgroup: overrides.systemd_cgroup,
         protected_dirs: overrides.protected_dirs.clone(),
+        compatibility: overrides
+            .compatibility
+            .or(file.compatibility)
+            .unwrap_or(defaults.compatibility),
+        state_dirs: overrides.state_dirs.clone(),
     };
     for (key, path) in [
         ("host-root", &policy.host_root),
@@ -249,6 +269,7 @@ mod tests {
             shared-dirs = ["/data/containerd"]
             host-certs = "/etc/pki/tls/certs"
             seccomp = "unconfined"
+            compatibility = "bottlerocket"
         "#;
         let policy = resolve(Some(text), &Overrides::default()).unwrap();
         assert_eq!(policy.host_root, Path::new("/file-root"));
@@ -261,6 +282,7 @@ mod tests {
         assert_eq!(policy.shared_dirs, [PathBuf::from("/data/containerd")]);
         assert_eq!(policy.host_certs, Path::new("/etc/pki/tls/certs"));
         assert_eq!(policy.seccomp, seccomp::Mode::Unconfined);
+        assert_eq!(policy.compatibility, Compatibility::Bottlerocket);
 
         let overrides = Overrides {
             host_root: Some("/flag-root".into()),
@@ -331,6 +353,7 @@ mod tests {
                 "host-certs: certs is not an absolute path",
             ),
             ("seccomp = \"strict\"", "unknown variant"),
+            ("compatibility = \"bottlerock\"", "unknown variant"),
         ] {
             let err = format!(
                 "{:#}",

@@ -2,7 +2,8 @@
 //!
 //! Whatever the config asks for, the result has CAP_SYS_ADMIN, a read-only root, the host root
 //! read-only at `/.bottlerocket/rootfs` and the host's mount area read-write and rshared at
-//! `/.bottlerocket/rootfs/mnt`; and nothing in it exceeds the policy (capabilities, mounts,
+//! `/.bottlerocket/rootfs/mnt` (in the [`Compatibility::Bottlerocket`] mode, the root as the
+//! config says and the host root's top mount read-only, as Bottlerocket binds them); and nothing in it exceeds the policy (capabilities, mounts,
 //! namespaces, hooks). It also builds the rest of the world Bottlerocket's host-ctr gives a
 //! bootstrap container: the storage directories read-write and rshared, the kernel's modules and
 //! sources, the host's certificates and debugfs, and a default seccomp profile.
@@ -80,6 +81,33 @@ pub const PROC_ALLOWED: [&str; 10] = [
     "/proc/sys/kernel/ns_last_pid",
 ];
 
+/// How close to Bottlerocket's own bootstrap container the policy builds one (`compatibility`
+/// in the policy file, `--compatibility`): the operator's choice, recorded with each container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compatibility {
+    /// This product's design: the container's root read-only, the host root read-only
+    /// recursively.
+    #[default]
+    Strict,
+    /// Bottlerocket's container: the root writable unless the config's `root.readonly` says
+    /// otherwise (runc's rule), the host root bound `rbind,ro` (its top mount read-only, the
+    /// host's other mounts under it with their own flags), but the runtime's and the
+    /// supervisor's state (read-only binds) and the host's procfs, sysfs and cgroupfs (made
+    /// read-only by the runtime) still read-only.
+    Bottlerocket,
+}
+
+impl Compatibility {
+    /// The name in the policy file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compatibility::Strict => "strict",
+            Compatibility::Bottlerocket => "bottlerocket",
+        }
+    }
+}
+
 /// The operator's inputs to the policy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -110,6 +138,14 @@ pub struct Policy {
     /// nothing writable holds one. Absolute.
     #[serde(default)]
     pub protected_dirs: Vec<PathBuf>,
+    /// The Bottlerocket mode or not.
+    #[serde(default)]
+    pub compatibility: Compatibility,
+    /// The supervisor's whole state and run directories (not a policy-file key; containers'
+    /// roots lie inside them, so they cannot all be protected): with `protected_dirs`, what
+    /// the Bottlerocket mode keeps read-only where the host root shows them. Absolute.
+    #[serde(default)]
+    pub state_dirs: Vec<PathBuf>,
 }
 
 impl Default for Policy {
@@ -124,6 +160,8 @@ impl Default for Policy {
             seccomp: seccomp::Mode::default(),
             systemd_cgroup: false,
             protected_dirs: Vec::new(),
+            compatibility: Compatibility::Strict,
+            state_dirs: Vec::new(),
         }
     }
 }
@@ -201,7 +239,9 @@ pub fn apply(mut spec: Spec, policy: &Policy, bundle: &Path) -> Result<Spec, Pol
 
     let mut root = spec.root().clone().ok_or(PolicyError::NoRoot)?;
     root.set_path(clean(&bundle.join(root.path())));
-    root.set_readonly(Some(true));
+    if policy.compatibility == Compatibility::Strict {
+        root.set_readonly(Some(true));
+    }
     spec.set_root(Some(root));
 
     if let Some(process) = spec.process_mut() {
@@ -509,11 +549,12 @@ fn policy_mounts(policy: &Policy) -> Vec<Mount> {
         DEBUGFS_DIR,
         &["rbind", "rw"],
     ));
-    mounts.push(bind(
-        &policy.host_root,
-        HOST_ROOT_TARGET,
-        &["rbind", "ro", "rro", "rslave"],
-    ));
+    // `ro` alone is the top mount only (Bottlerocket's `rbind,ro`); `rro` every mount under it.
+    let host_root_options: &[&str] = match policy.compatibility {
+        Compatibility::Strict => &["rbind", "ro", "rro", "rslave"],
+        Compatibility::Bottlerocket => &["rbind", "ro", "rslave"],
+    };
+    mounts.push(bind(&policy.host_root, HOST_ROOT_TARGET, host_root_options));
     mounts.push(bind(
         &policy.host_mount_area,
         MOUNT_AREA_TARGET,
@@ -526,12 +567,48 @@ fn policy_mounts(policy: &Policy) -> Vec<Mount> {
             &["rbind", "rw", "rshared"],
         ));
     }
+    if policy.compatibility == Compatibility::Bottlerocket {
+        for dir in kept_read_only(policy) {
+            let inside = dir.strip_prefix(&policy.host_root).unwrap_or(&dir);
+            mounts.push(bind(
+                &dir,
+                &under(Path::new(HOST_ROOT_TARGET), Path::new("/").join(inside)).to_string_lossy(),
+                &["rbind", "ro", "rro", "rslave"],
+            ));
+        }
+    }
     mounts.push(bind(
         &under(&policy.host_root, &policy.host_certs),
         CERTS_TARGET,
         &read_only,
     ));
     mounts
+}
+
+/// The runtime's and the supervisor's state that the host root shows (each of
+/// `protected_dirs` and `state_dirs` inside `host_root`, by name: the runtime resolves them
+/// first), outermost only, in order: bound read-only over itself in the Bottlerocket mode, where
+/// the host root's other filesystems stay writable.
+pub fn kept_read_only(policy: &Policy) -> Vec<PathBuf> {
+    let root = clean(&policy.host_root);
+    let dirs: Vec<PathBuf> = policy
+        .protected_dirs
+        .iter()
+        .chain(&policy.state_dirs)
+        .map(|dir| clean(dir))
+        .filter(|dir| dir.starts_with(&root) && dir != &root)
+        .collect();
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let covered = dirs
+            .iter()
+            .enumerate()
+            .any(|(j, other)| other != dir && dir.starts_with(other) || (other == dir && j < i));
+        if !covered {
+            kept.push(dir.clone());
+        }
+    }
+    kept
 }
 
 /// `dir` (absolute) read under `root`.

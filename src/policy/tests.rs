@@ -822,3 +822,93 @@ fn config_mounts_never_ask_to_propagate() {
         );
     }
 }
+
+#[test]
+fn the_bottlerocket_mode_honours_root_readonly_and_binds_the_host_root_top_only() {
+    let bottlerocket = Policy {
+        compatibility: Compatibility::Bottlerocket,
+        protected_dirs: vec![
+            PathBuf::from("/host/run/bootstrap-runc"),
+            PathBuf::from("/elsewhere"),
+        ],
+        state_dirs: vec![
+            PathBuf::from("/host/var/lib/bootstrap-containers"),
+            PathBuf::from("/host/run/bootstrap-runc/inner"),
+            PathBuf::from("/host"),
+        ],
+        ..policy()
+    };
+    for (asked, strict, mode) in [
+        (None, Some(true), None),
+        (Some(false), Some(true), Some(false)),
+        (Some(true), Some(true), Some(true)),
+    ] {
+        let mut spec = base_spec();
+        spec.root_mut().as_mut().unwrap().set_readonly(asked);
+        let readonly = |policy: &Policy| {
+            apply(spec.clone(), policy, bundle())
+                .unwrap()
+                .root()
+                .as_ref()
+                .unwrap()
+                .readonly()
+        };
+        assert_eq!(readonly(&policy()), strict, "strict, asked {asked:?}");
+        assert_eq!(
+            readonly(&bottlerocket),
+            mode,
+            "bottlerocket, asked {asked:?}"
+        );
+    }
+    let strict = Policy {
+        compatibility: Compatibility::Strict,
+        ..bottlerocket.clone()
+    };
+    let strict = apply(base_spec(), &strict, bundle()).unwrap();
+    assert!(options(mount_at(&strict, HOST_ROOT_TARGET)).contains(&"rro"));
+    assert!(
+        !strict
+            .mounts()
+            .iter()
+            .flatten()
+            .any(|m| m.destination() == Path::new("/.bottlerocket/rootfs/run/bootstrap-runc")),
+        "the state is bound over itself only where the host root's submounts are writable"
+    );
+    let spec = apply(base_spec(), &bottlerocket, bundle()).unwrap();
+    let host_root = options(mount_at(&spec, HOST_ROOT_TARGET));
+    assert!(
+        host_root.contains(&"ro") && !host_root.contains(&"rro"),
+        "{host_root:?}"
+    );
+    // The state the host root shows, outermost only, read-only over itself.
+    let kept: Vec<(String, String, Vec<&str>)> = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| m.destination().starts_with(HOST_ROOT_TARGET))
+        .filter(|m| m.destination() != Path::new(HOST_ROOT_TARGET))
+        .filter(|m| options(m).contains(&"rro"))
+        .map(|m| {
+            (
+                m.source().as_ref().unwrap().display().to_string(),
+                m.destination().display().to_string(),
+                options(m),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (
+                "/host/run/bootstrap-runc".to_string(),
+                "/.bottlerocket/rootfs/run/bootstrap-runc".to_string(),
+                vec!["rbind", "ro", "rro", "rslave"]
+            ),
+            (
+                "/host/var/lib/bootstrap-containers".to_string(),
+                "/.bottlerocket/rootfs/var/lib/bootstrap-containers".to_string(),
+                vec!["rbind", "ro", "rro", "rslave"]
+            ),
+        ]
+    );
+}

@@ -11,7 +11,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
 
 use super::cgroup::Owned;
-use super::host_mounts::HostMount;
+use super::host_mounts::{HostMount, ReadOnly};
 use super::mountinfo::MountTable;
 use super::reach::{self, Lineage};
 use super::{
@@ -117,7 +117,7 @@ impl Runtime {
         // Before the host mounts: a destination the image aims (by symlinks) into where they
         // go then leads to libcontainer's placeholder, never to a clone shared with the host.
         cgroup_mounts::attach(pid, &derived.cgroup_mounts, &owned.relative()?)?;
-        host_mounts::attach(pid, &derived.host_mounts)?;
+        host_mounts::attach(pid, &derived.host_mounts, &table)?;
         if let Some(pid_file) = request.pid_file {
             write_pid_file(pid_file, pid)?;
         }
@@ -128,7 +128,7 @@ impl Runtime {
 /// The policy's writable host mounts (the mount area, the shared directories) must stay apart
 /// from the runtime's and supervisor's state.
 fn check_host_mounts(mounts: &[HostMount], protected: &[Lineage]) -> Result<()> {
-    for mount in mounts.iter().filter(|m| !m.read_only) {
+    for mount in mounts.iter().filter(|m| m.read_only == ReadOnly::No) {
         let Some(lineage) = Lineage::open(&mount.source)? else {
             continue; // a shared directory not made yet: host_sources.rs creates it, empty
         };

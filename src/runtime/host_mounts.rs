@@ -27,6 +27,7 @@ use pathrs::{Root, RootRef};
 
 use rustix::mount::{self, MountAttrFlags, MoveMountFlags, OpenTreeFlags};
 
+use super::mountinfo::MountTable;
 use crate::policy::{BOTTLEROCKET_DIR, CERTS_TARGET, HOST_ROOT_TARGET};
 
 const MOUNT_ATTR_RDONLY: u64 = MountAttrFlags::MOUNT_ATTR_RDONLY.bits() as u64;
@@ -46,9 +47,26 @@ pub(crate) struct HostMount {
     pub source: PathBuf,
     /// Absolute path inside the container, under `/.bottlerocket`.
     pub target: PathBuf,
-    pub read_only: bool,
+    pub read_only: ReadOnly,
     pub shared: bool,
 }
+
+/// Which mounts of a host tree are read-only in the container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadOnly {
+    /// None: the mount area, the shared directories.
+    No,
+    /// The top mount, and the host's procfs, sysfs and cgroupfs under it (Bottlerocket's
+    /// `rbind,ro` host root; `ro` without `rro`): the host's other filesystems keep their own
+    /// flags.
+    Top,
+    /// Every mount (`rro`).
+    All,
+}
+
+/// The kernel's own filesystems: writable, they would hand a container the host's sysctls,
+/// devices and cgroups. Read-only in every host tree.
+const KERNEL_FILESYSTEMS: [&str; 4] = ["proc", "sysfs", "cgroup", "cgroup2"];
 
 /// Takes the mounts at or under `/.bottlerocket/rootfs` and at `/.bottlerocket/certs` (only the
 /// policy puts any there) out of the spec handed to libcontainer.
@@ -65,7 +83,11 @@ pub(crate) fn split(mut spec: Spec) -> (Spec, Vec<HostMount>) {
             HostMount {
                 source: m.source().clone().unwrap_or_default(),
                 target: m.destination().clone(),
-                read_only: has("rro"),
+                read_only: match (has("rro"), has("ro")) {
+                    (true, _) => ReadOnly::All,
+                    (false, true) => ReadOnly::Top,
+                    (false, false) => ReadOnly::No,
+                },
                 shared: has("rshared"),
             }
         })
@@ -76,7 +98,8 @@ pub(crate) fn split(mut spec: Spec) -> (Spec, Vec<HostMount>) {
 /// Attaches `mounts` inside the mount namespace of the container whose init is `pid`. Sources
 /// and targets are opened with no symlink followed, and the syscalls act on those very objects:
 /// nothing swapped on a path in between (host side or image side) redirects a mount.
-pub(crate) fn attach(pid: Pid, mounts: &[HostMount]) -> Result<()> {
+/// `table` is the host's mount table, for the kernel filesystems under a [`ReadOnly::Top`] tree.
+pub(crate) fn attach(pid: Pid, mounts: &[HostMount], table: &MountTable) -> Result<()> {
     // Clones are taken in the host's namespace: that is what ties the mount area to the host.
     let host = Root::open("/")
         .context("opening / for the host mounts")?
@@ -129,6 +152,9 @@ pub(crate) fn attach(pid: Pid, mounts: &[HostMount]) -> Result<()> {
         // Resolved after the mounts before it: deeper targets lie in the host root's copy.
         let point = inside.resolve(target).with_context(attaching)?;
         move_mount(tree, point.as_fd()).with_context(attaching)?;
+        if mount.read_only == ReadOnly::Top {
+            kernel_filesystems_read_only(&inside, target, mount, table)?;
+        }
     }
     // The policy's tmpfs gets no more mount points: seal it.
     mount_setattr(bottlerocket.as_raw_fd(), 0, MOUNT_ATTR_RDONLY, 0)
@@ -163,7 +189,57 @@ fn clone_tree(host: &Root, mount: &HostMount) -> Result<OwnedFd> {
     let source = host
         .resolve(&mount.source)
         .with_context(|| format!("cloning host mount tree {}", mount.source.display()))?;
-    clone(&source, &mount.source, mount.read_only, mount.shared, true)
+    let tree = clone(
+        &source,
+        &mount.source,
+        mount.read_only == ReadOnly::All,
+        mount.shared,
+        true,
+    )?;
+    if mount.read_only == ReadOnly::Top {
+        mount_setattr(tree.as_raw_fd(), 0, MOUNT_ATTR_RDONLY, 0)
+            .with_context(|| format!("making the clone of {} read-only", mount.source.display()))?;
+    }
+    Ok(tree)
+}
+
+/// Makes the host's procfs, sysfs and cgroupfs in the attached clone of `mount` read-only,
+/// with everything mounted under them: the outermost such mounts under its source in `table`,
+/// each found at `target` (relative to `inside`, the container's `/.bottlerocket`) with no
+/// symlink followed. In the container's mount namespace: the kernel changes a submount's
+/// attributes only there, never in a detached tree.
+fn kernel_filesystems_read_only(
+    inside: &RootRef<'_>,
+    target: &Path,
+    mount: &HostMount,
+    table: &MountTable,
+) -> Result<()> {
+    let mut points: Vec<&Path> = table
+        .0
+        .iter()
+        .filter(|m| KERNEL_FILESYSTEMS.contains(&m.fs_type.as_str()))
+        .filter_map(|m| m.point.strip_prefix(&mount.source).ok())
+        .filter(|relative| !relative.as_os_str().is_empty())
+        .collect();
+    points.sort();
+    points.dedup();
+    let mut done: Vec<&Path> = Vec::new();
+    for relative in points {
+        if done.iter().any(|outer| relative.starts_with(outer)) {
+            continue;
+        }
+        let shown = || format!("{}", mount.target.join(relative).display());
+        let point = inside
+            .resolve_nofollow(target.join(relative))
+            .with_context(|| format!("opening the host's {} in the container", shown()))?;
+        set_read_only(
+            point.as_fd().as_raw_fd(),
+            libc::AT_RECURSIVE as libc::c_uint,
+        )
+        .with_context(|| format!("making the host's {} read-only", shown()))?;
+        done.push(relative);
+    }
+    Ok(())
 }
 
 /// A detached copy of the mount at `path` (no symlink followed), read-only or not, a slave of
@@ -352,7 +428,7 @@ mod tests {
         let shared_dir = |dir: &str| HostMount {
             source: dir.into(),
             target: format!("/.bottlerocket/rootfs{dir}").into(),
-            read_only: false,
+            read_only: ReadOnly::No,
             shared: true,
         };
         assert_eq!(
@@ -361,13 +437,13 @@ mod tests {
                 HostMount {
                     source: "/".into(),
                     target: "/.bottlerocket/rootfs".into(),
-                    read_only: true,
+                    read_only: ReadOnly::All,
                     shared: false
                 },
                 HostMount {
                     source: "/mnt".into(),
                     target: "/.bottlerocket/rootfs/mnt".into(),
-                    read_only: false,
+                    read_only: ReadOnly::No,
                     shared: true
                 },
                 shared_dir("/var/lib/containerd"),
@@ -376,7 +452,7 @@ mod tests {
                 HostMount {
                     source: "/etc/ssl/certs".into(),
                     target: CERTS_TARGET.into(),
-                    read_only: true,
+                    read_only: ReadOnly::All,
                     shared: false
                 },
             ]

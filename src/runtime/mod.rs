@@ -84,6 +84,14 @@ impl Runtime {
                 .canonicalize()
                 .with_context(|| format!("{source}: {}", path.display()))?;
         }
+        // Compared by name with sources and the host root: symlinks resolved. A missing one
+        // holds nothing to protect (reach.rs skips it too).
+        for dirs in [&mut policy.protected_dirs, &mut policy.state_dirs] {
+            *dirs = dirs
+                .iter()
+                .filter_map(|dir| dir.canonicalize().ok())
+                .collect();
+        }
         Ok(policy)
     }
 

@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! <state-dir>/containers/<name>/config.json   regenerated every boot
-//! <state-dir>/containers/<name>/rootfs/       oci-layout sources: a fresh unpack every boot;
-//!                                              registry images: an overlay of the cached image
+//! <state-dir>/containers/<name>/rootfs/       the container's root: an overlay of its image
+//!                                              (or the host root's top filesystem)
+//! <state-dir>/containers/<name>/scratch/      the overlay's writable layer, a sized tmpfs
+//! <state-dir>/containers/<name>/image/        oci-layout sources: a fresh unpack every boot
 //! <state-dir>/containers/<name>/data/         persistent; holds user-data (0600)
 //! ```
 //! `data/` lies under the bundle, so bootstrap-runc's policy keeps its binds writable.
@@ -15,8 +17,8 @@
 //! `..`-laden one) resolves within the image and never reaches a host file. What is read:
 //! `/etc/passwd` and `/etc/group` (regular files of at most [`MAX_ACCOUNT_FILE`] bytes; a
 //! missing one is no entries). What is written: the image's `WorkingDir`, created (root, 0755)
-//! where missing — in the container's writable layer (the overlay's upper, or the layout's
-//! private unpack), never in the cached image. An operator bundle's root filesystem is never
+//! where missing — in the container's writable layer (the overlay's upper), never in the
+//! image. An operator bundle's root filesystem is never
 //! written: a missing `process.cwd` is an error naming it.
 
 use std::io::Read;
@@ -59,15 +61,18 @@ pub(crate) struct Prepared {
     pub stop_signal: String,
 }
 
-/// Writes the container's bundle (pulling its image if need be). With `cgroup_parent` (cgroup
-/// v2, see cgroup.rs) the container's cgroup is `<cgroup_parent>/<id>`, whatever the operator's
-/// bundle said: a container must not outlive the supervisor's unit.
+/// Writes the container's bundle (pulling its image if need be); an image's or a source-less
+/// container's root is an overlay whose writable layer holds at most `layer_bytes`. With
+/// `cgroup_parent` (cgroup v2, see cgroup.rs) the container's cgroup is
+/// `<cgroup_parent>/<id>`, whatever the operator's bundle said: a container must not outlive
+/// the supervisor's unit.
 pub(crate) fn prepare(
     step: &Step,
     state_dir: &Path,
     host_root: &Path,
     images: &Images,
     cgroup_parent: Option<&Path>,
+    layer_bytes: u64,
 ) -> Result<Prepared> {
     let dir = dir(state_dir, &step.name);
     // A killed earlier run may have left the image overlay mounted.
@@ -92,14 +97,15 @@ pub(crate) fn prepare(
             &image::Source::Layout { path, tag },
             &dir,
             host_root,
+            layer_bytes,
             step,
         )?,
         Source::Image(reference) => {
             let policy = step.container.pull_policy;
             let source = image::Source::Registry { reference, policy };
-            from_image(images, &source, &dir, host_root, step)?
+            from_image(images, &source, &dir, host_root, layer_bytes, step)?
         }
-        Source::UserDataScript => host_script(step, &dir, host_root)?,
+        Source::UserDataScript => host_script(step, &dir, host_root, layer_bytes)?,
     };
     let spec = spec::bootstrap(base, step, &data, cgroup_parent);
     atomic_file::replace(
@@ -121,7 +127,12 @@ pub(crate) fn prepare(
 
 /// A source-less container: its user-data copied to `<dir>/script` (root, 0700; never under
 /// the host root) and an overlay of the host root's top filesystem as its root.
-fn host_script(step: &Step, dir: &Path, host_root: &Path) -> Result<(Spec, Option<Rootfs>)> {
+fn host_script(
+    step: &Step,
+    dir: &Path,
+    host_root: &Path,
+    layer_bytes: u64,
+) -> Result<(Spec, Option<Rootfs>)> {
     let user_data = step
         .container
         .user_data
@@ -129,7 +140,7 @@ fn host_script(step: &Step, dir: &Path, host_root: &Path) -> Result<(Spec, Optio
         .context("a source-less container needs user-data")?;
     let script = dir.join("script");
     atomic_file::replace(&script, user_data.as_bytes(), 0o700)?;
-    let rootfs = Rootfs::over(host_root, dir).with_context(|| {
+    let rootfs = Rootfs::over(host_root, dir, layer_bytes).with_context(|| {
         format!(
             "making the root of a source-less container over the host root {}",
             host_root.display()
@@ -147,9 +158,10 @@ fn from_image(
     source: &image::Source<'_>,
     dir: &Path,
     host_root: &Path,
+    layer_bytes: u64,
     step: &Step,
 ) -> Result<(Spec, Option<Rootfs>)> {
-    let rootfs = images.rootfs(source, dir)?;
+    let rootfs = images.rootfs(source, dir, layer_bytes)?;
     let name = step.container.source.to_string();
     let root = Root::open(&rootfs.path)
         .with_context(|| format!("image {name}: opening {}", rootfs.path.display()))?;

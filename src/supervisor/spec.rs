@@ -113,9 +113,9 @@ pub(crate) fn from_bundle(bundle: &Path) -> Result<Spec> {
 }
 
 /// The bootstrap container's spec from `base` (an operator's bundle or an image's): the
-/// settings' `command` replaces the process arguments, the supervisor's proxy variables are
-/// merged into the environment after the base's own ([`merge_env`]: a proxy variable the base
-/// sets too takes the supervisor's value), the user-data directory `data` is bound at Bottlerocket's
+/// settings' `command` replaces the process arguments, the supervisor's proxy variables and
+/// then the settings' `environment` are merged into the environment after the base's own
+/// ([`merge_env`]: a later name takes the place and value of an earlier one), the user-data directory `data` is bound at Bottlerocket's
 /// `/.bottlerocket/bootstrap-containers/{<name>,current}`, and with `cgroup_parent` the cgroup
 /// is `<cgroup_parent>/<id>`.
 pub(crate) fn bootstrap(
@@ -130,6 +130,13 @@ pub(crate) fn bootstrap(
         }
     }
     add_proxy_environment(&mut spec);
+    if let Some(process) = spec.process_mut() {
+        let env = merge_env(
+            process.env().clone().unwrap_or_default(),
+            step.container.environment.entries(),
+        );
+        process.set_env(Some(env));
+    }
     if let Some(parent) = cgroup_parent {
         spec.linux_mut()
             .get_or_insert_with(Default::default)
@@ -186,8 +193,10 @@ fn image_spec(image: &Image<'_>, command: Option<&[String]>, host_root: &Path) -
     let config = image.config;
     let mut spec = Spec::default();
     let mut root = spec.root().clone().unwrap_or_default();
+    // Writable as containerd makes an image's root; the policy makes it read-only but in its
+    // Bottlerocket mode. Writes land in the overlay's sized tmpfs, never in the image.
     root.set_path(image.rootfs.to_path_buf())
-        .set_readonly(Some(true));
+        .set_readonly(Some(false));
     spec.set_root(Some(root));
     spec.set_hostname(None);
 

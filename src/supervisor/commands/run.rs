@@ -41,7 +41,7 @@ pub(crate) struct Args {
     #[arg(long, value_parser = cli::absolute)]
     pub report: Option<PathBuf>,
     #[command(flatten)]
-    pub host_paths: policy::file::HostPathFlags,
+    pub policy_flags: policy::file::PolicyFlags,
     /// How long a stopped container (timeout, or the supervisor stopping) has between SIGTERM
     /// and SIGKILL to all its processes (host-ctr's 20 s)
     #[arg(long, env = "BOOTSTRAP_STOP_GRACE", default_value = "20s", value_parser = settings::parse_duration)]
@@ -55,6 +55,10 @@ pub(crate) struct Args {
     /// The most an image may unpack to (file data, all layers), e.g. 8GiB, 500MiB, or bytes
     #[arg(long, default_value = "8GiB", value_parser = settings::parse_size)]
     pub max_image_size: u64,
+    /// The most an image's or source-less container's writes into its own root may take: the
+    /// size of its writable layer, a tmpfs thrown away with it (memory, charged to its cgroup)
+    #[arg(long, env = "BOOTSTRAP_WRITABLE_LAYER_SIZE", default_value = "512MiB", value_parser = settings::parse_size)]
+    pub writable_layer_size: u64,
     /// Prometheus metrics of every run, written atomically in text format 0.0.4, e.g. into
     /// node_exporter's textfile directory: /var/lib/prometheus/node-exporter/bootstrap-containers.prom
     #[arg(long, env = "BOOTSTRAP_METRICS_FILE", value_parser = cli::absolute)]
@@ -73,10 +77,6 @@ fn image_references(settings: &settings::Settings) -> BTreeSet<String> {
         .collect()
 }
 
-/// `<state-dir>/seccomp`, root's and private: compiled seccomp filters kept across boots (the
-/// run dir is new each boot, and the first container would compile the profile, ~10 ms, while
-/// the others wait). What it holds is loaded into containers, so it must be root's alone, as
-/// the bundles and images beside it.
 /// What no container may reach: the run dir (runtime state, logs, markers) and the state dir
 /// but for the containers' bundles (their `data/` is bound into them on purpose).
 fn protected_dirs(state_dir: &Path, run_dir: &Path) -> Vec<PathBuf> {
@@ -85,6 +85,10 @@ fn protected_dirs(state_dir: &Path, run_dir: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+/// `<state-dir>/seccomp`, root's and private: compiled seccomp filters kept across boots (the
+/// run dir is new each boot, and the first container would compile the profile, ~10 ms, while
+/// the others wait). What it holds is loaded into containers, so it must be root's alone, as
+/// the bundles and images beside it.
 fn seccomp_cache(state_dir: &Path) -> Result<PathBuf> {
     let dir = state_dir.join("seccomp");
     private_file::create_dir(&dir)?;
@@ -104,8 +108,10 @@ pub(crate) fn run(args: &Args) -> Result<i32> {
     }
     let runtime = Runtime::open(
         &args.run_dir,
-        args.host_paths
-            .overrides(protected_dirs(&args.state_dir, &args.run_dir)),
+        args.policy_flags.overrides(
+            protected_dirs(&args.state_dir, &args.run_dir),
+            vec![args.state_dir.clone(), args.run_dir.clone()],
+        ),
         seccomp_cache(&args.state_dir)?,
     )?;
     sealed_exe::ensure_sealed(&runtime.state_root().empty_dir())?;
@@ -152,6 +158,7 @@ pub(crate) fn run(args: &Args) -> Result<i32> {
         cgroup_parent: cgroup.as_ref().map(|c| c.parent().to_path_buf()),
         stop_grace: args.stop_grace,
         record: record.clone(),
+        writable_layer: args.writable_layer_size,
     };
     let containers = executor.execute(&plan);
     // Gone before the cgroup is given back (it is in it).

@@ -8,7 +8,7 @@ pub(crate) struct Args {
     #[command(flatten)]
     pub settings: SettingsArg,
     /// [settings.]bootstrap-containers.NAME.FIELD=VALUE (command and depends-on take a JSON
-    /// list); all applied together or none
+    /// list, environment a JSON table of strings); all applied together or none
     #[arg(required = true)]
     pub assignments: Vec<String>,
 }

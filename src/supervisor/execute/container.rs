@@ -51,6 +51,7 @@ impl Executor {
                 &host_root,
                 &self.images,
                 self.cgroup_parent.as_deref(),
+                self.writable_layer,
             )
         });
         let prepared = match prepared {
@@ -84,6 +85,13 @@ impl Executor {
         match result {
             Ok((status, ending)) => self.classify(step, status, ending, outcome),
             Err(err) => outcome.error = Some(format!("{err:#}")),
+        }
+        let layer_full = prepared.rootfs.as_ref().is_some_and(|r| r.layer_full());
+        if outcome.status == Status::Failed && layer_full {
+            outcome.error = Some(format!(
+                "its writable layer was full: it holds {} (--writable-layer-size)",
+                settings::format_size(self.writable_layer)
+            ));
         }
     }
 

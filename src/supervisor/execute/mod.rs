@@ -38,6 +38,9 @@ pub(crate) struct Executor {
     pub stop_grace: Duration,
     /// This boot's record: each container's log, the report as outcomes come in.
     pub record: Arc<Record>,
+    /// The size of an image's or source-less container's writable layer, in bytes
+    /// (`--writable-layer-size`).
+    pub writable_layer: u64,
 }
 
 pub(super) fn blank_outcome(step: &Step, status: Status) -> Outcome {

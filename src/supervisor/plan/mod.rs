@@ -140,9 +140,10 @@ impl fmt::Display for Plan {
                 "SOURCE",
                 "DEPENDS-ON",
                 "TIMEOUT",
+                "ENVIRONMENT",
                 "FILE",
             ];
-            let rows: Vec<[String; 7]> = self.steps.iter().map(row).collect();
+            let rows: Vec<[String; 8]> = self.steps.iter().map(row).collect();
             let mut widths = header.map(str::len);
             for row in &rows {
                 for (width, cell) in widths.iter_mut().zip(row) {
@@ -161,7 +162,7 @@ impl fmt::Display for Plan {
     }
 }
 
-fn row(step: &Step) -> [String; 7] {
+fn row(step: &Step) -> [String; 8] {
     let or_dash = |text: String| if text.is_empty() { "-".into() } else { text };
     [
         step.name.clone(),
@@ -180,13 +181,23 @@ fn row(step: &Step) -> [String; 7] {
                 .map(settings::format_duration)
                 .unwrap_or_default(),
         ),
+        // Names only: values may be secrets (`get` shows them).
+        or_dash(
+            step.container
+                .environment
+                .0
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         step.file
             .as_ref()
             .map_or_else(|| "-".into(), |file| file.display().to_string()),
     ]
 }
 
-fn write_row(f: &mut fmt::Formatter<'_>, cells: &[String; 7], widths: &[usize; 7]) -> fmt::Result {
+fn write_row(f: &mut fmt::Formatter<'_>, cells: &[String; 8], widths: &[usize; 8]) -> fmt::Result {
     let line: Vec<String> = cells
         .iter()
         .zip(widths)

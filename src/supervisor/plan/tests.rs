@@ -194,6 +194,7 @@ fn display_is_a_table() {
         mode = "once"
         essential = true
         timeout = "90s"
+        environment = { DISK = "/dev/sdb", TOKEN = "s3cret" }
         [settings.bootstrap-containers.motd]
         source = "busybox:1.36"
         mode = "always"
@@ -205,9 +206,9 @@ fn display_is_a_table() {
     let shown = plan(&settings(text), &options).to_string();
     assert_eq!(
         shown,
-        "NAME        MODE    ESSENTIAL  SOURCE             DEPENDS-ON  TIMEOUT  FILE\n\
-         disk-setup  once    yes        /opt/bundles/disk  -           90s      -\n\
-         motd        always  no         busybox:1.36       disk-setup  -        -\n\
+        "NAME        MODE    ESSENTIAL  SOURCE             DEPENDS-ON  TIMEOUT  ENVIRONMENT  FILE\n\
+         disk-setup  once    yes        /opt/bundles/disk  -           90s      DISK,TOKEN   -\n\
+         motd        always  no         busybox:1.36       disk-setup  -        -            -\n\
          off: unused\n"
     );
     assert_eq!(

@@ -61,6 +61,42 @@ pub struct Container {
     pub timeout: Option<Duration>,
     pub depends_on: Vec<String>,
     pub pull_policy: PullPolicy,
+    /// Variables set in the container's process after the image's own and the proxies.
+    pub environment: Environment,
+}
+
+/// A container's `environment`: names (`[A-Za-z_][A-Za-z0-9_]*`) to values. Values may be
+/// secrets, so Debug shows only the names; the report, journal, metrics and logs never hold
+/// them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Environment(pub BTreeMap<String, String>);
+
+impl Environment {
+    /// `NAME=value` entries, in name order.
+    pub fn entries(&self) -> impl Iterator<Item = String> + '_ {
+        self.0.iter().map(|(name, value)| format!("{name}={value}"))
+    }
+
+    /// Whether `name` is a variable name a shell takes: `[A-Za-z_][A-Za-z0-9_]*`.
+    pub(crate) fn check_name(name: &str) -> Result<(), String> {
+        let mut chars = name.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            Ok(())
+        } else {
+            Err(format!(
+                "the variable name {name:?} must be letters, digits and '_', not starting with a digit ([A-Za-z_][A-Za-z0-9_]*)"
+            ))
+        }
+    }
+}
+
+impl fmt::Debug for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +136,7 @@ pub(crate) enum Field {
     Timeout,
     DependsOn,
     PullPolicy,
+    Environment,
 }
 
 /// The type a field's value has in the file.
@@ -108,6 +145,8 @@ pub(crate) enum Kind {
     Text,
     Flag,
     List,
+    /// A table of strings.
+    Table,
 }
 
 /// One invalid value: where (`bootstrap-containers.NAME.FIELD`) and why.
@@ -367,7 +406,7 @@ impl fmt::Debug for UserData {
 }
 
 impl Field {
-    pub(crate) const ALL: [Field; 8] = [
+    pub(crate) const ALL: [Field; 9] = [
         Field::Source,
         Field::Mode,
         Field::Essential,
@@ -376,6 +415,7 @@ impl Field {
         Field::Timeout,
         Field::DependsOn,
         Field::PullPolicy,
+        Field::Environment,
     ];
 
     /// The field's key in the file.
@@ -389,6 +429,7 @@ impl Field {
             Field::Timeout => "timeout",
             Field::DependsOn => "depends-on",
             Field::PullPolicy => "pull-policy",
+            Field::Environment => "environment",
         }
     }
 
@@ -396,6 +437,7 @@ impl Field {
         match self {
             Field::Essential => Kind::Flag,
             Field::Command | Field::DependsOn => Kind::List,
+            Field::Environment => Kind::Table,
             _ => Kind::Text,
         }
     }

@@ -435,7 +435,7 @@ fn names() {
 fn unknown_fields_are_named() {
     assert_eq!(
         problem("sorce = \"/b\""),
-        "bootstrap-containers.c.sorce: unknown field \"sorce\" (known: source, mode, essential, user-data, command, timeout, depends-on, pull-policy)"
+        "bootstrap-containers.c.sorce: unknown field \"sorce\" (known: source, mode, essential, user-data, command, timeout, depends-on, pull-policy, environment)"
     );
 }
 
@@ -562,4 +562,40 @@ fn fields_know_their_names_and_kinds() {
     assert_eq!(Field::DependsOn.kind(), Kind::List);
     assert_eq!(Field::Command.kind(), Kind::List);
     assert_eq!(Field::Timeout.kind(), Kind::Text);
+}
+
+#[test]
+fn environment_is_a_table_of_strings_under_shell_names() {
+    let parsed = parse(
+        "[settings.bootstrap-containers.x]\nsource = \"/b\"\nenvironment = { A_1 = \"one\", _B = \"\" }\n",
+        Format::Toml,
+    )
+    .unwrap();
+    let env = &parsed.containers["x"].environment;
+    assert_eq!(env.entries().collect::<Vec<_>>(), ["A_1=one", "_B="]);
+    assert_eq!(
+        format!("{env:?}"),
+        "{\"A_1\", \"_B\"}",
+        "Debug shows names only"
+    );
+    for (value, wanted) in [
+        ("{ \"1A\" = \"s3cret\" }", "the variable name \"1A\""),
+        ("{ \"A-B\" = \"s3cret\" }", "the variable name \"A-B\""),
+        ("{ \"\" = \"s3cret\" }", "the variable name \"\""),
+        ("{ A = 5 }", "A must be a string, not a number"),
+        ("{ A = \"a\\u0000b\" }", "A contains a NUL character"),
+        (
+            "[\"A=s3cret\"]",
+            "must be a table of NAME = \"value\", not a list",
+        ),
+    ] {
+        let text =
+            format!("[settings.bootstrap-containers.x]\nsource = \"/b\"\nenvironment = {value}\n");
+        let err = parse(&text, Format::Toml).unwrap_err().to_string();
+        assert!(
+            err.contains("bootstrap-containers.x.environment: ") && err.contains(wanted),
+            "{value}: {err}"
+        );
+        assert!(!err.contains("s3cret"), "{value}: the value is in {err}");
+    }
 }

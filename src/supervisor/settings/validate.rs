@@ -106,6 +106,7 @@ fn parse_container(
     let mut timeout = None;
     let mut depends_on = Vec::new();
     let mut pull_policy = PullPolicy::default();
+    let mut environment = Environment::default();
     for (field_name, value) in fields {
         let result = Field::from_name(field_name).and_then(|field| match field {
             Field::Source => text(value)
@@ -127,6 +128,7 @@ fn parse_container(
             Field::PullPolicy => text(value)
                 .and_then(|text| choose(text, &PullPolicy::ALL, PullPolicy::name))
                 .map(|p| pull_policy = p),
+            Field::Environment => variables(value).map(|e| environment = e),
         });
         if let Err(reason) = result {
             problems.at(name, Some(field_name), reason);
@@ -157,7 +159,32 @@ fn parse_container(
         timeout,
         depends_on,
         pull_policy,
+        environment,
     })
+}
+
+/// `environment`: a table of strings under valid names; a message names the variable, never
+/// its value.
+fn variables(value: &Value) -> Result<Environment, String> {
+    let table = value.as_object().ok_or_else(|| {
+        format!(
+            "must be a table of NAME = \"value\", not {}",
+            kind_of(value)
+        )
+    })?;
+    let mut variables = BTreeMap::new();
+    for (name, value) in table {
+        Environment::check_name(name)?;
+        let value = value
+            .as_str()
+            .ok_or_else(|| format!("{name} must be a string, not {}", kind_of(value)))?;
+        // exec takes C strings, which end at the first NUL.
+        if value.contains('\0') {
+            return Err(format!("{name} contains a NUL character"));
+        }
+        variables.insert(name.clone(), value.to_owned());
+    }
+    Ok(Environment(variables))
 }
 
 fn check_command(argv: Vec<String>) -> Result<Vec<String>, String> {

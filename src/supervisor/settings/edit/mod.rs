@@ -4,7 +4,7 @@
 //! invalid. A container lives in the main file or a drop-in ([`SettingsFiles`]); it is changed
 //! where it is defined.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -245,6 +245,7 @@ enum NewValue {
     Text(String),
     Flag(bool),
     List(Vec<String>),
+    Table(BTreeMap<String, String>),
 }
 
 impl NewValue {
@@ -259,6 +260,10 @@ impl NewValue {
             Kind::List => NewValue::List(serde_json::from_str(value).with_context(|| {
                 format!("{value:?} is not a JSON list of strings like [\"sh\",\"-c\",\"echo hi\"]")
             })?),
+            // Not quoted: the values may be secrets.
+            Kind::Table => NewValue::Table(serde_json::from_str(value).map_err(|_| {
+                anyhow!("the value is not a JSON table of strings like {{\"NAME\":\"value\"}}")
+            })?),
         })
     }
 
@@ -267,6 +272,12 @@ impl NewValue {
             NewValue::Text(text) => text.into(),
             NewValue::Flag(flag) => (*flag).into(),
             NewValue::List(items) => toml_edit::Value::Array(items.iter().collect()),
+            NewValue::Table(table) => toml_edit::Value::InlineTable(
+                table
+                    .iter()
+                    .map(|(key, value)| (key, toml_edit::Value::from(value)))
+                    .collect(),
+            ),
         }
     }
 
@@ -275,6 +286,10 @@ impl NewValue {
             NewValue::Text(text) => text.as_str().into(),
             NewValue::Flag(flag) => (*flag).into(),
             NewValue::List(items) => items.as_slice().into(),
+            NewValue::Table(table) => table
+                .iter()
+                .map(|(key, value)| (key.clone(), Value::from(value.as_str())))
+                .collect(),
         }
     }
 }

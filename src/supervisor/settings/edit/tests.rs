@@ -103,7 +103,28 @@ fn set_every_kind_of_field() {
         "if-not-present",
     )
     .unwrap();
+    set(
+        &path,
+        "bootstrap-containers.motd.environment",
+        r#"{"DISK":"/dev/nvme1n1","LEVEL":"debug"}"#,
+    )
+    .unwrap();
+    let err = set(
+        &path,
+        "bootstrap-containers.motd.environment",
+        r#"{"N":5,"S":"s3cret"}"#,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("not a JSON table of strings")
+            && !format!("{err:#}").contains("s3cret"),
+        "{err:#}"
+    );
     let text = read(&path);
+    assert!(
+        text.contains("environment = { DISK = \"/dev/nvme1n1\", LEVEL = \"debug\" }\n"),
+        "{text}"
+    );
     assert!(text.starts_with("# Operator's notes: keep me."), "{text}");
     assert!(text.contains("# The second one.\n[settings.bootstrap-containers.motd]\n"));
     assert!(
@@ -115,6 +136,10 @@ fn set_every_kind_of_field() {
     assert!(motd.essential);
     assert_eq!(motd.depends_on, ["disk-setup"]);
     assert_eq!(motd.user_data.as_ref().unwrap().as_bytes(), b"hi");
+    assert_eq!(
+        motd.environment.entries().collect::<Vec<_>>(),
+        ["DISK=/dev/nvme1n1", "LEVEL=debug"]
+    );
 }
 
 #[test]
