@@ -165,7 +165,7 @@ impl Node {
     pub fn written_text(&self) -> String {
         let mut text = String::new();
         for dir in [&self.state_dir, &self.run_dir] {
-            for file in files_under(&dir) {
+            for file in files_under(dir) {
                 text.push_str(&String::from_utf8_lossy(
                     &std::fs::read(file).unwrap_or_default(),
                 ));

@@ -83,7 +83,7 @@ pub(crate) fn unmount(dir: &Path) -> Result<()> {
 /// failed writing into its own root ran into.
 pub(crate) fn is_full(dir: &Path) -> bool {
     nix::sys::statvfs::statvfs(&dir.join("scratch")).is_ok_and(|fs| {
-        (fs.blocks_available() as u64).saturating_mul(fs.fragment_size() as u64) < FULL_BELOW
+        fs.blocks_available().saturating_mul(fs.fragment_size()) < FULL_BELOW
     })
 }
 

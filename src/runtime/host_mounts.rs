@@ -6,7 +6,10 @@
 //! namespace with `open_tree`, set read-only and propagation on the detached copies with
 //! `mount_setattr`, and `move_mount` them into the container's namespace. A clone of a shared
 //! mount joins its peer group, so the mount area propagates both ways; the host root copy is
-//! made a slave, so nothing mounted there inside the container reaches the host. The shared
+//! made a slave, so nothing mounted there inside the container reaches the host. In the
+//! Bottlerocket mode only the host root's top mount is made read-only, then, once attached, the
+//! host's procfs, sysfs and cgroupfs in it (the kernel changes a detached tree's submounts only
+//! after it is attached), and the state the policy keeps read-only is bound over itself. The shared
 //! directories propagate as the mount area does; the certificates are a read-only slave copy.
 //! Making the shared sources propagate on the host side is host_sources.rs's part.
 
@@ -22,6 +25,7 @@ use nix::sched::CloneFlags;
 use nix::sys::stat::fstat;
 use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
 use nix::unistd::Pid;
+use pathrs::error::ErrorKind;
 use pathrs::flags::ResolverFlags;
 use pathrs::{Root, RootRef};
 
@@ -229,9 +233,15 @@ fn kernel_filesystems_read_only(
             continue;
         }
         let shown = || format!("{}", mount.target.join(relative).display());
-        let point = inside
-            .resolve_nofollow(target.join(relative))
-            .with_context(|| format!("opening the host's {} in the container", shown()))?;
+        let point = match inside.resolve_nofollow(target.join(relative)) {
+            Ok(point) => point,
+            // Under a later mount on the host: hidden there too, so no path writes it.
+            Err(err) if err.kind() == ErrorKind::OsError(Some(libc::ENOENT)) => continue,
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("opening the host's {} in the container", shown()))
+            }
+        };
         set_read_only(
             point.as_fd().as_raw_fd(),
             libc::AT_RECURSIVE as libc::c_uint,
