@@ -82,9 +82,8 @@ pub(crate) fn unmount(dir: &Path) -> Result<()> {
 /// Whether the writable layer of the overlay in `dir` is (nearly) full: what a container that
 /// failed writing into its own root ran into.
 pub(crate) fn is_full(dir: &Path) -> bool {
-    nix::sys::statvfs::statvfs(&dir.join("scratch")).is_ok_and(|fs| {
-        fs.blocks_available().saturating_mul(fs.fragment_size()) < FULL_BELOW
-    })
+    nix::sys::statvfs::statvfs(&dir.join("scratch"))
+        .is_ok_and(|fs| fs.blocks_available().saturating_mul(fs.fragment_size()) < FULL_BELOW)
 }
 
 /// Overlay options are comma- and colon-separated: paths holding those cannot be passed.
