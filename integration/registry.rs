@@ -546,6 +546,117 @@ fn digest_pinned_images_start_with_the_registry_down_tags_do_not() {
     b.assert_clean();
 }
 
+/// `always-or-cached`: with the registry gone the container runs the digest its tag resolved to
+/// last, and the report, `status` and the metrics say so; `always` still fails; a registry
+/// that answers 404 (the tag is gone) or 401 is obeyed, cache or not.
+#[test]
+fn always_or_cached_boots_from_the_cache_only_when_the_registry_cannot_be_reached() {
+    let b = Boot::new("reg-offline");
+    let mut registry = Registry::start(Access::Plain);
+    let image = layout(b.f.dir.path(), &[], &["true"]);
+    let digest = registry.push(&image, "team/offline:v1");
+    registry.configure(&b, "");
+    let tagged = format!("{}/team/offline:v1", registry.host);
+    let settings = |policy: &str| {
+        container(
+            &b.name("p"),
+            &tagged,
+            &format!("{ALWAYS}\npull-policy = \"{policy}\""),
+        )
+    };
+    b.write_settings(&settings("always-or-cached"));
+    assert_eq!(b.run_next_boot().code, 0);
+    assert!(b.outcome("p")["image"].get("from_cache").is_none());
+
+    registry.stop();
+    let metrics = b.f.dir.path().join("metrics.prom");
+    let _ = std::fs::remove_dir_all(&b.run_dir);
+    let out = b
+        .command()
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let outcome = b.outcome("p");
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    assert_eq!(outcome["image"]["digest"], digest.as_str(), "{outcome}");
+    assert_eq!(outcome["image"]["from_cache"], true, "{outcome}");
+    assert!(
+        stderr.contains("the registry cannot be reached") && stderr.contains(&digest),
+        "{stderr}"
+    );
+    let status = std::process::Command::new(common::supervisor::SUPERVISOR)
+        .arg("status")
+        .arg("--state-dir")
+        .arg(&b.state_dir)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("(cache: registry unreachable)"), "{status}");
+    let metrics = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "bootstrap_container_image_from_cache{{name=\"{}\"}} 1",
+            b.name("p")
+        )),
+        "{metrics}"
+    );
+
+    b.write_settings(&settings("always"));
+    assert_ne!(b.run_next_boot().code, 0, "always needs the registry");
+
+    // The registry answers: a tag it no longer has is not replaced by the cache.
+    registry.resume();
+    let tags = registry
+        .dir
+        .path()
+        .join("storage/docker/registry/v2/repositories/team/offline/_manifests/tags/v1");
+    std::fs::remove_dir_all(&tags).unwrap();
+    b.write_settings(&settings("always-or-cached"));
+    assert_ne!(b.run_next_boot().code, 0);
+    let outcome = b.outcome("p");
+    assert_ne!(outcome["status"], "succeeded", "{outcome}");
+    assert!(
+        outcome["error"].as_str().unwrap().contains("not retried"),
+        "{outcome}"
+    );
+    b.assert_clean();
+
+    // Nor is a refusal of the credentials.
+    let a = Boot::new("reg-offline-auth");
+    let registry = Registry::start(Access::BasicAuth);
+    let image = layout(a.f.dir.path(), &[], &["true"]);
+    registry.push(&image, "team/private:v1");
+    let auth_file = a.f.dir.path().join("docker-config.json");
+    let write_auth = |password: &str| {
+        let auth = base64_encode(&format!("{USER}:{password}"));
+        write_private(
+            &auth_file,
+            &format!(
+                r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+                registry.host
+            ),
+        );
+    };
+    write_auth(PASSWORD);
+    registry.configure(
+        &a,
+        &format!("auth-file = {:?}\n", auth_file.display().to_string()),
+    );
+    a.write_settings(&container(
+        &a.name("p"),
+        &format!("{}/team/private:v1", registry.host),
+        &format!("{ALWAYS}\npull-policy = \"always-or-cached\""),
+    ));
+    assert_eq!(a.run_next_boot().code, 0);
+    write_auth("wrong");
+    assert_ne!(a.run_next_boot().code, 0, "a 401 is obeyed");
+    assert_ne!(a.outcome("p")["status"], "succeeded");
+    a.assert_clean();
+}
+
 #[test]
 fn basic_auth_credentials_come_from_a_docker_config() {
     let b = Boot::new("reg-auth");

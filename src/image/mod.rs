@@ -52,7 +52,7 @@ use budget::Budget;
 pub use budget::Limits;
 pub(crate) use config::ImageConfig;
 use refs::Refs;
-use registry::client::{Puller, Resolved};
+use registry::client::{is_unreachable, Puller, Resolved};
 use registry::config::RegistryConfig;
 use store::{Store, StoredImage};
 
@@ -65,16 +65,26 @@ pub enum PullPolicy {
     Always,
     /// Use the stored resolution of the reference if there is one.
     IfNotPresent,
+    /// As `Always`, but when the registry cannot be reached (connection refused or reset, DNS,
+    /// timeouts, 5xx or 429 after the retries: [`registry::client::is_unreachable`]), run the
+    /// image the reference resolved to last, if it is stored: a node can boot offline
+    /// (bottlerocket #2567). Never on 401/403, 404, a TLS or a digest failure.
+    AlwaysOrCached,
 }
 
 impl PullPolicy {
-    pub(crate) const ALL: [PullPolicy; 2] = [PullPolicy::Always, PullPolicy::IfNotPresent];
+    pub(crate) const ALL: [PullPolicy; 3] = [
+        PullPolicy::Always,
+        PullPolicy::IfNotPresent,
+        PullPolicy::AlwaysOrCached,
+    ];
 
-    /// The policy's name in settings: `always`, `if-not-present`.
+    /// The policy's name in settings: `always`, `if-not-present`, `always-or-cached`.
     pub fn name(self) -> &'static str {
         match self {
             PullPolicy::Always => "always",
             PullPolicy::IfNotPresent => "if-not-present",
+            PullPolicy::AlwaysOrCached => "always-or-cached",
         }
     }
 }
@@ -107,6 +117,9 @@ pub(crate) struct Pulled {
     pub pull_ms: u64,
     /// Unpacking into the store, in milliseconds (0 likewise).
     pub unpack_ms: u64,
+    /// The registry could not be reached and `always-or-cached` took the stored image the
+    /// reference resolved to last.
+    pub from_cache: bool,
 }
 
 /// A container's root filesystem, at `<dir>/rootfs`. Dropping it unmounts the overlay; a
@@ -273,6 +286,7 @@ impl Images {
                     digest: pulled.digest.clone(),
                     pull_ms: 0,
                     unpack_ms: 0,
+                    from_cache: pulled.from_cache,
                 },
             )),
             Ok(obtained) => Ok(obtained.clone()),
@@ -292,6 +306,7 @@ impl Images {
                     digest,
                     pull_ms: 0,
                     unpack_ms: 0,
+                    from_cache: false,
                 },
             )
         };
@@ -309,10 +324,21 @@ impl Images {
             Ok(downloaded) => downloaded,
             Err(err) => {
                 let _ = std::fs::remove_dir_all(&staging);
-                if policy == PullPolicy::Always && self.refs.get(text).is_some() {
-                    return Err(err.context(format!("an earlier pull of {text} is cached; pull-policy = \"if-not-present\" would use it")));
-                }
-                return Err(err);
+                let cached = self.refs.get(text).and_then(|d| self.store.get(&d));
+                return match (policy, cached) {
+                    (PullPolicy::AlwaysOrCached, Some(image)) if is_unreachable(&err) => {
+                        log::warn!(
+                            "{text}: the registry cannot be reached ({err:#}); running {}, the image it resolved to last, from the cache",
+                            image.digest
+                        );
+                        let (image, mut pulled) = stored(image);
+                        pulled.pull_ms = pulling.elapsed().as_millis() as u64;
+                        pulled.from_cache = true;
+                        Ok((image, pulled))
+                    }
+                    (PullPolicy::Always, Some(_)) => Err(err.context(format!("an earlier pull of {text} is cached; pull-policy = \"always-or-cached\" would run it when the registry cannot be reached, \"if-not-present\" always"))),
+                    _ => Err(err),
+                };
             }
         };
         let pull_ms = pulling.elapsed().as_millis() as u64;
@@ -394,6 +420,7 @@ impl Images {
             digest: image.digest.clone(),
             pull_ms,
             unpack_ms: unpacking.elapsed().as_millis() as u64,
+            from_cache: false,
         };
         log::info!(
             "{text}: pulled in {:.1} s, unpacked in {:.1} s ({})",

@@ -89,6 +89,9 @@ pub(crate) fn outcome_fields(outcome: &Outcome) -> Vec<(&'static str, String)> {
         fields.push(("PULL_MS", image.pull_ms.to_string()));
         fields.push(("UNPACK_MS", image.unpack_ms.to_string()));
         fields.push(("IMAGE_DIGEST", image.digest.clone()));
+        if image.from_cache {
+            fields.push(("IMAGE_FROM_CACHE", "1".to_string()));
+        }
     }
     fields
 }

@@ -70,6 +70,7 @@ mod tests {
                 digest: "sha256:00".into(),
                 pull_ms: 3,
                 unpack_ms: 4,
+                from_cache: false,
             }),
             error: None,
         };

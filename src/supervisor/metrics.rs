@@ -72,6 +72,12 @@ pub(crate) fn render(containers: &[Outcome], finished_at: &str, exit_code: i32) 
         "The image the bootstrap container ran (its manifest digest), always 1",
         &["name", "digest"],
     )?;
+    let from_cache = gauge_vec(
+        &registry,
+        "bootstrap_container_image_from_cache",
+        "1 if the registry could not be reached and the bootstrap container ran the image its reference resolved to last, from the cache (pull-policy always-or-cached), else 0",
+        &["name"],
+    )?;
     let last_run = gauge(
         &registry,
         "bootstrap_supervisor_last_run_timestamp_seconds",
@@ -106,6 +112,9 @@ pub(crate) fn render(containers: &[Outcome], finished_at: &str, exit_code: i32) 
             image
                 .with_label_values(&[name, img.digest.as_str()])
                 .set(1.0);
+            from_cache
+                .with_label_values(&[name])
+                .set(if img.from_cache { 1.0 } else { 0.0 });
         }
         if o.started_at.is_some() {
             duration
@@ -159,6 +168,7 @@ mod tests {
                 digest: "sha256:ab".into(),
                 pull_ms: 250,
                 unpack_ms: 10,
+                from_cache: false,
             }),
             error: None,
         };

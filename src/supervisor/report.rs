@@ -71,6 +71,9 @@ pub(crate) struct ImageOutcome {
     /// Resolving and downloading (0: from the cache, or pulled for another container).
     pub pull_ms: u64,
     pub unpack_ms: u64,
+    /// `always-or-cached` ran the cached image because the registry could not be reached.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_cache: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -177,10 +180,14 @@ impl Report {
             let started = o.started_at.as_deref().map_or("-".to_string(), |t| {
                 t.chars().take(19).collect::<String>() + "Z"
             });
-            let digest = o
-                .image
-                .as_ref()
-                .map_or("-".to_string(), |i| i.digest.chars().take(19).collect());
+            let digest = o.image.as_ref().map_or("-".to_string(), |i| {
+                let short: String = i.digest.chars().take(19).collect();
+                if i.from_cache {
+                    short + " (cache: registry unreachable)"
+                } else {
+                    short
+                }
+            });
             let _ = writeln!(
                 out,
                 "{:<24} {:<9} {:<14} {:>6}  {:<20} {:>7} {:>7} {:>7}  {:<19}  {}",

@@ -214,6 +214,44 @@ pub(crate) fn is_permanent(err: &anyhow::Error) -> bool {
     })
 }
 
+/// Failures that say the registry cannot be reached, on which `always-or-cached` runs the cached
+/// image: a connection refused, reset or timed out, a name that does not resolve, a 5xx or 429
+/// answer (after the retries, from the registry and every mirror). Never a failure no retry
+/// fixes ([`is_permanent`]: 401, 403, 404, ...), a TLS verification failure or a digest
+/// mismatch: those say the registry answered, and what it said must not be overridden.
+pub(crate) fn is_unreachable(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind;
+    // native-tls reports a failed verification only as text ("certificate verify failed").
+    let tls = |cause: &(dyn std::error::Error + 'static)| {
+        cause.to_string().to_lowercase().contains("certificate")
+    };
+    if is_permanent(err) || err.chain().any(tls) {
+        return false;
+    }
+    err.chain().any(|cause| {
+        if let Some(failure) = cause.downcast_ref::<OciDistributionError>() {
+            return match failure {
+                OciDistributionError::RequestError(request) => {
+                    request.is_connect() || request.is_timeout()
+                }
+                OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
+                _ => false,
+            };
+        }
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::NotConnected
+                    | ErrorKind::TimedOut
+                    | ErrorKind::UnexpectedEof
+            )
+        })
+    })
+}
+
 /// Counts what is written, for progress, and charges it before writing it.
 struct Counting<'a, W> {
     inner: W,

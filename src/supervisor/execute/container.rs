@@ -73,6 +73,7 @@ impl Executor {
                 digest: pulled.digest,
                 pull_ms: pulled.pull_ms,
                 unpack_ms: pulled.unpack_ms,
+                from_cache: pulled.from_cache,
             });
         if stop::requested() {
             // Asked to stop while preparing: start nothing more.
