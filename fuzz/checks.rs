@@ -269,13 +269,19 @@ fn check_spec(input: &Spec, spec: &Spec, policy: &Policy, bundle: &Path) {
             "shared",
         ));
     }
-    if bottlerocket {
-        // The state the host root shows, outermost first: read-only over itself.
+    {
+        // The state the host root shows, outermost first: read-only and private over itself,
+        // but where the container sees the mount area or a shared directory.
+        let elsewhere = |d: &Path| {
+            let inside = Path::new("/").join(d.strip_prefix(&policy.host_root).unwrap());
+            inside.starts_with("/mnt") || policy.shared_dirs.iter().any(|s| inside.starts_with(s))
+        };
         let mut kept: Vec<&PathBuf> = policy
             .protected_dirs
             .iter()
             .chain(&policy.state_dirs)
             .filter(|d| d.starts_with(&policy.host_root) && *d != &policy.host_root)
+            .filter(|d| !elsewhere(d))
             .collect();
         kept.retain(|d| {
             !policy
@@ -290,7 +296,7 @@ fn check_spec(input: &Spec, spec: &Spec, policy: &Policy, bundle: &Path) {
             expected.push((
                 Path::new(policy::HOST_ROOT_TARGET).join(inside),
                 dir.clone(),
-                "ro",
+                "ro-private",
             ));
         }
     }
@@ -318,6 +324,7 @@ fn check_spec(input: &Spec, spec: &Spec, policy: &Policy, bundle: &Path) {
         match *access {
             "ro" => assert!(has("ro") && has("rro") && !has("rw") && !has("rshared")),
             "ro-top" => assert!(has("ro") && !has("rro") && !has("rw") && !has("rshared")),
+            "ro-private" => assert!(has("ro") && has("rro") && has("rprivate") && !has("rw")),
             "rw" => assert!(has("rw") && !has("rshared")),
             _ => assert!(has("rw") && has("rshared")),
         }

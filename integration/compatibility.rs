@@ -12,8 +12,9 @@ use crate::common::Fixture;
 use serde_json::json;
 
 /// The node's fake host root made like Bottlerocket's: `/var` and `/run` filesystems of their
-/// own, procfs and sysfs (with the host's cgroup hierarchies) mounted; the supervisor's state
-/// and run directories on them, where the host root shows them.
+/// own, procfs and sysfs (with the host's cgroup hierarchies) mounted, `/run` bound at `/alias`
+/// too (a second path to the run dir); the supervisor's state and run directories on them,
+/// where the host root shows them.
 fn bottlerocket_like_node(name: &str) -> Node {
     let mut node = Node::new(name);
     let r = node.root.display().to_string();
@@ -22,6 +23,8 @@ fn bottlerocket_like_node(name: &str) -> Node {
          mount -t tmpfs var {r}/var
          mkdir -p {r}/var/lib
          mount -t tmpfs run {r}/run
+         mkdir -p {r}/alias
+         mount --bind {r}/run {r}/alias
          mount -t proc proc {r}/proc
          mount --rbind /sys {r}/sys
          mount --make-rslave {r}/sys"
@@ -64,6 +67,7 @@ try etc "touch $R/etc/bootstrap-probe"
 try state "touch $R/var/lib/bootstrap-containers/planted"
 try run "touch $R/run/bootstrap-containers/planted"
 try runtime "touch $R/run/bootstrap-containers/runtime/planted"
+try alias "touch $R/alias/bootstrap-containers/planted"
 for p in proc sys sys/fs/cgroup/pids; do
   awk -v p="$R/$p" '$5 == p { split($6, o, ","); flag = o[1] } END { print "mount " p " " flag }' /proc/self/mountinfo
 done
@@ -80,7 +84,7 @@ fn the_bottlerocket_mode_binds_the_host_root_as_bottlerocket_does() {
     let strict = node.boot(&settings);
     assert_eq!(strict.code, 0, "{strict:?}");
     let strict = log_of(&node, "probe");
-    for place in ["var", "cloud", "etc", "state", "run", "runtime"] {
+    for place in ["var", "cloud", "etc", "state", "run", "runtime", "alias"] {
         assert!(
             strict.contains(&format!("refused {place}")),
             "default mode, {place}:\n{strict}"
@@ -92,7 +96,7 @@ fn the_bottlerocket_mode_binds_the_host_root_as_bottlerocket_does() {
     for place in ["var", "cloud"] {
         assert!(out.contains(&format!("wrote {place}")), "{place}:\n{out}");
     }
-    for place in ["etc", "state", "run", "runtime"] {
+    for place in ["etc", "state", "run", "runtime", "alias"] {
         assert!(out.contains(&format!("refused {place}")), "{place}:\n{out}");
     }
     for run in [&strict, out] {

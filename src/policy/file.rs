@@ -26,6 +26,7 @@ struct PolicyFile {
     host_certs: Option<PathBuf>,
     seccomp: Option<seccomp::Mode>,
     compatibility: Option<Compatibility>,
+    state_dirs: Option<Vec<PathBuf>>,
 }
 
 /// The policy's flags on a command line (host paths, the Bottlerocket mode): bootstrap-runc's
@@ -147,7 +148,12 @@ pub(crate) fn resolve(text: Option<&str>, overrides: &Overrides) -> Result<Polic
             .compatibility
             .or(file.compatibility)
             .unwrap_or(defaults.compatibility),
-        state_dirs: overrides.state_dirs.clone(),
+        state_dirs: file
+            .state_dirs
+            .unwrap_or(defaults.state_dirs)
+            .into_iter()
+            .chain(overrides.state_dirs.iter().cloned())
+            .collect(),
     };
     for (key, path) in [
         ("host-root", &policy.host_root),
@@ -157,6 +163,7 @@ pub(crate) fn resolve(text: Option<&str>, overrides: &Overrides) -> Result<Polic
     .into_iter()
     .chain(policy.writable_binds.iter().map(|p| ("writable-binds", p)))
     .chain(policy.shared_dirs.iter().map(|p| ("shared-dirs", p)))
+    .chain(policy.state_dirs.iter().map(|p| ("state-dirs", p)))
     {
         if !path.is_absolute() {
             bail!("{key}: {} is not an absolute path", path.display());

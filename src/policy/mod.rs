@@ -98,16 +98,6 @@ pub enum Compatibility {
     Bottlerocket,
 }
 
-impl Compatibility {
-    /// The name in the policy file and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Compatibility::Strict => "strict",
-            Compatibility::Bottlerocket => "bottlerocket",
-        }
-    }
-}
-
 /// The operator's inputs to the policy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -141,9 +131,12 @@ pub struct Policy {
     /// The Bottlerocket mode or not.
     #[serde(default)]
     pub compatibility: Compatibility,
-    /// The supervisor's whole state and run directories (not a policy-file key; containers'
-    /// roots lie inside them, so they cannot all be protected): with `protected_dirs`, what
-    /// the Bottlerocket mode keeps read-only where the host root shows them. Absolute.
+    /// Runtimes' and supervisors' whole state and run directories (`state-dirs` in the policy
+    /// file, default [`default_state_dirs`]; the supervisor adds its own): containers' roots
+    /// lie inside them, so they cannot all be protected, but with `protected_dirs` they are
+    /// bound read-only and private over themselves where the host root shows them, so that
+    /// neither a writable host filesystem (the Bottlerocket mode) nor a mount made there later
+    /// (a sibling's root) reaches a container. Absolute.
     #[serde(default)]
     pub state_dirs: Vec<PathBuf>,
 }
@@ -161,7 +154,7 @@ impl Default for Policy {
             systemd_cgroup: false,
             protected_dirs: Vec::new(),
             compatibility: Compatibility::Strict,
-            state_dirs: Vec::new(),
+            state_dirs: default_state_dirs(),
         }
     }
 }
@@ -172,6 +165,19 @@ pub(crate) fn default_shared_dirs() -> Vec<PathBuf> {
         .into_iter()
         .map(PathBuf::from)
         .collect()
+}
+
+/// The supervisor's default state and run directories, and containerd's state (its runtimes'
+/// roots): what a runtime started by containerd, which passes no flags, keeps read-only too.
+pub(crate) fn default_state_dirs() -> Vec<PathBuf> {
+    [
+        "/var/lib/bootstrap-containers",
+        "/run/bootstrap-containers",
+        "/run/containerd",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .collect()
 }
 
 /// Where Debian, Ubuntu and Bottlerocket keep the trusted CA certificates.
@@ -567,15 +573,13 @@ fn policy_mounts(policy: &Policy) -> Vec<Mount> {
             &["rbind", "rw", "rshared"],
         ));
     }
-    if policy.compatibility == Compatibility::Bottlerocket {
-        for dir in kept_read_only(policy) {
-            let inside = dir.strip_prefix(&policy.host_root).unwrap_or(&dir);
-            mounts.push(bind(
-                &dir,
-                &under(Path::new(HOST_ROOT_TARGET), Path::new("/").join(inside)).to_string_lossy(),
-                &["rbind", "ro", "rro", "rslave"],
-            ));
-        }
+    for dir in kept_read_only(policy) {
+        let inside = dir.strip_prefix(&policy.host_root).unwrap_or(&dir);
+        mounts.push(bind(
+            &dir,
+            &under(Path::new(HOST_ROOT_TARGET), Path::new("/").join(inside)).to_string_lossy(),
+            &["rbind", "ro", "rro", "rprivate"],
+        ));
     }
     mounts.push(bind(
         &under(&policy.host_root, &policy.host_certs),
@@ -587,16 +591,26 @@ fn policy_mounts(policy: &Policy) -> Vec<Mount> {
 
 /// The runtime's and the supervisor's state that the host root shows (each of
 /// `protected_dirs` and `state_dirs` inside `host_root`, by name: the runtime resolves them
-/// first), outermost only, in order: bound read-only over itself in the Bottlerocket mode, where
-/// the host root's other filesystems stay writable.
+/// first), outermost only, in order: bound read-only and private over itself, since the
+/// Bottlerocket mode leaves the host root's other filesystems writable and a mount made there
+/// after create (the supervisor's overlay for a sibling's root) would show up with its own
+/// flags. Not where the container sees the mount area or a shared directory instead (a bind
+/// there would propagate to the host).
 pub fn kept_read_only(policy: &Policy) -> Vec<PathBuf> {
     let root = clean(&policy.host_root);
+    let elsewhere: Vec<PathBuf> = std::iter::once(PathBuf::from("/mnt"))
+        .chain(policy.shared_dirs.iter().map(|dir| clean(dir)))
+        .collect();
     let dirs: Vec<PathBuf> = policy
         .protected_dirs
         .iter()
         .chain(&policy.state_dirs)
         .map(|dir| clean(dir))
         .filter(|dir| dir.starts_with(&root) && dir != &root)
+        .filter(|dir| {
+            let inside = Path::new("/").join(dir.strip_prefix(&root).unwrap_or(dir));
+            !elsewhere.iter().any(|other| inside.starts_with(other))
+        })
         .collect();
     let mut kept: Vec<PathBuf> = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {

@@ -866,13 +866,13 @@ fn the_bottlerocket_mode_honours_root_readonly_and_binds_the_host_root_top_only(
     };
     let strict = apply(base_spec(), &strict, bundle()).unwrap();
     assert!(options(mount_at(&strict, HOST_ROOT_TARGET)).contains(&"rro"));
-    assert!(
-        !strict
-            .mounts()
-            .iter()
-            .flatten()
-            .any(|m| m.destination() == Path::new("/.bottlerocket/rootfs/run/bootstrap-runc")),
-        "the state is bound over itself only where the host root's submounts are writable"
+    assert_eq!(
+        options(mount_at(
+            &strict,
+            "/.bottlerocket/rootfs/run/bootstrap-runc"
+        )),
+        ["rbind", "ro", "rro", "rprivate"],
+        "the state is bound over itself in both modes"
     );
     let spec = apply(base_spec(), &bottlerocket, bundle()).unwrap();
     let host_root = options(mount_at(&spec, HOST_ROOT_TARGET));
@@ -902,12 +902,12 @@ fn the_bottlerocket_mode_honours_root_readonly_and_binds_the_host_root_top_only(
             (
                 "/host/run/bootstrap-runc".to_string(),
                 "/.bottlerocket/rootfs/run/bootstrap-runc".to_string(),
-                vec!["rbind", "ro", "rro", "rslave"]
+                vec!["rbind", "ro", "rro", "rprivate"]
             ),
             (
                 "/host/var/lib/bootstrap-containers".to_string(),
                 "/.bottlerocket/rootfs/var/lib/bootstrap-containers".to_string(),
-                vec!["rbind", "ro", "rro", "rslave"]
+                vec!["rbind", "ro", "rro", "rprivate"]
             ),
         ]
     );

@@ -117,6 +117,7 @@ impl Runtime {
         // Before the host mounts: a destination the image aims (by symlinks) into where they
         // go then leads to libcontainer's placeholder, never to a clone shared with the host.
         cgroup_mounts::attach(pid, &derived.cgroup_mounts, &owned.relative()?)?;
+        host_mounts::with_aliases(&mut derived.host_mounts, &policy.host_root, &table);
         host_mounts::attach(pid, &derived.host_mounts, &table)?;
         if let Some(pid_file) = request.pid_file {
             write_pid_file(pid_file, pid)?;

@@ -53,6 +53,9 @@ pub(crate) struct HostMount {
     pub target: PathBuf,
     pub read_only: ReadOnly,
     pub shared: bool,
+    /// Receives no mount from the host after it is attached (`rprivate`): the state kept
+    /// read-only, under which the supervisor mounts other containers' roots.
+    pub private: bool,
 }
 
 /// Which mounts of a host tree are read-only in the container.
@@ -93,10 +96,43 @@ pub(crate) fn split(mut spec: Spec) -> (Spec, Vec<HostMount>) {
                     (false, false) => ReadOnly::No,
                 },
                 shared: has("rshared"),
+                private: has("rprivate"),
             }
         })
         .collect();
     (spec, host_mounts)
+}
+
+/// The state bound read-only over itself ([`crate::policy::kept_read_only`]) is reachable by
+/// other paths too, through any other mount of its filesystem whose root holds it (a bind of
+/// `/run`, `/var` bound from `/local`): adds the same read-only, private bind at each such
+/// path the host root shows ([`MountTable::aliases`]).
+pub(crate) fn with_aliases(mounts: &mut Vec<HostMount>, host_root: &Path, table: &MountTable) {
+    let kept: Vec<HostMount> = mounts
+        .iter()
+        .filter(|m| m.private && m.read_only == ReadOnly::All)
+        .cloned()
+        .collect();
+    for mount in kept {
+        for alias in table.aliases(&mount.source) {
+            let Ok(inside) = alias.strip_prefix(host_root) else {
+                continue;
+            };
+            let target = Path::new(HOST_ROOT_TARGET).join(inside);
+            // Where the container sees the mount area or a shared directory instead, a bind
+            // would propagate to the host; nor is the state there.
+            let elsewhere = mounts
+                .iter()
+                .any(|m| m.target == target || (m.shared && target.starts_with(&m.target)));
+            if !elsewhere {
+                mounts.push(HostMount {
+                    source: alias.clone(),
+                    target,
+                    ..mount.clone()
+                });
+            }
+        }
+    }
 }
 
 /// Attaches `mounts` inside the mount namespace of the container whose init is `pid`. Sources
@@ -193,11 +229,18 @@ fn clone_tree(host: &Root, mount: &HostMount) -> Result<OwnedFd> {
     let source = host
         .resolve(&mount.source)
         .with_context(|| format!("cloning host mount tree {}", mount.source.display()))?;
+    let propagation = if mount.shared {
+        MsFlags::MS_SHARED
+    } else if mount.private {
+        MsFlags::MS_PRIVATE
+    } else {
+        MsFlags::MS_SLAVE
+    };
     let tree = clone(
         &source,
         &mount.source,
         mount.read_only == ReadOnly::All,
-        mount.shared,
+        propagation,
         true,
     )?;
     if mount.read_only == ReadOnly::Top {
@@ -242,11 +285,17 @@ fn kernel_filesystems_read_only(
                     .with_context(|| format!("opening the host's {} in the container", shown()))
             }
         };
-        set_read_only(
+        match set_read_only(
             point.as_fd().as_raw_fd(),
             libc::AT_RECURSIVE as libc::c_uint,
-        )
-        .with_context(|| format!("making the host's {} read-only", shown()))?;
+        ) {
+            Ok(()) => {}
+            // Not a mount point here: hidden under a later mount's directory of the same name.
+            Err(err) if errno(&err) == Some(libc::EINVAL) => continue,
+            Err(err) => {
+                return Err(err).with_context(|| format!("making the host's {} read-only", shown()))
+            }
+        }
         done.push(relative);
     }
     Ok(())
@@ -261,13 +310,13 @@ pub(super) fn clone_path(path: &Path, read_only: bool) -> Result<OwnedFd> {
     let source = host
         .resolve(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    clone(&source, path, read_only, false, false)
+    clone(&source, path, read_only, MsFlags::MS_SLAVE, false)
 }
 
 /// A detached copy of what `handle` (opened by `path`, named in errors) is, a slave of it, with
 /// its submounts when `recursive`: a judged bind source for bind_sources.rs to stage.
 pub(super) fn clone_handle(handle: &impl AsFd, path: &Path, recursive: bool) -> Result<OwnedFd> {
-    clone(handle, path, false, false, recursive)
+    clone(handle, path, false, MsFlags::MS_SLAVE, recursive)
 }
 
 /// `open_tree(OPEN_TREE_CLONE)` of `source` (named `path` in errors), then its attributes.
@@ -275,7 +324,7 @@ fn clone(
     source: &impl AsFd,
     path: &Path,
     read_only: bool,
-    shared: bool,
+    propagation: MsFlags,
     recursive: bool,
 ) -> Result<OwnedFd> {
     let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
@@ -286,11 +335,6 @@ fn clone(
     }
     let tree = mount::open_tree(source.as_fd(), "", flags)
         .with_context(|| format!("cloning host mount tree {}", path.display()))?;
-    let propagation = if shared {
-        MsFlags::MS_SHARED
-    } else {
-        MsFlags::MS_SLAVE
-    };
     let read_only = if read_only { MOUNT_ATTR_RDONLY } else { 0 };
     mount_setattr(
         tree.as_raw_fd(),
@@ -334,6 +378,12 @@ pub(super) fn container_root(pid: Pid) -> Result<File> {
         .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(&path)
         .with_context(|| format!("opening {path}"))
+}
+
+/// The errno of a failed [`mount_setattr`], if that is what failed.
+fn errno(err: &anyhow::Error) -> Option<i32> {
+    err.downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::raw_os_error)
 }
 
 fn mount_setattr(
@@ -435,11 +485,19 @@ mod tests {
         )
         .unwrap();
         let (spec, host) = split(spec);
+        let kept = |dir: &str| HostMount {
+            source: dir.into(),
+            target: format!("/.bottlerocket/rootfs{dir}").into(),
+            read_only: ReadOnly::All,
+            shared: false,
+            private: true,
+        };
         let shared_dir = |dir: &str| HostMount {
             source: dir.into(),
             target: format!("/.bottlerocket/rootfs{dir}").into(),
             read_only: ReadOnly::No,
             shared: true,
+            private: false,
         };
         assert_eq!(
             host,
@@ -448,22 +506,28 @@ mod tests {
                     source: "/".into(),
                     target: "/.bottlerocket/rootfs".into(),
                     read_only: ReadOnly::All,
-                    shared: false
+                    shared: false,
+                    private: false
                 },
                 HostMount {
                     source: "/mnt".into(),
                     target: "/.bottlerocket/rootfs/mnt".into(),
                     read_only: ReadOnly::No,
-                    shared: true
+                    shared: true,
+                    private: false
                 },
                 shared_dir("/var/lib/containerd"),
                 shared_dir("/var/lib/docker"),
                 shared_dir("/var/lib/kubelet"),
+                kept("/var/lib/bootstrap-containers"),
+                kept("/run/bootstrap-containers"),
+                kept("/run/containerd"),
                 HostMount {
                     source: "/etc/ssl/certs".into(),
                     target: CERTS_TARGET.into(),
                     read_only: ReadOnly::All,
-                    shared: false
+                    shared: false,
+                    private: false
                 },
             ]
         );

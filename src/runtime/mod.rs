@@ -87,10 +87,17 @@ impl Runtime {
         // Compared by name with sources and the host root: symlinks resolved. A missing one
         // holds nothing to protect (reach.rs skips it too).
         for dirs in [&mut policy.protected_dirs, &mut policy.state_dirs] {
-            *dirs = dirs
-                .iter()
-                .filter_map(|dir| dir.canonicalize().ok())
-                .collect();
+            let mut resolved = Vec::with_capacity(dirs.len());
+            for dir in dirs.iter() {
+                match dir.canonicalize() {
+                    Ok(real) => resolved.push(real),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => {
+                        return Err(err).with_context(|| format!("resolving {}", dir.display()))
+                    }
+                }
+            }
+            *dirs = resolved;
         }
         Ok(policy)
     }

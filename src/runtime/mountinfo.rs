@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use procfs::FromBufRead;
 
 /// One line of mountinfo: what the decisions need.
 #[derive(Debug)]
@@ -19,6 +20,10 @@ pub(crate) struct MountEntry {
     pub fs_type: String,
     /// A cgroup v1 hierarchy's super options (`cpu`, `name=systemd`, ...), empty otherwise.
     pub cgroup_options: Vec<String>,
+    /// The filesystem's device, `major:minor`.
+    pub device: String,
+    /// The directory of the filesystem mounted there, from its own root, unescaped.
+    pub root: PathBuf,
 }
 
 /// This process's mount table, in mountinfo order: a later entry at a point is on top.
@@ -26,11 +31,15 @@ pub(crate) struct MountEntry {
 pub(crate) struct MountTable(pub Vec<MountEntry>);
 
 impl MountTable {
-    /// Reads `/proc/self/mountinfo`. Errors: procfs unreadable or a line it cannot parse.
+    /// Reads `/proc/self/mountinfo`. Errors: procfs unreadable or a line it cannot parse. A
+    /// path that is not UTF-8 (any container can mount at one in the mount area) is read
+    /// lossily: it names no path of ours, and must not stop every create and delete.
     pub(crate) fn read() -> Result<MountTable> {
-        let mounts = procfs::process::Process::myself()
-            .and_then(|me| me.mountinfo())
-            .context("reading /proc/self/mountinfo")?;
+        let bytes =
+            std::fs::read("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+        let text = String::from_utf8_lossy(&bytes);
+        let mounts = procfs::process::MountInfos::from_buf_read(text.as_bytes())
+            .context("parsing /proc/self/mountinfo")?;
         Ok(MountTable(
             mounts
                 .into_iter()
@@ -52,6 +61,8 @@ impl MountTable {
                         Vec::new()
                     },
                     fs_type: m.fs_type,
+                    device: m.majmin,
+                    root: PathBuf::from(unescape(&m.root)),
                 })
                 .collect(),
         ))
@@ -60,6 +71,38 @@ impl MountTable {
     /// The mount on top at `point`, if `point` is a mount point.
     pub(crate) fn top_at(&self, point: &Path) -> Option<&MountEntry> {
         self.0.iter().rev().find(|m| m.point == point)
+    }
+
+    /// The other paths at which the directory `dir` (absolute, symlinks resolved) is reached:
+    /// through every other mount of its filesystem (same device) whose root holds it, each
+    /// checked to be the same directory (device and inode) on this host.
+    pub(crate) fn aliases(&self, dir: &Path) -> Vec<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        let identity = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        // The mount `dir` is on: the deepest point holding it, the top one of those.
+        let holder = self
+            .0
+            .iter()
+            .rev()
+            .filter(|m| dir.starts_with(&m.point))
+            .max_by_key(|m| m.point.components().count());
+        let (Some(holder), Some(wanted)) = (holder, identity(dir)) else {
+            return Vec::new();
+        };
+        let in_fs = holder
+            .root
+            .join(dir.strip_prefix(&holder.point).unwrap_or(dir));
+        let mut found: Vec<PathBuf> = Vec::new();
+        for mount in self.0.iter().filter(|m| m.device == holder.device) {
+            let Ok(below) = in_fs.strip_prefix(&mount.root) else {
+                continue;
+            };
+            let alias = mount.point.join(below);
+            if alias != dir && !found.contains(&alias) && identity(&alias) == Some(wanted) {
+                found.push(alias);
+            }
+        }
+        found
     }
 
     /// The mount points of every cgroup (v1) and cgroup2 hierarchy.

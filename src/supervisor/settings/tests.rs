@@ -254,7 +254,7 @@ fn modes_and_pull_policies() {
     );
     assert_eq!(
         problem("pull-policy = \"never\""),
-        "bootstrap-containers.c.pull-policy: \"never\" is not one of always, if-not-present"
+        "bootstrap-containers.c.pull-policy: \"never\" is not one of always, if-not-present, always-or-cached"
     );
     for mode in [Mode::Off, Mode::Once, Mode::Always] {
         assert_eq!(Mode::parse(&mode.to_string()), Ok(mode));
