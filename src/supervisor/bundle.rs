@@ -18,8 +18,9 @@
 //! `/etc/passwd` and `/etc/group` (regular files of at most [`MAX_ACCOUNT_FILE`] bytes; a
 //! missing one is no entries). What is written: the image's `WorkingDir`, created (root, 0755)
 //! where missing — in the container's writable layer (the overlay's upper), never in the
-//! image. An operator bundle's root filesystem is never
-//! written: a missing `process.cwd` is an error naming it.
+//! image. The supervisor never writes an operator bundle's root filesystem (a missing
+//! `process.cwd` is an error naming it); in the Bottlerocket mode the container may, when the
+//! bundle's `root.readonly` allows it, as under runc.
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
