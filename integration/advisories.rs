@@ -419,8 +419,7 @@ fn cgroup_bundle(f: &Fixture, name: &str, script: &str, read_only: bool, path: &
 /// (mount point, root in its filesystem, read-only) of every mount under /sys/fs/cgroup/ in
 /// the mount namespace of `pid`.
 fn cgroup_mounts_of(pid: i32) -> Vec<(String, String, bool)> {
-    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
-        .unwrap()
+    common::mountinfo(&pid.to_string())
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
@@ -604,6 +603,45 @@ fn a_cgroup_made_again_at_the_containers_path_is_left_alone() {
         "the container's own cgroups left: {left:?}"
     );
     drop(victim);
+    f.assert_clean();
+}
+
+/// A mount point whose name is not UTF-8, which any container can make in the mount area, never
+/// wedges an id: the runtime reads the mount table lossily, so `delete --force` of a container
+/// created before it removes it. (libcontainer 0.7.0's own parser refuses such a table, so a
+/// create fails meanwhile: a Known limit. In a private mount namespace: the odd mount never
+/// reaches the host.)
+#[test]
+fn a_mount_point_not_in_utf8_wedges_no_id() {
+    let f = Fixture::new("adv-utf8");
+    let bundle = f.bundle("odd", &["true"]);
+    let id = f.id("odd");
+    let script = r#""$@" create --bundle "$BUNDLE" "$ID" || exit 8
+        odd="$AREA/$(printf 'odd\377')" && mkdir "$odd" && mount -t tmpfs odd "$odd" || exit 9
+        "$@" delete --force "$ID"; echo "delete=$?"
+        "$@" state "$ID" >/dev/null; echo "state=$?""#;
+    let runtime = f.command();
+    let out = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(runtime.get_program())
+        .args(runtime.get_args())
+        .envs(runtime.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("AREA", &f.mount_area)
+        .env("BUNDLE", &bundle)
+        .env("ID", &id)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout, "delete=0\nstate=1\n", "{stderr}");
     f.assert_clean();
 }
 

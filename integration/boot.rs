@@ -480,8 +480,7 @@ fn boot_root() -> PathBuf {
 }
 
 fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default())
         .lines()
         .map(str::to_string)
         .collect()

@@ -62,13 +62,13 @@ impl Drop for Victim {
 
 /// Every mounted cgroup hierarchy (v1 controllers, named ones, cgroup2).
 fn hierarchies() -> Vec<PathBuf> {
-    procfs::process::Process::myself()
-        .unwrap()
-        .mountinfo()
-        .unwrap()
-        .into_iter()
-        .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
-        .map(|m| m.mount_point)
+    crate::common::mountinfo("self")
+        .lines()
+        .filter_map(|line| {
+            let point = line.split(' ').nth(4)?;
+            let fs_type = line.split(" - ").nth(1)?.split(' ').next()?;
+            matches!(fs_type, "cgroup" | "cgroup2").then(|| PathBuf::from(point))
+        })
         .collect()
 }
 

@@ -297,10 +297,15 @@ pub fn unmount_all_under(dir: &Path) {
     }
 }
 
+/// The mount table of process `pid` (`self` for this one), read lossily: a mount point that
+/// is not UTF-8 (a container can make one) must not fail every test that reads the table.
+pub fn mountinfo(pid: &str) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/mountinfo")).unwrap()).into_owned()
+}
+
 /// (mount point, mountinfo line) of every host mount at or under `dir`.
 pub fn host_mounts_under(dir: &Path) -> Vec<(PathBuf, String)> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
+    mountinfo("self")
         .lines()
         .filter_map(|line| {
             let point = PathBuf::from(line.split(' ').nth(4)?);

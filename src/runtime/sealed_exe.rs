@@ -125,7 +125,9 @@ fn lower_layers_only(file: &File) -> Result<bool> {
         .find_map(|line| line.strip_prefix("mnt_id:"))
         .context("no mnt_id in fdinfo")?
         .trim();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    // Lossily: a mount point that is not UTF-8 (any container can make one in the mount area)
+    // must not fail the check.
+    let mountinfo = String::from_utf8_lossy(&std::fs::read("/proc/self/mountinfo")?).into_owned();
     match mountinfo
         .lines()
         .find(|line| line.split(' ').next() == Some(id))
