@@ -141,11 +141,15 @@ impl Owned {
     /// Kills every process in the cgroup and the cgroups under it, in every hierarchy, and
     /// removes them, children first (runc's `RemovePaths`): a container that made child
     /// cgroups leaves none, and its id can be used again. Frozen ones are thawed first so
-    /// that SIGKILL lands. Gives up after a second on a cgroup that stays busy.
-    pub(crate) fn remove_tree(&self) -> Result<()> {
+    /// that SIGKILL lands. Gives up after a second on a cgroup that stays busy. Returns whether
+    /// it left a directory alone: one at the cgroup's path that create did not record
+    /// ([`Owned::is_made`]), someone else's.
+    pub(crate) fn remove_tree(&self) -> Result<bool> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let mut foreign = false;
         for top in self.own_directories()? {
             if !self.is_made(&top) {
+                foreign = true;
                 log::warn!(
                     "cgroup {} is not the one made for the container (another directory now has its path): left alone",
                     top.display()
@@ -191,17 +195,7 @@ impl Owned {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }
-        Ok(())
-    }
-
-    /// Directories at this cgroup's path that are not the ones create recorded: someone else's,
-    /// which nothing may kill in or remove.
-    pub(crate) fn foreign_directories(&self) -> Result<Vec<PathBuf>> {
-        Ok(self
-            .own_directories()?
-            .into_iter()
-            .filter(|dir| !self.is_made(dir))
-            .collect())
+        Ok(foreign)
     }
 
     /// Whether `dir`, when it exists, is a directory create recorded (any, when it recorded

@@ -26,13 +26,11 @@ impl Runtime {
         match self.load_with_init(id) {
             Ok((mut container, _)) => {
                 // Children first: libcgroups removes only the container's own directory.
-                if force || container.status() == ContainerStatus::Stopped {
-                    self.remove_cgroup_tree(id)?;
-                    // libcontainer's delete goes by path: it would kill in, and remove, a
-                    // directory made again there by someone else. Ours are gone by now.
-                    if self.has_foreign_cgroup(id)? {
-                        return self.remove_state(id);
-                    }
+                // libcontainer's delete goes by path: it would kill in, and remove, a
+                // directory made again there by someone else. Ours are gone by then.
+                let stopped = container.status() == ContainerStatus::Stopped;
+                if (force || stopped) && self.remove_cgroup_tree(id)? {
+                    return self.remove_state(id);
                 }
                 match container.delete(force) {
                 Ok(()) => {
@@ -109,20 +107,14 @@ impl Runtime {
     }
 
     /// The container's cgroup tree killed and removed, when it is on cgroupfs (systemd's
-    /// units are libcontainer's `delete` to stop).
-    fn remove_cgroup_tree(&self, id: &str) -> Result<()> {
+    /// units are libcontainer's `delete` to stop); whether a directory at its path was left
+    /// alone as someone else's ([`Owned::remove_tree`]).
+    fn remove_cgroup_tree(&self, id: &str) -> Result<bool> {
         let derived_dir = self.root.derived_dir(id);
         match Owned::recorded(&derived_dir)? {
             Some(owned) if !owned.systemd => remove_cgroup_settled(&owned, id, &derived_dir),
-            _ => Ok(()),
+            _ => Ok(false),
         }
-    }
-
-    fn has_foreign_cgroup(&self, id: &str) -> Result<bool> {
-        Ok(match Owned::recorded(&self.root.derived_dir(id))? {
-            Some(owned) if !owned.systemd => !owned.foreign_directories()?.is_empty(),
-            _ => false,
-        })
     }
 
     /// Removes libcontainer's directory of the container and ours.
@@ -157,7 +149,7 @@ impl Runtime {
         // Only the cgroup this runtime claimed: with no record, create never got as far as
         // making one, and whatever is at the path belongs to someone else.
         let cgroup = match Owned::recorded(&derived_dir) {
-            Ok(Some(owned)) => remove_cgroup_settled(&owned, id, &derived_dir),
+            Ok(Some(owned)) => remove_cgroup_settled(&owned, id, &derived_dir).map(drop),
             Ok(None) => Ok(()),
             Err(err) => Err(err.context(format!(
                 "container {id:?}: its cgroup record is unreadable; leaving the cgroup alone"
@@ -172,7 +164,7 @@ impl Runtime {
 /// the cgroup ends an init waiting for `start`, but an intermediate or init orphaned by a
 /// killed `create` may be outside it, and may make the cgroup again until it ends
 /// (creating.rs): those are killed, and then the cgroup is removed again.
-fn remove_cgroup_settled(owned: &Owned, id: &str, derived_dir: &Path) -> Result<()> {
+fn remove_cgroup_settled(owned: &Owned, id: &str, derived_dir: &Path) -> Result<bool> {
     let removed = remove_cgroup(owned, id);
     if creating::end_leftovers(derived_dir)
         .with_context(|| format!("removing the cgroups of container {id:?}"))?
@@ -183,8 +175,8 @@ fn remove_cgroup_settled(owned: &Owned, id: &str, derived_dir: &Path) -> Result<
 }
 
 /// Kills what is in the container's own cgroup (and, on cgroupfs, the cgroups under it) and
-/// removes it.
-fn remove_cgroup(owned: &Owned, id: &str) -> Result<()> {
+/// removes it; whether a directory at its path was left alone as someone else's.
+fn remove_cgroup(owned: &Owned, id: &str) -> Result<bool> {
     if !owned.systemd {
         return owned
             .remove_tree()
@@ -199,7 +191,8 @@ fn remove_cgroup(owned: &Owned, id: &str) -> Result<()> {
     kill_all(&manager);
     manager
         .remove()
-        .with_context(|| format!("removing the cgroup of container {id:?}"))
+        .with_context(|| format!("removing the cgroup of container {id:?}"))?;
+    Ok(false)
 }
 
 /// SIGKILLs every process in the cgroup until it is empty (for at most a second). libcgroups'
