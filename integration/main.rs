@@ -18,6 +18,7 @@ mod images;
 mod load;
 mod operating;
 mod promise;
+mod pulls;
 mod registry;
 mod runtime;
 mod supervisor;

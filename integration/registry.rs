@@ -14,27 +14,27 @@ use crate::common::supervisor::{container, Boot};
 use sha2::{Digest, Sha256};
 
 #[derive(Clone, Copy, PartialEq)]
-enum Access {
+pub(crate) enum Access {
     Plain,
     BasicAuth,
     Tls,
 }
 
 /// Essential, so a container that cannot get its image fails the boot.
-const ALWAYS: &str = "mode = \"always\"\nessential = true";
+pub(crate) const ALWAYS: &str = "mode = \"always\"\nessential = true";
 const USER: &str = "puller";
 const PASSWORD: &str = "s3cret-pw";
 
 /// A running registry; killed and its files removed on drop.
-struct Registry {
+pub(crate) struct Registry {
     dir: tempfile::TempDir,
-    host: String,
+    pub(crate) host: String,
     access: Access,
     child: Option<Child>,
 }
 
 impl Registry {
-    fn start(access: Access) -> Registry {
+    pub(crate) fn start(access: Access) -> Registry {
         let dir = common::scratch_dir("brt-registry-");
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -121,7 +121,7 @@ impl Registry {
     }
 
     /// Pushes the layout's `latest` to `repo:tag` here; returns the manifest digest.
-    fn push(&self, layout: &Path, repo_tag: &str) -> String {
+    pub(crate) fn push(&self, layout: &Path, repo_tag: &str) -> String {
         let mut cmd = Command::new("skopeo");
         cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
         if self.access == Access::BasicAuth {
@@ -282,7 +282,7 @@ fn raw_layer(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
 }
 
 /// A tar layer and how it is compressed in the image.
-enum Layer {
+pub(crate) enum Layer {
     Gzip(Vec<u8>),
     Zstd(Vec<u8>),
     /// Compressed already: the gzip blob and the digest of the tar in it.
@@ -293,7 +293,7 @@ enum Layer {
 }
 
 /// An OCI layout at `dir/layout` whose `latest` is busybox plus `layers`, running `cmd`.
-fn layout(dir: &Path, layers: &[Layer], cmd: &[&str]) -> PathBuf {
+pub(crate) fn layout(dir: &Path, layers: &[Layer], cmd: &[&str]) -> PathBuf {
     let layout = dir.join("layout");
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
@@ -353,7 +353,7 @@ fn layout(dir: &Path, layers: &[Layer], cmd: &[&str]) -> PathBuf {
     layout
 }
 
-fn write_private(path: &Path, text: &str) {
+pub(crate) fn write_private(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
@@ -394,7 +394,7 @@ fn cached_images(b: &Boot) -> Vec<String> {
     names
 }
 
-fn assert_no_staging_left(b: &Boot) {
+pub(crate) fn assert_no_staging_left(b: &Boot) {
     let tmp: Vec<_> = std::fs::read_dir(b.state_dir.join("images/tmp"))
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();

@@ -36,10 +36,12 @@ pub(crate) mod store;
 pub mod unpack;
 pub(crate) mod user;
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
@@ -54,6 +56,8 @@ pub(crate) use config::ImageConfig;
 use refs::Refs;
 use registry::client::{is_unreachable, Puller, Resolved};
 use registry::config::RegistryConfig;
+pub(crate) use registry::watch::PullLimits;
+use registry::watch::{Deadline, Watch};
 use store::{Store, StoredImage};
 
 /// When a registry is asked, as Kubernetes' `imagePullPolicy` names it.
@@ -102,6 +106,7 @@ pub(crate) enum Source<'a> {
     Registry {
         reference: &'a str,
         policy: PullPolicy,
+        limits: PullLimits,
     },
     /// Image `tag` of the OCI image layout at `path`, unpacked afresh each time.
     Layout { path: &'a Path, tag: &'a str },
@@ -169,8 +174,44 @@ pub fn clear(dir: &Path) -> Result<()> {
     overlay::unmount(dir)
 }
 
-/// A pull shared by every container of a run that asks for the same reference and policy.
-type Shared = Arc<OnceLock<Result<(StoredImage, Pulled), SharedFailure>>>;
+/// A pull shared by every container of a run that asks for the same reference and policy. It
+/// runs in a thread of its own, to the latest deadline of the containers it serves, so that
+/// each of them can give up at its own.
+struct SharedPull {
+    watch: Watch,
+    outcome: Mutex<Option<Result<(StoredImage, Pulled), SharedFailure>>>,
+    done: Condvar,
+}
+
+impl SharedPull {
+    /// Gives the pull's outcome to every container waiting on it.
+    fn finish(&self, outcome: Result<(StoredImage, Pulled)>) {
+        *locks::lock(&self.outcome) = Some(outcome.map_err(|err| SharedFailure(Arc::new(err))));
+        self.done.notify_all();
+    }
+
+    /// The pull's outcome, once it has one or `deadline` passed (`None`).
+    fn wait(
+        &self,
+        deadline: Option<Deadline>,
+    ) -> Option<Result<(StoredImage, Pulled), SharedFailure>> {
+        let outcome = locks::lock(&self.outcome);
+        let outcome = match deadline {
+            None => self
+                .done
+                .wait_while(outcome, |o| o.is_none())
+                .unwrap_or_else(PoisonError::into_inner),
+            Some(deadline) => {
+                let wait = deadline.at.saturating_duration_since(Instant::now());
+                self.done
+                    .wait_timeout_while(outcome, wait, |o| o.is_none())
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            }
+        };
+        outcome.clone()
+    }
+}
 
 /// A pull's failure as every container that waited on it gets it (anyhow's errors are not
 /// `Clone`): it reads, and chains its sources, as the failure itself.
@@ -199,7 +240,9 @@ pub(crate) struct Images {
     puller: Puller,
     /// Polled during pulls: when it says so, the pull is abandoned.
     stop_requested: fn() -> bool,
-    in_flight: Mutex<HashMap<String, Shared>>,
+    in_flight: Mutex<HashMap<String, Arc<SharedPull>>>,
+    /// The pulls' threads, joined before the store is collected.
+    pulls: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Images {
@@ -220,6 +263,7 @@ impl Images {
             puller: Puller::new(registries),
             stop_requested,
             in_flight: Mutex::default(),
+            pulls: Mutex::default(),
         })
     }
 
@@ -227,9 +271,10 @@ impl Images {
     /// at `<dir>/rootfs` whose writable layer is a tmpfs of `layer_bytes` in `<dir>/scratch`,
     /// over: a registry image, pulled unless the store may answer (a digest-pinned reference
     /// already stored, or `if-not-present` with a stored resolution); a layout, unpacked afresh
-    /// into `<dir>/image`. Concurrent callers for the same reference wait for one pull.
+    /// into `<dir>/image`. Concurrent callers for the same reference wait for one pull, each
+    /// until its own `pull-timeout`.
     pub(crate) fn rootfs(
-        &self,
+        self: &Arc<Self>,
         source: &Source<'_>,
         dir: &Path,
         layer_bytes: u64,
@@ -245,8 +290,12 @@ impl Images {
                 let config = layout::unpack_layout(path, tag, &image, &charge)?;
                 (image, config, None)
             }
-            Source::Registry { reference, policy } => {
-                let (image, pulled) = self.obtain(reference, policy)?;
+            Source::Registry {
+                reference,
+                policy,
+                limits,
+            } => {
+                let (image, pulled) = self.obtain(reference, policy, limits)?;
                 (image.rootfs, image.config, Some(pulled))
             }
         };
@@ -261,40 +310,86 @@ impl Images {
 
     /// Forgets references not in `in_use` (every reference the settings name, whatever the
     /// container's mode) and removes the images nothing refers to. Call it when no container
-    /// runs.
+    /// runs: it waits for pulls that no container waits on any more (each ends at its
+    /// deadline, or when the supervisor is stopped).
     pub(crate) fn collect_garbage(&self, in_use: &BTreeSet<String>) -> Result<()> {
+        for pull in std::mem::take(&mut *locks::lock(&self.pulls)) {
+            let _ = pull.join();
+        }
         let live = self.refs.retain(in_use)?;
         self.store.remove_except(&live)
     }
 
-    fn obtain(&self, reference: &str, policy: PullPolicy) -> Result<(StoredImage, Pulled)> {
-        let shared: Shared = locks::lock(&self.in_flight)
-            .entry(format!("{reference} {}", policy.name()))
-            .or_default()
-            .clone();
-        let first = std::cell::Cell::new(false);
-        let result = shared.get_or_init(|| {
-            first.set(true);
-            self.obtain_now(reference, policy)
-                .map_err(|err| SharedFailure(Arc::new(err)))
-        });
+    /// The image of `reference`, from the pull of it in progress or done in this run, or from a
+    /// pull started now, waited on until `limits.timeout` passes.
+    fn obtain(
+        self: &Arc<Self>,
+        reference: &str,
+        policy: PullPolicy,
+        limits: PullLimits,
+    ) -> Result<(StoredImage, Pulled)> {
+        let deadline = limits.deadline();
+        let (shared, first) =
+            match locks::lock(&self.in_flight).entry(format!("{reference} {}", policy.name())) {
+                Entry::Occupied(entry) => {
+                    entry.get().watch.join(&limits, deadline);
+                    (entry.get().clone(), false)
+                }
+                Entry::Vacant(entry) => {
+                    let shared = Arc::new(SharedPull {
+                        watch: Watch::new(&limits, deadline),
+                        outcome: Mutex::new(None),
+                        done: Condvar::new(),
+                    });
+                    (entry.insert(shared).clone(), true)
+                }
+            };
+        if first {
+            self.start_pull(reference, policy, &shared);
+        }
+        let Some(result) = shared.wait(deadline) else {
+            let limit = deadline.map_or_else(Default::default, |d| d.limit);
+            return Err(anyhow::Error::new(shared.watch.timed_out(limit)))
+                .with_context(|| format!("pulling {reference}"));
+        };
         match result {
             // Only the container that pulled is charged with the pull's time.
-            Ok((image, pulled)) if !first.get() => Ok((
-                image.clone(),
+            Ok((image, pulled)) if !first => Ok((
+                image,
                 Pulled {
-                    digest: pulled.digest.clone(),
                     pull_ms: 0,
                     unpack_ms: 0,
-                    from_cache: pulled.from_cache,
+                    ..pulled
                 },
             )),
-            Ok(obtained) => Ok(obtained.clone()),
-            Err(err) => Err(err.clone().into()),
+            Ok(obtained) => Ok(obtained),
+            Err(err) => Err(err.into()),
         }
     }
 
-    fn obtain_now(&self, text: &str, policy: PullPolicy) -> Result<(StoredImage, Pulled)> {
+    /// Starts `shared`'s pull in a thread of its own; a thread that cannot start is the pull's
+    /// failure.
+    fn start_pull(self: &Arc<Self>, reference: &str, policy: PullPolicy, shared: &Arc<SharedPull>) {
+        let images = self.clone();
+        let pulling = shared.clone();
+        let text = reference.to_owned();
+        let pull = std::thread::Builder::new()
+            .name("pull".into())
+            .spawn(move || pulling.finish(images.obtain_now(&text, policy, &pulling.watch)));
+        match pull {
+            Ok(pull) => locks::lock(&self.pulls).push(pull),
+            Err(err) => shared.finish(
+                Err(err).with_context(|| format!("pulling {reference}: starting its thread")),
+            ),
+        }
+    }
+
+    fn obtain_now(
+        &self,
+        text: &str,
+        policy: PullPolicy,
+        watch: &Watch,
+    ) -> Result<(StoredImage, Pulled)> {
         let reference: Reference = text
             .parse()
             .with_context(|| format!("{text:?} is not an image reference"))?;
@@ -320,7 +415,7 @@ impl Images {
         // and a failed pull leaves nothing.
         let staging = self.store.staging(text);
         let pulling = Instant::now();
-        let (resolved, downloaded) = match self.download(&reference, text, &staging) {
+        let (resolved, downloaded) = match self.download(&reference, text, &staging, watch) {
             Ok(downloaded) => downloaded,
             Err(err) => {
                 let _ = std::fs::remove_dir_all(&staging);
@@ -358,13 +453,15 @@ impl Images {
     }
 
     /// Resolves `reference` and downloads what the store lacks of it into `staging`, until
-    /// done or the supervisor is stopped. Returns the resolved manifest and whether anything
-    /// was downloaded (nothing: the store has the image).
+    /// done, the latest deadline of `watch` passes or the supervisor is stopped. Returns the
+    /// resolved manifest and whether anything was downloaded (nothing: the store has the
+    /// image).
     fn download(
         &self,
         reference: &Reference,
         text: &str,
         staging: &Path,
+        watch: &Watch,
     ) -> Result<(Resolved, bool)> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -380,14 +477,20 @@ impl Images {
                 staging,
                 stored: &is_stored,
                 charge: &downloads,
+                watch,
             };
             let pull = std::pin::pin!(download.run());
             let stop = std::pin::pin!(self.until_stop_requested());
-            match select(pull, stop).await {
+            let deadline = std::pin::pin!(watch.deadline_passed());
+            let ended = select(stop, deadline);
+            match select(pull, ended).await {
                 Either::Left((pulled, _)) => pulled,
-                Either::Right(_) => Err(anyhow!(
+                Either::Right((Either::Left(_), _)) => Err(anyhow!(
                     "pulling {text}: abandoned, the supervisor was stopped"
                 )),
+                Either::Right((Either::Right((timed_out, _)), _)) => {
+                    Err(anyhow::Error::new(timed_out).context(format!("pulling {text}")))
+                }
             }
         })
         // `downloads` is dropped here: what it reserved and did not write is free for the unpack.

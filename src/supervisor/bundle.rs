@@ -25,6 +25,7 @@
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use libcontainer::oci_spec::runtime::Spec;
@@ -32,12 +33,12 @@ use pathrs::error::ErrorKind;
 use pathrs::flags::OpenFlags;
 use pathrs::{InodeType, Root};
 
-use super::plan::Step;
+use super::plan::{Step, DEFAULT_PULL_PROGRESS_TIMEOUT};
 use super::settings::Source;
 use super::spec;
 use crate::atomic_file;
 use crate::image::user::Accounts;
-use crate::image::{self, Images, Rootfs};
+use crate::image::{self, Images, PullLimits, Rootfs};
 use crate::private_file;
 
 /// The largest `/etc/passwd` or `/etc/group` read from an image, in bytes.
@@ -71,7 +72,7 @@ pub(crate) fn prepare(
     step: &Step,
     state_dir: &Path,
     host_root: &Path,
-    images: &Images,
+    images: &Arc<Images>,
     cgroup_parent: Option<&Path>,
     layer_bytes: u64,
 ) -> Result<Prepared> {
@@ -102,8 +103,17 @@ pub(crate) fn prepare(
             step,
         )?,
         Source::Image(reference) => {
-            let policy = step.container.pull_policy;
-            let source = image::Source::Registry { reference, policy };
+            let source = image::Source::Registry {
+                reference,
+                policy: step.container.pull_policy,
+                limits: PullLimits {
+                    progress_timeout: step
+                        .container
+                        .pull_progress_timeout
+                        .unwrap_or(DEFAULT_PULL_PROGRESS_TIMEOUT),
+                    timeout: step.container.pull_timeout,
+                },
+            };
             from_image(images, &source, &dir, host_root, layer_bytes, step)?
         }
         Source::UserDataScript => host_script(step, &dir, host_root, layer_bytes)?,
@@ -155,7 +165,7 @@ fn host_script(
 /// The image's root filesystem in `dir`, and the spec planned from its config and accounts;
 /// its working directory is then made to exist.
 fn from_image(
-    images: &Images,
+    images: &Arc<Images>,
     source: &image::Source<'_>,
     dir: &Path,
     host_root: &Path,

@@ -21,6 +21,7 @@ use super::super::budget::{Charge, Refused};
 use super::config::RegistryConfig;
 use super::credentials;
 use super::progress::Progress;
+use super::watch::{Stalled, Watch};
 use crate::locks;
 
 pub(crate) struct Puller {
@@ -57,7 +58,8 @@ impl Puller {
                 ClientProtocol::Https
             },
             connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(60)),
+            // The pull's Watch detects stalls, with the container's pull-progress-timeout.
+            read_timeout: None,
             user_agent: concat!("bootstrap-supervisor/", env!("CARGO_PKG_VERSION")),
             https_proxy: proxy_variable("HTTPS_PROXY"),
             http_proxy: proxy_variable("HTTP_PROXY"),
@@ -77,14 +79,15 @@ impl Puller {
     }
 
     /// The platform manifest of `reference` (an index resolves to the host's platform),
-    /// asking the registry's mirrors first.
-    pub(crate) async fn resolve(&self, reference: &Reference) -> Result<Resolved> {
+    /// asking the registry's mirrors first; a host that sends nothing for the progress timeout
+    /// counts as failed.
+    pub(crate) async fn resolve(&self, reference: &Reference, watch: &Watch) -> Result<Resolved> {
         let origin = reference.registry().to_owned();
         let mut last_error = None;
         for mirror in &self.config.registry(&origin).mirrors {
             let mut via_mirror = reference.clone();
             via_mirror.set_mirror_registry(mirror.clone());
-            match self.resolve_at(&via_mirror, mirror).await {
+            match self.resolve_at(&via_mirror, mirror, watch).await {
                 Ok(resolved) => return Ok(resolved),
                 Err(err) => {
                     log::warn!("{reference}: mirror {mirror} failed ({err:#}); trying the next");
@@ -92,7 +95,7 @@ impl Puller {
                 }
             }
         }
-        self.resolve_at(reference, &origin)
+        self.resolve_at(reference, &origin, watch)
             .await
             .map_err(|err| match last_error {
                 Some(_) => err.context("the mirrors failed too"),
@@ -100,13 +103,24 @@ impl Puller {
             })
     }
 
-    async fn resolve_at(&self, reference: &Reference, host: &str) -> Result<Resolved> {
+    async fn resolve_at(
+        &self,
+        reference: &Reference,
+        host: &str,
+        watch: &Watch,
+    ) -> Result<Resolved> {
         let client = self.client(host)?;
         let (client, auth) = &*client;
-        let (manifest, digest) = client
-            .pull_image_manifest(reference, auth)
-            .await
-            .with_context(|| format!("fetching the manifest from {host}"))?;
+        let limit = watch.stall();
+        let (manifest, digest) =
+            tokio::time::timeout(limit, client.pull_image_manifest(reference, auth))
+                .await
+                .map_err(|_| Stalled {
+                    limit,
+                    doing: format!("while fetching the manifest from {host}"),
+                    received: 0,
+                })?
+                .with_context(|| format!("fetching the manifest from {host}"))?;
         Ok(Resolved {
             reference: reference.clone(),
             manifest,
@@ -115,8 +129,8 @@ impl Puller {
     }
 
     /// Downloads `blob` to `dest`, verified (oci-client checks the digest as it streams),
-    /// telling `charge` what it writes before writing it; nothing is at `dest` unless the whole
-    /// blob arrived intact.
+    /// telling `charge` what it writes before writing it and `watch` what arrives; nothing is
+    /// at `dest` unless the whole blob arrived intact.
     pub(crate) async fn fetch(
         &self,
         resolved: &Resolved,
@@ -124,6 +138,7 @@ impl Puller {
         dest: &Path,
         progress: &Progress,
         charge: &Charge,
+        watch: &Watch,
     ) -> Result<()> {
         if dest.exists() {
             progress.add(blob.size.max(0) as u64);
@@ -138,6 +153,7 @@ impl Puller {
         let file = tokio::fs::File::create(&partial)
             .await
             .with_context(|| format!("creating {}", partial.display()))?;
+        watch.blob_started(&blob.digest, blob.size.max(0) as u64);
         let result = client
             .0
             .pull_blob(
@@ -147,12 +163,15 @@ impl Puller {
                     inner: file,
                     progress,
                     charge,
+                    watch,
+                    digest: &blob.digest,
                 },
             )
             .await
             // A refusal reaches us wrapped in oci-client's I/O error: report it plainly.
             .map_err(|err| charge.refused().map_or(err.into(), anyhow::Error::new))
             .with_context(|| format!("downloading blob {} from {host}", blob.digest));
+        watch.blob_ended(&blob.digest);
         if let Err(err) = result {
             let _ = std::fs::remove_file(&partial);
             return Err(err);
@@ -215,7 +234,8 @@ pub(crate) fn is_permanent(err: &anyhow::Error) -> bool {
 }
 
 /// Failures that say the registry cannot be reached, on which `always-or-cached` runs the cached
-/// image: a connection refused, reset or timed out, a name that does not resolve, a 5xx or 429
+/// image: a connection refused, reset or timed out, a name that does not resolve, a stall
+/// (`pull-progress-timeout`), a 5xx or 429
 /// answer (after the retries, from the registry and every mirror). Never a failure no retry
 /// fixes ([`is_permanent`]: 401, 403, 404, ...), a TLS verification failure or a digest
 /// mismatch: those say the registry answered, and what it said must not be overridden.
@@ -229,6 +249,9 @@ pub(crate) fn is_unreachable(err: &anyhow::Error) -> bool {
         return false;
     }
     err.chain().any(|cause| {
+        if cause.is::<Stalled>() {
+            return true;
+        }
         if let Some(failure) = cause.downcast_ref::<OciDistributionError>() {
             return match failure {
                 OciDistributionError::RequestError(request) => {
@@ -252,11 +275,14 @@ pub(crate) fn is_unreachable(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Counts what is written, for progress, and charges it before writing it.
+/// Counts what is written of blob `digest`, for progress and the pull's watch, and charges it
+/// before writing it.
 struct Counting<'a, W> {
     inner: W,
     progress: &'a Progress,
     charge: &'a Charge,
+    watch: &'a Watch,
+    digest: &'a str,
 }
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for Counting<'_, W> {
@@ -276,6 +302,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Counting<'_, W> {
         };
         self.charge.refund(offered - written);
         self.progress.add(written);
+        self.watch.received_bytes(self.digest, written);
         poll
     }
 

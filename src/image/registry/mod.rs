@@ -7,17 +7,19 @@ pub(crate) mod client;
 pub(crate) mod config;
 pub(crate) mod credentials;
 pub(crate) mod progress;
+pub(crate) mod watch;
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use futures_util::future::try_join_all;
+use futures_util::future::{select, try_join_all, Either};
 use oci_client::Reference;
 
 use super::budget::Charge;
 use super::digest::digest_hex;
 use client::{is_permanent, Puller, Resolved};
 use progress::Progress;
+use watch::Watch;
 
 /// One image's download into a staging directory: its config and layers go to
 /// `<staging>/blobs/<hex>`, held to `charge`.
@@ -30,18 +32,28 @@ pub(crate) struct Download<'a> {
     /// Whether an image digest is stored already: then nothing is downloaded.
     pub stored: &'a (dyn Fn(&str) -> bool + Sync),
     pub charge: &'a Charge,
+    /// The pull's bounds, and what it received.
+    pub watch: &'a Watch,
 }
 
 impl Download<'_> {
     /// Resolves the reference and downloads the image, retrying on Bottlerocket's schedule; a
-    /// failure no retry can fix fails at once. Returns `false` when the resolved image is
+    /// failure no retry can fix fails at once, and an attempt that receives nothing for the
+    /// progress timeout is abandoned and retried. Returns `false` when the resolved image is
     /// stored already (nothing downloaded).
     pub(crate) async fn run(&self) -> Result<(Resolved, bool)> {
         let text = self.text;
         let scale = backoff::scale();
         let mut retry = 0;
         loop {
-            match self.once().await {
+            self.watch.begin_attempt();
+            let attempt = std::pin::pin!(self.once());
+            let stalled = std::pin::pin!(self.watch.stalled());
+            let result = match select(attempt, stalled).await {
+                Either::Left((result, _)) => result,
+                Either::Right((stalled, _)) => Err(anyhow::Error::new(stalled)),
+            };
+            match result {
                 Ok(pulled) => return Ok(pulled),
                 Err(err) if is_permanent(&err) => {
                     return Err(err.context(format!("pulling {text} (not retried)")))
@@ -75,8 +87,9 @@ impl Download<'_> {
             staging,
             stored,
             charge,
+            watch,
         } = *self;
-        let resolved = puller.resolve(reference).await?;
+        let resolved = puller.resolve(reference, watch).await?;
         if stored(&resolved.digest) {
             log::info!("{text}: {} is already cached", resolved.digest);
             return Ok((resolved, false));
@@ -100,7 +113,7 @@ impl Download<'_> {
                 async move {
                     let dest = blobs.join(digest_hex(&blob.digest)?);
                     puller
-                        .fetch(resolved, blob, &dest, progress, charge)
+                        .fetch(resolved, blob, &dest, progress, charge, watch)
                         .await?;
                     if blob.digest != resolved.manifest.config.digest {
                         progress.layer_done();

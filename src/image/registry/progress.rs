@@ -1,6 +1,7 @@
 //! Progress of one image's download: a line at most every few seconds (bytes and layers), so
 //! the journal shows a long pull advancing without a line per chunk.
 
+use super::watch::mib;
 use crate::locks;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -62,8 +63,4 @@ impl Progress {
             mib((done as f64 / secs) as u64)
         )
     }
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }

@@ -49,9 +49,8 @@ pub(crate) struct Args {
     /// Registries: insecure, ca-file, auth-file and mirrors per host[:port] (missing: defaults)
     #[arg(long, default_value = "/etc/bootstrap-containers/registries.toml", value_parser = cli::absolute)]
     pub registry_config: PathBuf,
-    /// Timeout for containers that set none (none by default, as on Bottlerocket)
-    #[arg(long, value_parser = settings::parse_duration)]
-    pub default_timeout: Option<Duration>,
+    #[command(flatten)]
+    pub plan_options: PlanOptions,
     /// The most an image may unpack to (file data, all layers), e.g. 8GiB, 500MiB, or bytes
     #[arg(long, default_value = "8GiB", value_parser = settings::parse_size)]
     pub max_image_size: u64,
@@ -142,12 +141,7 @@ pub(crate) fn run(args: &Args) -> Result<i32> {
             return Ok(INVALID);
         }
     };
-    let plan = plan(
-        &settings,
-        &PlanOptions {
-            default_timeout: args.default_timeout,
-        },
-    );
+    let plan = plan(&settings, &args.plan_options);
     let images = Arc::new(open_images(args)?);
     let executor = Executor {
         settings: args.settings.settings.clone(),

@@ -11,10 +11,35 @@ use super::settings::{self, Container, Mode, Settings};
 #[cfg(test)]
 mod tests;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The supervisor's defaults for what a container's settings leave out; the flags of `run` and
+/// `plan`.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct PlanOptions {
-    /// For containers without their own `timeout`; `None` means no limit.
+    /// Timeout for containers that set none, e.g. 90s, 5m (none by default, as on Bottlerocket)
+    #[arg(long, value_parser = settings::parse_duration)]
     pub default_timeout: Option<Duration>,
+    /// How long an image's pull may receive no byte before the attempt is abandoned and
+    /// retried, for containers that set no pull-progress-timeout
+    #[arg(long, env = "BOOTSTRAP_PULL_PROGRESS_TIMEOUT", default_value = "20s", value_parser = settings::parse_duration)]
+    pub pull_progress_timeout: Duration,
+    /// How long an image's whole pull, retries included, may take, for containers that set no
+    /// pull-timeout (none by default)
+    #[arg(long, env = "BOOTSTRAP_PULL_TIMEOUT", value_parser = settings::parse_duration)]
+    pub pull_timeout: Option<Duration>,
+}
+
+/// The default `--pull-progress-timeout`: a registry that sends nothing for 20 s is stalled
+/// (reqwest's fixed 60 s read timeout did this before, and three times slower).
+pub const DEFAULT_PULL_PROGRESS_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Default for PlanOptions {
+    fn default() -> PlanOptions {
+        PlanOptions {
+            default_timeout: None,
+            pull_progress_timeout: DEFAULT_PULL_PROGRESS_TIMEOUT,
+            pull_timeout: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,8 +55,9 @@ pub struct Step {
     pub name: String,
     /// The runc container id, `boot.<name>`.
     pub id: String,
-    /// The container's settings as this boot runs them: `timeout` falls back to the plan's
-    /// default, and `depends-on` keeps only dependencies that run (one that is `off` counts as
+    /// The container's settings as this boot runs them: `timeout`, `pull-progress-timeout` and
+    /// `pull-timeout` fall back to the plan's defaults (so `pull_progress_timeout` is always
+    /// set), and `depends-on` keeps only dependencies that run (one that is `off` counts as
     /// satisfied).
     pub container: Container,
     /// The settings file that defines it, when the settings were read from files.
@@ -71,6 +97,10 @@ pub fn plan(settings: &Settings, options: &PlanOptions) -> Plan {
             id: settings::container_id(name),
             container: Container {
                 timeout: container.timeout.or(options.default_timeout),
+                pull_progress_timeout: container
+                    .pull_progress_timeout
+                    .or(Some(options.pull_progress_timeout)),
+                pull_timeout: container.pull_timeout.or(options.pull_timeout),
                 depends_on: container
                     .depends_on
                     .iter()
@@ -140,10 +170,11 @@ impl fmt::Display for Plan {
                 "SOURCE",
                 "DEPENDS-ON",
                 "TIMEOUT",
+                "PULL",
                 "ENVIRONMENT",
                 "FILE",
             ];
-            let rows: Vec<[String; 8]> = self.steps.iter().map(row).collect();
+            let rows: Vec<[String; 9]> = self.steps.iter().map(row).collect();
             let mut widths = header.map(str::len);
             for row in &rows {
                 for (width, cell) in widths.iter_mut().zip(row) {
@@ -162,7 +193,7 @@ impl fmt::Display for Plan {
     }
 }
 
-fn row(step: &Step) -> [String; 8] {
+fn row(step: &Step) -> [String; 9] {
     let or_dash = |text: String| if text.is_empty() { "-".into() } else { text };
     [
         step.name.clone(),
@@ -181,6 +212,7 @@ fn row(step: &Step) -> [String; 8] {
                 .map(settings::format_duration)
                 .unwrap_or_default(),
         ),
+        pull(&step.container),
         // Names only: values may be secrets (`get` shows them).
         or_dash(
             step.container
@@ -197,7 +229,25 @@ fn row(step: &Step) -> [String; 8] {
     ]
 }
 
-fn write_row(f: &mut fmt::Formatter<'_>, cells: &[String; 8], widths: &[usize; 8]) -> fmt::Result {
+/// A registry image's pull: `policy,progress-timeout[,pull-timeout]`, e.g. `always,20s,10m`;
+/// `-` for other sources.
+fn pull(container: &Container) -> String {
+    if !matches!(container.source, settings::Source::Image(_)) {
+        return "-".into();
+    }
+    let durations = [container.pull_progress_timeout, container.pull_timeout];
+    std::iter::once(container.pull_policy.to_string())
+        .chain(
+            durations
+                .into_iter()
+                .flatten()
+                .map(settings::format_duration),
+        )
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn write_row(f: &mut fmt::Formatter<'_>, cells: &[String; 9], widths: &[usize; 9]) -> fmt::Result {
     let line: Vec<String> = cells
         .iter()
         .zip(widths)

@@ -91,6 +91,7 @@ fn own_timeout_beats_the_default() {
     "#;
     let options = PlanOptions {
         default_timeout: Some(Duration::from_secs(30)),
+        ..PlanOptions::default()
     };
     let plan = plan(&settings(text), &options);
     assert_eq!(
@@ -101,6 +102,46 @@ fn own_timeout_beats_the_default() {
         plan.steps[1].container.timeout,
         Some(Duration::from_secs(30))
     );
+}
+
+#[test]
+fn own_pull_limits_beat_the_defaults() {
+    let text = r#"
+        [settings.bootstrap-containers.a]
+        source = "registry.test/a:1"
+        mode = "once"
+        pull-progress-timeout = "1m"
+        pull-timeout = "10m"
+        [settings.bootstrap-containers.b]
+        source = "registry.test/b:1"
+        mode = "once"
+    "#;
+    let defaults = plan(&settings(text), &PlanOptions::default());
+    let b = &defaults.steps[1].container;
+    assert_eq!(b.pull_progress_timeout, Some(DEFAULT_PULL_PROGRESS_TIMEOUT));
+    assert_eq!(b.pull_timeout, None);
+    let options = PlanOptions {
+        pull_progress_timeout: Duration::from_secs(5),
+        pull_timeout: Some(Duration::from_secs(120)),
+        ..PlanOptions::default()
+    };
+    let plan = plan(&settings(text), &options);
+    let (a, b) = (&plan.steps[0].container, &plan.steps[1].container);
+    assert_eq!(a.pull_progress_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(a.pull_timeout, Some(Duration::from_secs(600)));
+    assert_eq!(b.pull_progress_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(b.pull_timeout, Some(Duration::from_secs(120)));
+}
+
+/// The flags' defaults are [`PlanOptions::default`]'s.
+#[test]
+fn the_flags_default_to_the_defaults() {
+    use clap::{Args, Command, FromArgMatches};
+    let matches = PlanOptions::augment_args(Command::new("plan"))
+        .try_get_matches_from(["plan"])
+        .unwrap();
+    let options = PlanOptions::from_arg_matches(&matches).unwrap();
+    assert_eq!(options, PlanOptions::default());
 }
 
 #[test]
@@ -199,6 +240,7 @@ fn display_is_a_table() {
         source = "busybox:1.36"
         mode = "always"
         depends-on = ["disk-setup", "unused"]
+        pull-timeout = "5m"
         [settings.bootstrap-containers.unused]
         source = "/x"
     "#;
@@ -206,9 +248,9 @@ fn display_is_a_table() {
     let shown = plan(&settings(text), &options).to_string();
     assert_eq!(
         shown,
-        "NAME        MODE    ESSENTIAL  SOURCE             DEPENDS-ON  TIMEOUT  ENVIRONMENT  FILE\n\
-         disk-setup  once    yes        /opt/bundles/disk  -           90s      DISK,TOKEN   -\n\
-         motd        always  no         busybox:1.36       disk-setup  -        -            -\n\
+        "NAME        MODE    ESSENTIAL  SOURCE             DEPENDS-ON  TIMEOUT  PULL           ENVIRONMENT  FILE\n\
+         disk-setup  once    yes        /opt/bundles/disk  -           90s      -              DISK,TOKEN   -\n\
+         motd        always  no         busybox:1.36       disk-setup  -        always,20s,5m  -            -\n\
          off: unused\n"
     );
     assert_eq!(

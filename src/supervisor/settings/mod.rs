@@ -61,6 +61,10 @@ pub struct Container {
     pub timeout: Option<Duration>,
     pub depends_on: Vec<String>,
     pub pull_policy: PullPolicy,
+    /// How long the image's pull may receive no byte before an attempt is abandoned.
+    pub pull_progress_timeout: Option<Duration>,
+    /// How long the image's whole pull, retries included, may take.
+    pub pull_timeout: Option<Duration>,
     /// Variables set in the container's process after the image's own and the proxies.
     pub environment: Environment,
 }
@@ -136,6 +140,8 @@ pub(crate) enum Field {
     Timeout,
     DependsOn,
     PullPolicy,
+    PullProgressTimeout,
+    PullTimeout,
     Environment,
 }
 
@@ -406,7 +412,7 @@ impl fmt::Debug for UserData {
 }
 
 impl Field {
-    pub(crate) const ALL: [Field; 9] = [
+    pub(crate) const ALL: [Field; 11] = [
         Field::Source,
         Field::Mode,
         Field::Essential,
@@ -415,6 +421,8 @@ impl Field {
         Field::Timeout,
         Field::DependsOn,
         Field::PullPolicy,
+        Field::PullProgressTimeout,
+        Field::PullTimeout,
         Field::Environment,
     ];
 
@@ -429,6 +437,8 @@ impl Field {
             Field::Timeout => "timeout",
             Field::DependsOn => "depends-on",
             Field::PullPolicy => "pull-policy",
+            Field::PullProgressTimeout => "pull-progress-timeout",
+            Field::PullTimeout => "pull-timeout",
             Field::Environment => "environment",
         }
     }

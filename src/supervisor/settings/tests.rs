@@ -435,7 +435,7 @@ fn names() {
 fn unknown_fields_are_named() {
     assert_eq!(
         problem("sorce = \"/b\""),
-        "bootstrap-containers.c.sorce: unknown field \"sorce\" (known: source, mode, essential, user-data, command, timeout, depends-on, pull-policy, environment)"
+        "bootstrap-containers.c.sorce: unknown field \"sorce\" (known: source, mode, essential, user-data, command, timeout, depends-on, pull-policy, pull-progress-timeout, pull-timeout, environment)"
     );
 }
 

@@ -106,6 +106,8 @@ fn parse_container(
     let mut timeout = None;
     let mut depends_on = Vec::new();
     let mut pull_policy = PullPolicy::default();
+    let mut pull_progress_timeout = None;
+    let mut pull_timeout = None;
     let mut environment = Environment::default();
     for (field_name, value) in fields {
         let result = Field::from_name(field_name).and_then(|field| match field {
@@ -128,6 +130,12 @@ fn parse_container(
             Field::PullPolicy => text(value)
                 .and_then(|text| choose(text, &PullPolicy::ALL, PullPolicy::name))
                 .map(|p| pull_policy = p),
+            Field::PullProgressTimeout => text(value)
+                .and_then(parse_duration)
+                .map(|t| pull_progress_timeout = Some(t)),
+            Field::PullTimeout => text(value)
+                .and_then(parse_duration)
+                .map(|t| pull_timeout = Some(t)),
             Field::Environment => variables(value).map(|e| environment = e),
         });
         if let Err(reason) = result {
@@ -159,6 +167,8 @@ fn parse_container(
         timeout,
         depends_on,
         pull_policy,
+        pull_progress_timeout,
+        pull_timeout,
         environment,
     })
 }
