@@ -7,7 +7,8 @@
 //! # The interface
 //! The supervisor uses [`Images`] and nothing else of this module:
 //!
-//! - **in**: a [`Source`] — a registry reference with its [`PullPolicy`], or an OCI layout
+//! - **in**: a [`Source`] — a registry reference with its [`PullPolicy`] and [`PullLimits`]
+//!   (a stall is abandoned and retried; the pull ends at the container's deadline), or an OCI layout
 //!   directory and tag; the registry config ([`registry::config::RegistryConfig`]) and the
 //!   [`Limits`] (both given to [`Images::open`]); a stop request to poll (a pull in progress
 //!   is abandoned within 100 ms of it saying so); and the directory that holds the container's
