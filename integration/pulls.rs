@@ -352,3 +352,49 @@ fn always_or_cached_runs_the_cached_image_when_the_registry_stalls() {
     );
     b.assert_clean();
 }
+
+/// The largest duration the settings take: past the clock's end, so no bound at all.
+const FOREVER: &str = "18446744073709551615s";
+
+#[test]
+fn a_mirror_that_stalls_on_the_manifest_is_passed_over_and_endless_limits_are_no_bound() {
+    let b = Boot::new("pull-mirror");
+    let origin = Registry::start(Access::Plain);
+    let mirror = Proxy::start(
+        &origin.host,
+        Mode::Stall {
+            after: 0,
+            connections: usize::MAX,
+        },
+    );
+    let image = layout(b.f.dir.path(), &[], &["true"]);
+    origin.push(&image, "team/mirrored:v1");
+    write_private(
+        &b.registry_config,
+        &format!(
+            "[registries.\"{}\"]\ninsecure = true\nmirrors = [\"{}\"]\n[registries.\"{}\"]\ninsecure = true\n",
+            origin.host, mirror.host, mirror.host
+        ),
+    );
+    b.write_settings(&container(
+        &b.name("m"),
+        &format!("{}/team/mirrored:v1", origin.host),
+        &format!(
+            "{ALWAYS}\npull-progress-timeout = \"1s\"\npull-timeout = \"{FOREVER}\"\ntimeout = \"{FOREVER}\""
+        ),
+    ));
+    let ran = b.run_next_boot();
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(b.outcome("m")["status"], "succeeded");
+    let passed_over = format!(
+        "mirror {} failed (received no byte for 1s (pull-progress-timeout) while fetching the manifest from {}",
+        mirror.host, mirror.host
+    );
+    assert!(ran.stderr.contains(&passed_over), "{}", ran.stderr);
+    assert!(
+        !ran.stderr.contains("pull attempt"),
+        "no attempt failed: {}",
+        ran.stderr
+    );
+    b.assert_clean();
+}

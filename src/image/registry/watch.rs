@@ -30,10 +30,12 @@ pub(crate) struct Deadline {
 }
 
 impl PullLimits {
-    /// The deadline of a pull that starts now under these limits; `None`: no bound.
+    /// The deadline of a pull that starts now under these limits; `None`: no bound (nor
+    /// for a limit past the clock's end, as `"18446744073709551615s"`).
     pub(crate) fn deadline(&self) -> Option<Deadline> {
-        self.timeout.map(|limit| Deadline {
-            at: Instant::now() + limit,
+        let limit = self.timeout?;
+        Some(Deadline {
+            at: Instant::now().checked_add(limit)?,
             limit,
         })
     }
@@ -235,6 +237,17 @@ mod tests {
         assert_eq!(*locks::lock(&watch.deadline), None);
         watch.join(&short, short.deadline());
         assert_eq!(*locks::lock(&watch.deadline), None);
+    }
+
+    #[test]
+    fn a_limit_past_the_clocks_end_is_no_bound() {
+        let settings =
+            crate::supervisor::settings::parse_duration("18446744073709551615s").unwrap();
+        let limits = PullLimits {
+            progress_timeout: settings,
+            timeout: Some(settings),
+        };
+        assert_eq!(limits.deadline(), None);
     }
 
     #[test]

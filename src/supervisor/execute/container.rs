@@ -129,7 +129,8 @@ impl Executor {
         let deadline = step
             .container
             .timeout
-            .map(|timeout| Instant::now() + timeout);
+            // A timeout past the clock's end ("18446744073709551615s") is no bound, never a panic.
+            .and_then(|timeout| Instant::now().checked_add(timeout));
         let mut ending = None;
         let status = loop {
             let wait = deadline.map_or(stop::POLL, |deadline| {
