@@ -41,6 +41,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -58,7 +59,7 @@ use refs::Refs;
 use registry::client::{is_unreachable, Puller, Resolved};
 use registry::config::RegistryConfig;
 pub(crate) use registry::watch::PullLimits;
-use registry::watch::{Deadline, Watch};
+use registry::watch::{Deadline, PullTimedOut, Watch};
 use store::{Store, StoredImage};
 
 /// When a registry is asked, as Kubernetes' `imagePullPolicy` names it.
@@ -182,9 +183,26 @@ struct SharedPull {
     watch: Watch,
     outcome: Mutex<Option<Result<(StoredImage, Pulled), SharedFailure>>>,
     done: Condvar,
+    /// Whether a container has been charged with the pull's time: the first to get the image.
+    charged: AtomicBool,
 }
 
 impl SharedPull {
+    fn new(limits: &PullLimits, deadline: Option<Deadline>) -> SharedPull {
+        SharedPull {
+            watch: Watch::new(limits, deadline),
+            outcome: Mutex::new(None),
+            done: Condvar::new(),
+            charged: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the pull ended at its deadline: a container that asks later pulls again, to
+    /// its own.
+    fn timed_out(&self) -> bool {
+        matches!(&*locks::lock(&self.outcome), Some(Err(failure)) if is_timeout(&failure.0))
+    }
+
     /// Gives the pull's outcome to every container waiting on it.
     fn finish(&self, outcome: Result<(StoredImage, Pulled)>) {
         *locks::lock(&self.outcome) = Some(outcome.map_err(|err| SharedFailure(Arc::new(err))));
@@ -314,7 +332,8 @@ impl Images {
     /// runs: it waits for pulls that no container waits on any more (each ends at its
     /// deadline, or when the supervisor is stopped).
     pub(crate) fn collect_garbage(&self, in_use: &BTreeSet<String>) -> Result<()> {
-        for pull in std::mem::take(&mut *locks::lock(&self.pulls)) {
+        let pulls = std::mem::take(&mut *locks::lock(&self.pulls));
+        for pull in pulls {
             let _ = pull.join();
         }
         let live = self.refs.retain(in_use)?;
@@ -322,50 +341,106 @@ impl Images {
     }
 
     /// The image of `reference`, from the pull of it in progress or done in this run, or from a
-    /// pull started now, waited on until `limits.timeout` passes.
+    /// pull started now, waited on until `limits.timeout` passes. A pull that ended at its
+    /// deadline before this container's is started again.
     fn obtain(
         self: &Arc<Self>,
         reference: &str,
         policy: PullPolicy,
         limits: PullLimits,
     ) -> Result<(StoredImage, Pulled)> {
+        let asked = Instant::now();
         let deadline = limits.deadline();
-        let (shared, first) =
-            match locks::lock(&self.in_flight).entry(format!("{reference} {}", policy.name())) {
-                Entry::Occupied(entry) => {
-                    entry.get().watch.join(&limits, deadline);
-                    (entry.get().clone(), false)
+        let own_deadline_passed = || deadline.is_some_and(|d| Instant::now() >= d.at);
+        loop {
+            let shared = self.join_pull(reference, policy, &limits, deadline);
+            let result = match shared.wait(deadline) {
+                Some(Err(failure)) if is_timeout(&failure.0) && !own_deadline_passed() => {
+                    continue; // its deadline was another container's
                 }
-                Entry::Vacant(entry) => {
-                    let shared = Arc::new(SharedPull {
-                        watch: Watch::new(&limits, deadline),
-                        outcome: Mutex::new(None),
-                        done: Condvar::new(),
-                    });
-                    (entry.insert(shared).clone(), true)
+                Some(result) => result.map_err(anyhow::Error::new),
+                None => {
+                    let limit = deadline.map_or_else(Default::default, |d| d.limit);
+                    Err(anyhow::Error::new(shared.watch.timed_out(limit)))
+                        .with_context(|| format!("pulling {reference}"))
                 }
             };
-        if first {
-            self.start_pull(reference, policy, &shared);
+            return match result {
+                // Only the first container to get the image is charged with the pull's time.
+                Ok((image, pulled)) if shared.charged.swap(true, Ordering::Relaxed) => Ok((
+                    image,
+                    Pulled {
+                        pull_ms: 0,
+                        unpack_ms: 0,
+                        ..pulled
+                    },
+                )),
+                Ok(obtained) => Ok(obtained),
+                Err(err) => self
+                    .cached_instead(reference, policy, &shared.watch, &err, asked)
+                    .ok_or(err),
+            };
         }
-        let Some(result) = shared.wait(deadline) else {
-            let limit = deadline.map_or_else(Default::default, |d| d.limit);
-            return Err(anyhow::Error::new(shared.watch.timed_out(limit)))
-                .with_context(|| format!("pulling {reference}"));
+    }
+
+    /// The pull of `reference` under `policy` in progress or done, joined with `limits`, or
+    /// one started now (also when the last one ended at its deadline).
+    fn join_pull(
+        self: &Arc<Self>,
+        reference: &str,
+        policy: PullPolicy,
+        limits: &PullLimits,
+        deadline: Option<Deadline>,
+    ) -> Arc<SharedPull> {
+        let mut in_flight = locks::lock(&self.in_flight);
+        let entry = in_flight.entry(format!("{reference} {}", policy.name()));
+        if let Entry::Occupied(shared) = &entry {
+            if !shared.get().timed_out() {
+                shared.get().watch.join(limits, deadline);
+                return shared.get().clone();
+            }
+        }
+        let shared = Arc::new(SharedPull::new(limits, deadline));
+        match entry {
+            Entry::Occupied(mut old) => {
+                old.insert(shared.clone());
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(shared.clone());
+            }
+        }
+        drop(in_flight);
+        self.start_pull(reference, policy, &shared);
+        shared
+    }
+
+    /// With `always-or-cached`, the stored image `text` resolved to last, when `err` says the
+    /// registry cannot be reached ([`is_unreachable`], or a deadline that passed before any
+    /// attempt reached it).
+    fn cached_instead(
+        &self,
+        text: &str,
+        policy: PullPolicy,
+        watch: &Watch,
+        err: &anyhow::Error,
+        asked: Instant,
+    ) -> Option<(StoredImage, Pulled)> {
+        let unreached = is_unreachable(err) || (is_timeout(err) && watch.never_reached());
+        if policy != PullPolicy::AlwaysOrCached || !unreached {
+            return None;
+        }
+        let image = self.refs.get(text).and_then(|d| self.store.get(&d))?;
+        log::warn!(
+            "{text}: the registry cannot be reached ({err:#}); running {}, the image it resolved to last, from the cache",
+            image.digest
+        );
+        let pulled = Pulled {
+            digest: image.digest.clone(),
+            pull_ms: asked.elapsed().as_millis() as u64,
+            unpack_ms: 0,
+            from_cache: true,
         };
-        match result {
-            // Only the container that pulled is charged with the pull's time.
-            Ok((image, pulled)) if !first => Ok((
-                image,
-                Pulled {
-                    pull_ms: 0,
-                    unpack_ms: 0,
-                    ..pulled
-                },
-            )),
-            Ok(obtained) => Ok(obtained),
-            Err(err) => Err(err.into()),
-        }
+        Some((image, pulled))
     }
 
     /// Starts `shared`'s pull in a thread of its own; a thread that cannot start is the pull's
@@ -412,29 +487,22 @@ impl Images {
                 return Ok(stored(image));
             }
         }
-        // One staging dir per reference and run: a retry keeps the blobs that arrived whole,
-        // and a failed pull leaves nothing.
-        let staging = self.store.staging(text);
+        // One staging dir per reference, policy and run (as the pulls are shared): a retry
+        // keeps the blobs that arrived whole, and a failed pull leaves nothing.
+        let staging = self.store.staging(&format!("{text} {policy}"));
         let pulling = Instant::now();
         let (resolved, downloaded) = match self.download(&reference, text, &staging, watch) {
             Ok(downloaded) => downloaded,
             Err(err) => {
                 let _ = std::fs::remove_dir_all(&staging);
+                if let Some(cached) = self.cached_instead(text, policy, watch, &err, pulling) {
+                    return Ok(cached);
+                }
                 let cached = self.refs.get(text).and_then(|d| self.store.get(&d));
-                return match (policy, cached) {
-                    (PullPolicy::AlwaysOrCached, Some(image)) if is_unreachable(&err) => {
-                        log::warn!(
-                            "{text}: the registry cannot be reached ({err:#}); running {}, the image it resolved to last, from the cache",
-                            image.digest
-                        );
-                        let (image, mut pulled) = stored(image);
-                        pulled.pull_ms = pulling.elapsed().as_millis() as u64;
-                        pulled.from_cache = true;
-                        Ok((image, pulled))
-                    }
-                    (PullPolicy::Always, Some(_)) => Err(err.context(format!("an earlier pull of {text} is cached; pull-policy = \"always-or-cached\" would run it when the registry cannot be reached, \"if-not-present\" always"))),
-                    _ => Err(err),
-                };
+                return Err(match (policy, cached) {
+                    (PullPolicy::Always, Some(_)) => err.context(format!("an earlier pull of {text} is cached; pull-policy = \"always-or-cached\" would run it when the registry cannot be reached, \"if-not-present\" always")),
+                    _ => err,
+                });
             }
         };
         let pull_ms = pulling.elapsed().as_millis() as u64;
@@ -540,6 +608,11 @@ impl Images {
             tokio::time::sleep(stop::POLL).await;
         }
     }
+}
+
+/// Whether `err` is a pull's deadline passing.
+fn is_timeout(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| cause.is::<PullTimedOut>())
 }
 
 #[cfg(test)]

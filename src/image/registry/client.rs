@@ -115,10 +115,9 @@ impl Puller {
         let (manifest, digest) =
             tokio::time::timeout(limit, client.pull_image_manifest(reference, auth))
                 .await
-                .map_err(|_| Stalled {
+                .map_err(|_| Stalled::Manifest {
                     limit,
-                    doing: format!("while fetching the manifest from {host}"),
-                    received: 0,
+                    host: host.to_owned(),
                 })?
                 .with_context(|| format!("fetching the manifest from {host}"))?;
         Ok(Resolved {

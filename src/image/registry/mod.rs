@@ -17,7 +17,7 @@ use oci_client::Reference;
 
 use super::budget::Charge;
 use super::digest::digest_hex;
-use client::{is_permanent, Puller, Resolved};
+use client::{is_permanent, is_unreachable, Puller, Resolved};
 use progress::Progress;
 use watch::Watch;
 
@@ -47,12 +47,19 @@ impl Download<'_> {
         let mut retry = 0;
         loop {
             self.watch.begin_attempt();
-            let attempt = std::pin::pin!(self.once());
-            let stalled = std::pin::pin!(self.watch.stalled());
-            let result = match select(attempt, stalled).await {
-                Either::Left((result, _)) => result,
-                Either::Right((stalled, _)) => Err(anyhow::Error::new(stalled)),
+            // In a block of its own: an abandoned attempt's sockets and files are closed
+            // before the backoff.
+            let result = {
+                let attempt = std::pin::pin!(self.once());
+                let stalled = std::pin::pin!(self.watch.stalled());
+                match select(attempt, stalled).await {
+                    Either::Left((result, _)) => result,
+                    Either::Right((stalled, _)) => Err(anyhow::Error::new(stalled)),
+                }
             };
+            if !result.as_ref().is_err_and(is_unreachable) {
+                self.watch.reached();
+            }
             match result {
                 Ok(pulled) => return Ok(pulled),
                 Err(err) if is_permanent(&err) => {

@@ -5,7 +5,7 @@
 //! those it serves (each container gives up at its own).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -41,15 +41,21 @@ impl PullLimits {
     }
 }
 
-/// An attempt received no byte for the progress timeout. Retried; after the retries, a
+/// An attempt received nothing for the progress timeout. Retried; after the retries, a
 /// registry that stalls counts as one that cannot be reached.
 #[derive(Debug, thiserror::Error)]
-#[error("received no byte for {}s (pull-progress-timeout) {doing}; {} of the image received in this attempt", limit.as_secs(), mib(*received))]
-pub(crate) struct Stalled {
-    pub limit: Duration,
-    /// What was pending: the blobs downloading, with their bytes, or the manifest.
-    pub doing: String,
-    pub received: u64,
+pub(crate) enum Stalled {
+    #[error("received no byte for {}s (pull-progress-timeout) while downloading {blobs}; {} of the image received in this attempt", limit.as_secs(), mib(*received))]
+    Blobs {
+        limit: Duration,
+        /// The blobs pending, with their bytes.
+        blobs: String,
+        received: u64,
+    },
+    /// One host's manifest request (with its token and an index's second request) did not
+    /// complete in time: the next mirror, or the registry, is asked.
+    #[error("no manifest from {host} within {}s (pull-progress-timeout)", limit.as_secs())]
+    Manifest { limit: Duration, host: String },
 }
 
 /// The pull's deadline passed: the container fails, whatever `pull-policy` says.
@@ -68,6 +74,9 @@ pub(crate) struct Watch {
     deadline: Mutex<Option<Deadline>>,
     /// Bytes received over every attempt.
     received: AtomicU64,
+    /// Whether an attempt reached the registry: ended in anything but
+    /// [`super::client::is_unreachable`].
+    reached: AtomicBool,
     attempt: Mutex<Attempt>,
 }
 
@@ -87,6 +96,7 @@ impl Watch {
             stall: Mutex::new(limits.progress_timeout),
             deadline: Mutex::new(deadline),
             received: AtomicU64::new(0),
+            reached: AtomicBool::new(false),
             attempt: Mutex::new(Attempt {
                 last_byte: None,
                 blobs: BTreeMap::new(),
@@ -105,6 +115,17 @@ impl Watch {
             (Some(a), Some(b)) => Some(if b.at > a.at { b } else { a }),
             _ => None,
         };
+    }
+
+    /// An attempt reached the registry.
+    pub(crate) fn reached(&self) {
+        self.reached.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether no attempt reached the registry and no byte arrived: when the deadline passes
+    /// then, the registry could not be reached at all.
+    pub(crate) fn never_reached(&self) -> bool {
+        !self.reached.load(Ordering::Relaxed) && self.received() == 0
     }
 
     /// Bytes received by every attempt so far.
@@ -162,9 +183,9 @@ impl Watch {
                 .map_or(Duration::ZERO, |last| last.elapsed());
             if idle >= limit {
                 let attempt = locks::lock(&self.attempt);
-                return Stalled {
+                return Stalled::Blobs {
                     limit,
-                    doing: doing(&attempt.blobs),
+                    blobs: pending(&attempt.blobs),
                     received: attempt.received,
                 };
             }
@@ -199,13 +220,19 @@ impl Watch {
     }
 }
 
-/// "while downloading blob sha256:… (1.0 MiB of 30.0 MiB)".
-fn doing(blobs: &BTreeMap<String, (u64, u64)>) -> String {
-    let pending: Vec<String> = blobs
+/// The blobs pending, "blob sha256:… (1.0 MiB of 30.0 MiB), …": the first few, for a manifest
+/// may list thousands.
+fn pending(blobs: &BTreeMap<String, (u64, u64)>) -> String {
+    const NAMED: usize = 3;
+    let mut named: Vec<String> = blobs
         .iter()
+        .take(NAMED)
         .map(|(digest, (got, size))| format!("blob {digest} ({} of {})", mib(*got), mib(*size)))
         .collect();
-    format!("while downloading {}", pending.join(", "))
+    if blobs.len() > NAMED {
+        named.push(format!("and {} more", blobs.len() - NAMED));
+    }
+    named.join(", ")
 }
 
 pub(crate) fn mib(bytes: u64) -> String {
@@ -241,11 +268,10 @@ mod tests {
 
     #[test]
     fn a_limit_past_the_clocks_end_is_no_bound() {
-        let settings =
-            crate::supervisor::settings::parse_duration("18446744073709551615s").unwrap();
+        // The largest the settings take: "18446744073709551615s".
         let limits = PullLimits {
-            progress_timeout: settings,
-            timeout: Some(settings),
+            progress_timeout: Duration::MAX,
+            timeout: Some(Duration::from_secs(u64::MAX)),
         };
         assert_eq!(limits.deadline(), None);
     }
