@@ -15,6 +15,11 @@ use super::{status_error, Runtime};
 impl Runtime {
     pub(crate) fn delete(&self, id: &str, force: bool) -> Result<()> {
         let _lock = self.lock(id)?;
+        self.delete_locked(id, force)
+    }
+
+    /// `delete` with the container's lock held.
+    fn delete_locked(&self, id: &str, force: bool) -> Result<()> {
         let container_dir = self.root.container_dir(id);
         let derived_dir = self.root.derived_dir(id);
         if !container_dir.exists() && !derived_dir.exists() {
@@ -64,17 +69,21 @@ impl Runtime {
     /// the cgroup's directories are removed after one read of mountinfo, where libcontainer's
     /// general delete has libcgroups v1 read it once per controller (~3 ms of a 35 ms `run`).
     /// Anything else (a process left in the cgroup, systemd's cgroups, Intel RDT) takes the
-    /// general path, `delete --force`.
-    pub(crate) fn delete_after_run(&self, id: &str) -> Result<()> {
-        {
-            let _lock = self.lock(id)?;
-            match self.remove_exited(id) {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(err) => log::debug!("deleting {id:?} the general way: {err:#}"),
-            }
+    /// general path, `delete --force`. Only the instance `made` is deleted: once it ended,
+    /// someone (a supervisor run again after its runtime was killed) may have deleted it and
+    /// made the id again, and that container is left alone.
+    pub(crate) fn delete_after_run(&self, id: &str, made: &init::Record) -> Result<()> {
+        let _lock = self.lock(id)?;
+        if init::instance(&self.root.derived_dir(id))?.as_ref() != Some(made) {
+            log::info!("container {id:?} was deleted, or made again, while it ran: left alone");
+            return Ok(());
         }
-        self.delete(id, true)
+        match self.remove_exited(id) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(err) => log::debug!("deleting {id:?} the general way: {err:#}"),
+        }
+        self.delete_locked(id, true)
     }
 
     /// Removes an exited container's cgroup and state when nothing but its empty cgroup

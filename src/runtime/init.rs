@@ -22,8 +22,10 @@ use crate::atomic_file;
 
 const RECORD: &str = "init.json";
 
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Record {
+/// One instance of a container: its init's pid and start time. A container deleted and made
+/// again under the same id is another instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Record {
     pid: i32,
     /// `/proc/<pid>/stat`'s starttime: clock ticks after boot.
     start_time: u64,
@@ -46,6 +48,19 @@ pub(crate) fn recorded(dir: &Path) -> bool {
     dir.join(RECORD).exists()
 }
 
+/// The instance recorded in `dir`: `None` when there is no record (no container, or a create
+/// cut short). Errors: the record is unreadable.
+pub(crate) fn instance(dir: &Path) -> Result<Option<Record>> {
+    let path = dir.join(RECORD);
+    match std::fs::read(&path) {
+        Ok(text) => serde_json::from_slice(&text)
+            .map(Some)
+            .with_context(|| format!("parsing {}", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// The container's init, found again and held by a pidfd.
 #[derive(Debug)]
 pub(crate) struct Init {
@@ -58,12 +73,8 @@ impl Init {
     /// time, in the container's cgroup `owned`. `None` when no init was recorded (a create cut
     /// short) or it is gone; an unreadable record is an error, never trusted.
     pub(crate) fn find(dir: &Path, owned: Option<&Owned>) -> Result<Option<Init>> {
-        let path = dir.join(RECORD);
-        let record: Record = match std::fs::read(&path) {
-            Ok(text) => serde_json::from_slice(&text)
-                .with_context(|| format!("parsing {}", path.display()))?,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+        let Some(record) = instance(dir)? else {
+            return Ok(None);
         };
         let pid = Pid::from_raw(record.pid);
         let Some(pidfd) = rustix::process::Pid::from_raw(record.pid)

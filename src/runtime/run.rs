@@ -1,10 +1,11 @@
 //! runc's `run`: create, start and, in the foreground, wait for the container's init
 //! (forwarding our signals to it), then delete the container.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::create::CreateRequest;
 use super::foreground::SignalForwarder;
+use super::init;
 use super::Runtime;
 
 impl Runtime {
@@ -17,6 +18,7 @@ impl Runtime {
             .then(SignalForwarder::install)
             .transpose()?;
         let pid = self.create(request)?;
+        let made = init::instance(&self.root.derived_dir(id));
         let started = self.start(id);
         let Some(forwarder) = forwarder else {
             started?;
@@ -25,7 +27,11 @@ impl Runtime {
         let code = started.and_then(|()| forwarder.wait(pid));
         // The container's exit code is what callers act on; a cleanup failure after it ran is
         // worth a warning, not a different exit code.
-        if let Err(err) = self.delete_after_run(id) {
+        let deleted = made.and_then(|made| {
+            let made = made.context("the container's init record is missing after create")?;
+            self.delete_after_run(id, &made)
+        });
+        if let Err(err) = deleted {
             log::warn!("deleting container {id:?} after it ran: {err:#}");
         }
         code
