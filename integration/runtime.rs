@@ -234,6 +234,9 @@ fn run_deletes_only_the_container_it_made() {
     let id = f.id("c");
     let mut first = Stopped(run_until_output(&f, Path::new(bundle), &id, "ready\n"));
     let runtime = nix::unistd::Pid::from_raw(first.0.id() as i32);
+    // The container may print while `start` still holds the container's lock; `state` takes
+    // it, so once `state` answers, the `run` stopped below holds no lock.
+    assert_eq!(f.state(&id)["status"], "running");
     // Stopped, it can neither reap its container's init nor delete anything until resumed.
     kill(runtime, Signal::SIGSTOP).unwrap();
     f.rt_ok(&["delete", "--force", &id]);
