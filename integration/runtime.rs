@@ -212,49 +212,6 @@ fn wait_until(mut done: impl FnMut() -> bool) {
     }
 }
 
-/// A `run` left waiting on a container that was deleted and made again under its id (a
-/// supervisor started again after being killed, which left its runtimes behind) deletes only
-/// the container it made: the new one keeps running.
-#[test]
-fn run_deletes_only_the_container_it_made() {
-    use nix::sys::signal::{kill, Signal};
-    /// The first `run`, stopped: resumed and ended whatever the test does.
-    struct Stopped(std::process::Child);
-    impl Drop for Stopped {
-        fn drop(&mut self) {
-            let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-            let _ = kill(pid, Signal::SIGCONT);
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let f = Fixture::new("remade");
-    let bundle = f.bundle("c", &["sh", "-c", "echo ready; exec sleep 100"]);
-    let bundle = bundle.to_str().unwrap();
-    let id = f.id("c");
-    let mut first = Stopped(run_until_output(&f, Path::new(bundle), &id, "ready\n"));
-    let runtime = nix::unistd::Pid::from_raw(first.0.id() as i32);
-    // The container may print while `start` still holds the container's lock; `state` takes
-    // it, so once `state` answers, the `run` stopped below holds no lock.
-    assert_eq!(f.state(&id)["status"], "running");
-    // Stopped, it can neither reap its container's init nor delete anything until resumed.
-    kill(runtime, Signal::SIGSTOP).unwrap();
-    f.rt_ok(&["delete", "--force", &id]);
-    f.rt_ok(&["run", "--detach", "--bundle", bundle, &id]);
-    let pid = f.state(&id)["pid"].as_i64().unwrap() as i32;
-    kill(runtime, Signal::SIGCONT).unwrap();
-    assert_eq!(first.0.wait().unwrap().code(), Some(137));
-    let state = f.state(&id);
-    assert_eq!(
-        (state["status"].as_str(), state["pid"].as_i64()),
-        (Some("running"), Some(i64::from(pid))),
-        "{state}"
-    );
-    f.rt_ok(&["delete", "--force", &id]);
-    wait_until(|| !alive(pid));
-    f.assert_clean();
-}
-
 #[test]
 fn run_detach_returns_with_the_container_running() {
     let f = Fixture::new("detach");
