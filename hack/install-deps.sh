@@ -17,6 +17,7 @@ packages=(
   prometheus                  # metrics tests: promtool check metrics
   protobuf-compiler           # CRI tests: protoc for the CRI client's generated code
   shellcheck                  # CI: the scripts are shellcheck-clean
+  dpkg-dev lintian rpm squashfs-tools  # hack/package.sh: the .deb (dpkg-shlibdeps), the .rpm, the sysext image
 )
 missing=()
 for p in "${packages[@]}"; do
