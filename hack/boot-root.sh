@@ -10,8 +10,11 @@
 #   hack/boot-root.sh path           prints where the root for this script is (built or not).
 #   hack/boot-root.sh install DIR    installs into DIR (a copy or overlay of the root, never the
 #                                    cached root itself): our binaries ($BIN_DIR, default
-#                                    target/release) and units through hack/install.sh, the
-#                                    stand-in orchestrator and the test harness units.
+#                                    target/release) and units through hack/install.sh, then
+#                                    the harness below, and enables our units.
+#   hack/boot-root.sh harness DIR    only the test harness: the stand-in orchestrator and the
+#                                    units that record each boot (the package tests install
+#                                    the product themselves).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,10 +84,17 @@ root=$cache/boot-root-$hash
 
 install_into() {
   local dir=${1:?usage: boot-root.sh install DIR}
+  harness_into "$dir"
+  DESTDIR=$dir BIN_DIR=${BIN_DIR:-target/release} hack/install.sh /usr/local >/dev/null
+  systemctl --root="$dir" --quiet enable bootstrap-containers.service bootstrap-containers.target \
+    'usr-local-lib-bootstrap\x2drunc.mount'
+}
+
+harness_into() {
+  local dir=${1:?usage: boot-root.sh harness DIR}
   [ -d "$dir/etc/systemd" ] || { echo "boot-root.sh: $dir is not a copy of the boot root" >&2; exit 1; }
   [ "$(realpath "$dir")" != "$(realpath -m "$root")" ] ||
     { echo "boot-root.sh: refusing to install into the cached root itself" >&2; exit 1; }
-  DESTDIR=$dir BIN_DIR=${BIN_DIR:-target/release} hack/install.sh /usr/local >/dev/null
   mkdir -p "$dir/var/lib/boot-test" "$dir/usr/local/lib/boot-test"
 
   # The stand-in orchestrator: kubelet.service, so that our kubelet drop-in orders it. Per boot
@@ -130,15 +140,20 @@ ExecStart=/bin/sh -c 'for m in $(findmnt -rn -t cgroup -o TARGET); do mount -o r
 WantedBy=sysinit.target
 UNIT
 
-  # When the boot is over (no job left): append the boot id, the system state and the failed
-  # units to /var/lib/boot-test/boots, then power off, which ends systemd-nspawn. Type=exec: the
-  # unit's own start job must not keep the boot from finishing.
+  # When the boot is over (no job left): run the test's hook, if any, in the running guest
+  # (/var/lib/boot-test/hook, its output and exit code beside it), append the boot id, the
+  # system state and the failed units to /var/lib/boot-test/boots, then power off, which ends
+  # systemd-nspawn. Type=exec: the unit's own start job must not keep the boot from finishing.
   cat >"$dir/usr/local/lib/boot-test/finish.sh" <<'SH'
 #!/bin/sh
 # is-system-running --wait needs D-Bus, which this root has not: poll.
 while state=$(systemctl is-system-running); [ "$state" = initializing ] || [ "$state" = starting ]; do
   sleep 0.05
 done
+if [ -x /var/lib/boot-test/hook ]; then
+  /var/lib/boot-test/hook >/var/lib/boot-test/hook.out 2>&1
+  echo $? >/var/lib/boot-test/hook.rc
+fi
 failed=$(systemctl list-units --state=failed --plain --no-legend | cut -d" " -f1 | tr "\n" " ")
 echo "$(cat /proc/sys/kernel/random/boot_id) $state $failed" >>/var/lib/boot-test/boots
 sync
@@ -158,8 +173,7 @@ WantedBy=multi-user.target
 UNIT
   chmod 0755 "$dir"/usr/local/lib/boot-test/*.sh
 
-  systemctl --root="$dir" --quiet enable bootstrap-containers.service bootstrap-containers.target \
-    'usr-local-lib-bootstrap\x2drunc.mount' kubelet.service boot-test-cgroups.service boot-test-finish.service
+  systemctl --root="$dir" --quiet enable kubelet.service boot-test-cgroups.service boot-test-finish.service
 }
 
 # In braces: bash reads all of it before running it, so editing this file meanwhile is safe.
@@ -168,7 +182,8 @@ UNIT
     build) build ;;
     path) echo "$root" ;;
     install) install_into "${2:-}" ;;
-    *) echo "usage: hack/boot-root.sh build | path | install DIR" >&2; exit 2 ;;
+    harness) harness_into "${2:-}" ;;
+    *) echo "usage: hack/boot-root.sh build | path | install DIR | harness DIR" >&2; exit 2 ;;
   esac
   exit
 }

@@ -25,7 +25,7 @@ const STOP_GRACE: &str = "2s";
 /// One guest: an overlay of the cached root (lower) with a private upper layer, booted as
 /// often as a test wants. Dropping it kills whatever it left running, unmounts the overlay and
 /// removes its cgroups.
-struct Guest {
+pub(crate) struct Guest {
     machine: String,
     /// Boot the guest with only the unified cgroup hierarchy (cgroup v2, as Debian 12 and most
     /// current hosts), instead of this host's hybrid layout.
@@ -40,7 +40,7 @@ struct Guest {
 }
 
 /// What one boot left.
-struct Boot {
+pub(crate) struct Boot {
     /// `systemctl is-system-running` when the boot was over: running, degraded, ...
     state: String,
     /// Units that had failed by then.
@@ -48,7 +48,7 @@ struct Boot {
     /// The stand-in orchestrator's record, if it started in this boot.
     orchestrator: Option<Orchestrator>,
     /// This boot's journal.
-    journal: Vec<Entry>,
+    pub(crate) journal: Vec<Entry>,
     /// The guest's boot id (no dashes, as journalctl shows it).
     id: String,
     /// From spawning systemd-nspawn to its exit after the poweroff.
@@ -62,12 +62,12 @@ struct Orchestrator {
     supervisor: String,
 }
 
-struct Entry {
-    identifier: String,
+pub(crate) struct Entry {
+    pub(crate) identifier: String,
     unit: String,
     message: String,
     /// Every field, as `journalctl -o json` prints it.
-    fields: serde_json::Value,
+    pub(crate) fields: serde_json::Value,
 }
 
 impl Guest {
@@ -76,6 +76,16 @@ impl Guest {
     }
 
     fn with_cgroups(test: &str, unified: bool) -> Guest {
+        Guest::make(test, unified, "install")
+    }
+
+    /// A guest with the test harness alone: none of our files, for a package to install.
+    pub(crate) fn bare(test: &str) -> Guest {
+        Guest::make(test, false, "harness")
+    }
+
+    /// `hack/boot-root.sh <what>` (install or harness) prepares the overlay.
+    fn make(test: &str, unified: bool, what: &str) -> Guest {
         let lower = boot_root();
         let dir = common::scratch_dir(&format!("brt-boot-{test}-"));
         // The journal's directory name.
@@ -117,14 +127,14 @@ impl Guest {
         std::fs::write(guest.root.join("etc/machine-id"), format!("{machine_id}\n")).unwrap();
         let bin_dir = Path::new(RUNTIME).parent().unwrap();
         let out = Command::new(BOOT_ROOT)
-            .arg("install")
+            .arg(what)
             .arg(&guest.root)
             .env("BIN_DIR", bin_dir)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "boot-root.sh install: {}",
+            "boot-root.sh {what}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         // Through the unit's EnvironmentFile, as an operator sets it.
@@ -137,12 +147,45 @@ impl Guest {
         guest
     }
 
-    fn path(&self, guest_path: &str) -> PathBuf {
+    /// Runs `script` (`sh -c`) in the guest's root without booting it (systemd-nspawn with
+    /// /proc, /dev and /run of its own, as a package manager runs in an image build); panics
+    /// with its output when it fails. Returns its stdout.
+    pub(crate) fn run_in(&self, script: &str) -> String {
+        let out = Command::new("systemd-nspawn")
+            .arg(format!("--directory={}", self.root.display()))
+            .args([
+                "--quiet",
+                "--register=no",
+                "--keep-unit",
+                "--private-network",
+                "--link-journal=no",
+                "--resolv-conf=off",
+                "--timezone=off",
+                "--",
+                "/bin/sh",
+                "-c",
+                script,
+            ])
+            .env_remove("SYSTEMD_NSPAWN_USE_CGNS")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "in the guest: {script}: {}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    pub(crate) fn path(&self, guest_path: &str) -> PathBuf {
         self.root.join(guest_path.trim_start_matches('/'))
     }
 
     /// A busybox bundle running `sh -c script`; returns its path in the guest.
-    fn bundle(&self, name: &str, script: &str) -> String {
+    pub(crate) fn bundle(&self, name: &str, script: &str) -> String {
         let path = format!("/var/lib/bundles/{name}");
         let status = Command::new(MAKE_BUNDLE)
             .arg(self.path(&path))
@@ -153,7 +196,7 @@ impl Guest {
         path
     }
 
-    fn write_settings(&self, text: &str) {
+    pub(crate) fn write_settings(&self, text: &str) {
         let path = self.path(SETTINGS);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
@@ -182,7 +225,7 @@ impl Guest {
 
     /// Boots the guest until its harness unit powers it off (or the time limit kills it) and
     /// returns what the boot left.
-    fn boot(&mut self) -> Boot {
+    pub(crate) fn boot(&mut self) -> Boot {
         self.boots += 1;
         let console = self.dir.path().join(format!("console-{}.log", self.boots));
         let before = lines(&self.path("var/lib/boot-test/boots")).len();
@@ -371,7 +414,7 @@ impl Drop for Guest {
 
 impl Boot {
     /// Messages of the supervisor (the unit's SyslogIdentifier), containers' output included.
-    fn supervisor(&self) -> Vec<&str> {
+    pub(crate) fn supervisor(&self) -> Vec<&str> {
         self.journal
             .iter()
             .filter(|e| e.identifier == "bootstrap-containers")
@@ -380,7 +423,7 @@ impl Boot {
     }
 
     /// What the supervisor logged about a container: `succeeded (exit code 0)`, ...
-    fn outcomes(&self, name: &str) -> Vec<String> {
+    pub(crate) fn outcomes(&self, name: &str) -> Vec<String> {
         let prefix = format!("level=info msg=\"{name}: ");
         self.supervisor()
             .iter()
@@ -408,7 +451,7 @@ impl Boot {
     }
 
     /// The journal lines that matter, for assertion messages.
-    fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let interesting = ["bootstrap-containers", "kubelet", "boot-test"];
         let mut text = format!(
             "state {}, failed {:?}, orchestrator {:?}\n",
@@ -428,7 +471,7 @@ impl Boot {
 
     /// The orchestrator started, and only after the supervisor had exited with 0: the
     /// drop-in's After= and the units' oneshot semantics held.
-    fn assert_orchestrator_started(&self) {
+    pub(crate) fn assert_orchestrator_started(&self) {
         let orchestrator = self
             .orchestrator
             .as_ref()
@@ -443,7 +486,7 @@ impl Boot {
 
     /// The orchestrator was in the boot's transaction and its start was refused because the
     /// bootstrap containers' target failed.
-    fn assert_orchestrator_never_started(&self) {
+    pub(crate) fn assert_orchestrator_never_started(&self) {
         assert!(
             self.orchestrator.is_none(),
             "the orchestrator started:\n{}",

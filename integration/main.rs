@@ -17,6 +17,7 @@ mod hostile;
 mod images;
 mod load;
 mod operating;
+mod packages;
 mod promise;
 mod pulls;
 mod registry;
