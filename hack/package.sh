@@ -63,7 +63,10 @@ deb() { # STAGE TREE
     -e "s/@INSTALLED_SIZE@/$(du -sk --exclude=DEBIAN "$stage" | cut -f1)/" \
     packaging/debian/control.in >"$stage/DEBIAN/control"
   install -m 0755 packaging/debian/{preinst,postinst,prerm,postrm} "$stage/DEBIAN/"
-  (cd "$stage" && find usr -type f -print0 | sort -z | xargs -0 md5sum) >"$stage/DEBIAN/md5sums"
+  # Hashed from stdin: md5sum escapes a name with a backslash (the mount unit's), dpkg wants it raw.
+  (cd "$stage" && find usr -type f -print0 | sort -z | while IFS= read -r -d '' file; do
+    printf '%s  %s\n' "$(md5sum <"$file" | cut -d' ' -f1)" "$file"
+  done) >"$stage/DEBIAN/md5sums"
   find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
   dpkg-deb --root-owner-group -Zxz --build "$stage" "$dist/bootstrap-runc_${version}_amd64.deb" >/dev/null
 }

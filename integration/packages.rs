@@ -17,25 +17,46 @@ const RUNTIME: &str = env!("CARGO_BIN_EXE_bootstrap-runc");
 const PACKAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/package.sh");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// A version after this one, for the upgrade.
+const NEXT_VERSION: &str = "999.0.0";
+
 /// The artifacts, built once per test run from the binaries under test into cargo's
 /// per-target scratch directory.
 fn dist() -> &'static Path {
     static DIST: OnceLock<PathBuf> = OnceLock::new();
-    DIST.get_or_init(|| {
-        let dist = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dist");
-        let _ = std::fs::remove_dir_all(&dist);
-        let out = Command::new(PACKAGE)
-            .env("BIN_DIR", Path::new(RUNTIME).parent().unwrap())
-            .env("DIST", &dist)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "hack/package.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dist
-    })
+    DIST.get_or_init(|| package("dist", VERSION))
+}
+
+/// `hack/package.sh` with `version` into `name` under cargo's scratch directory.
+fn package(name: &str, version: &str) -> PathBuf {
+    let dist = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dist);
+    let out = Command::new(PACKAGE)
+        .env("BIN_DIR", Path::new(RUNTIME).parent().unwrap())
+        .env("DIST", &dist)
+        .env("VERSION", version)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "hack/package.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dist
+}
+
+fn write_hook(g: &Guest, script: &str) {
+    let hook = g.path("var/lib/boot-test/hook");
+    std::fs::write(&hook, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// What the hook printed in the last boot, once it exited 0.
+fn hook_output(g: &Guest) -> String {
+    let out = std::fs::read_to_string(g.path("var/lib/boot-test/hook.out")).unwrap();
+    let rc = std::fs::read_to_string(g.path("var/lib/boot-test/hook.rc")).unwrap();
+    assert_eq!(rc.trim(), "0", "the hook failed:\n{out}");
+    out
 }
 
 fn deb() -> PathBuf {
@@ -112,9 +133,7 @@ fn the_deb_installs_boots_removes_and_purges() {
         &(container("fine", &fine, "mode = \"always\"\nessential = true")
             + &container("broken", &broken, "mode = \"always\"")),
     );
-    let hook = g.path("var/lib/boot-test/hook");
-    std::fs::write(&hook, "#!/bin/sh\nbootstrap-supervisor status\n").unwrap();
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_hook(&g, "bootstrap-supervisor status");
     let boot = g.boot();
     boot.assert_orchestrator_started();
     assert_eq!(
@@ -149,7 +168,7 @@ fn the_deb_installs_boots_removes_and_purges() {
         "{}",
         boot.summary()
     );
-    let status = std::fs::read_to_string(g.path("var/lib/boot-test/hook.out")).unwrap();
+    let status = hook_output(&g);
     for (name, outcome) in [("fine", "succeeded"), ("broken", "failed")] {
         assert!(
             status
@@ -279,5 +298,69 @@ fn the_rpm_and_the_tarball_install_the_debs_files() {
         listing(&staged, &[]),
         debs,
         "the tarball's install differs from the .deb's"
+    );
+}
+
+/// An upgrade in the running guest, as unattended-upgrades would do it, with the runtime's
+/// read-only mount active: the operator's settings (edited by the supervisor) survive, the
+/// mount is back afterwards, and the next boot runs.
+#[test]
+fn the_deb_upgrades_in_the_running_guest() {
+    let next = package("dist-next", NEXT_VERSION);
+    let mut g = Guest::bare("upgrade");
+    std::fs::copy(deb(), g.path("var/tmp/bootstrap-runc.deb")).unwrap();
+    std::fs::copy(
+        next.join(format!("bootstrap-runc_{NEXT_VERSION}_amd64.deb")),
+        g.path("var/tmp/next.deb"),
+    )
+    .unwrap();
+    g.run_in("apt-get install -y -q /var/tmp/bootstrap-runc.deb >/dev/null");
+    let setup = g.bundle("setup", "echo once");
+    let every = g.bundle("every", "echo every boot");
+    g.write_settings(
+        &(container("setup", &setup, "mode = \"once\"\nessential = true")
+            + &container("every", &every, "mode = \"always\"")),
+    );
+    write_hook(
+        &g,
+        "set -e\n\
+         findmnt -n -o FSTYPE,OPTIONS /usr/lib/bootstrap-runc | sed 's/^/before: /'\n\
+         DEBIAN_FRONTEND=noninteractive apt-get install -y -q /var/tmp/next.deb >/dev/null\n\
+         findmnt -n -o FSTYPE,OPTIONS /usr/lib/bootstrap-runc | sed 's/^/after: /'\n\
+         dpkg-query -W -f 'version: ${Version}\\n' bootstrap-runc\n\
+         dpkg --verify bootstrap-runc",
+    );
+    let boot = g.boot();
+    boot.assert_orchestrator_started();
+    assert_eq!(
+        boot.outcomes("setup"),
+        ["succeeded (exit code 0)"],
+        "{}",
+        boot.summary()
+    );
+    let upgraded = hook_output(&g);
+    let mounted = |when: &str| {
+        upgraded
+            .lines()
+            .any(|l| l.starts_with(&format!("{when}: overlay ro,")))
+    };
+    assert!(mounted("before") && mounted("after"), "{upgraded}");
+    assert!(
+        upgraded.contains(&format!("version: {NEXT_VERSION}\n")),
+        "{upgraded}"
+    );
+    let settings =
+        std::fs::read_to_string(g.path("etc/bootstrap-containers/settings.toml")).unwrap();
+    assert!(settings.contains("mode = \"off\""), "{settings}");
+
+    std::fs::remove_file(g.path("var/lib/boot-test/hook")).unwrap();
+    let boot = g.boot();
+    boot.assert_orchestrator_started();
+    assert!(boot.outcomes("setup").is_empty(), "{}", boot.summary());
+    assert_eq!(
+        boot.outcomes("every"),
+        ["succeeded (exit code 0)"],
+        "{}",
+        boot.summary()
     );
 }
