@@ -64,8 +64,8 @@ struct Orchestrator {
 
 pub(crate) struct Entry {
     pub(crate) identifier: String,
-    unit: String,
-    message: String,
+    pub(crate) unit: String,
+    pub(crate) message: String,
     /// Every field, as `journalctl -o json` prints it.
     pub(crate) fields: serde_json::Value,
 }

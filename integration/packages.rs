@@ -364,3 +364,78 @@ fn the_deb_upgrades_in_the_running_guest() {
         boot.summary()
     );
 }
+
+/// The systemd-sysext image, merged into the guest's /usr by `systemd-sysext merge --root`
+/// on this host (in a mount namespace of its own with a /run of its own: systemd-sysext stages
+/// the images there; the merged /usr reaches the guest's root, a shared mount, by
+/// propagation), then booted: systemd loads the image's units at boot, nothing enabled in
+/// /etc; `systemd-sysext status` in the guest lists it, the containers run, and the runtime
+/// finds itself read-only without its mount unit.
+#[test]
+fn the_sysext_image_merged_into_the_guest_boots() {
+    let mut g = Guest::bare("sysext");
+    let extensions = g.path("var/lib/extensions");
+    std::fs::create_dir_all(&extensions).unwrap();
+    std::fs::copy(
+        dist().join("bootstrap-runc.raw"),
+        extensions.join("bootstrap-runc.raw"),
+    )
+    .unwrap();
+    let root = g.path("");
+    let merged = Command::new("sh")
+        .arg("-c")
+        .arg(
+            r#"mount --make-shared "$1" &&
+               unshare -m --propagation unchanged sh -c \
+                 'mount --make-private / && mount -t tmpfs tmpfs /run && systemd-sysext merge --root="$1"' sh "$1""#,
+        )
+        .arg("sh")
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        merged.status.success(),
+        "systemd-sysext merge: {}",
+        String::from_utf8_lossy(&merged.stderr)
+    );
+    assert!(g.path("usr/lib/bootstrap-runc/bootstrap-runc").is_file());
+
+    let fine = g.bundle("fine", "echo fine");
+    g.write_settings(&container(
+        "fine",
+        &fine,
+        "mode = \"always\"\nessential = true",
+    ));
+    write_hook(&g, "systemd-sysext status");
+    let boot = g.boot();
+    boot.assert_orchestrator_started();
+    assert_eq!(
+        boot.outcomes("fine"),
+        ["succeeded (exit code 0)"],
+        "{}",
+        boot.summary()
+    );
+    let status = hook_output(&g);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("/usr") && l.contains("bootstrap-runc")),
+        "{status}"
+    );
+    assert!(
+        boot.supervisor()
+            .iter()
+            .any(|m| m
+                .contains("/usr/lib/bootstrap-runc/bootstrap-supervisor is installed read-only")),
+        "{}",
+        boot.summary()
+    );
+    assert!(
+        !boot
+            .journal
+            .iter()
+            .any(|e| e.unit == "usr-lib-bootstrap\\x2drunc.mount" && e.message.contains("Mounted")),
+        "the mount unit mounted over the image:\n{}",
+        boot.summary()
+    );
+}
