@@ -430,12 +430,18 @@ fn the_sysext_image_merged_into_the_guest_boots() {
         "{}",
         boot.summary()
     );
+    // Skipped by its condition (on this test's overlay root the mount would fail anyway: a
+    // third stacked overlay is more than the kernel takes).
+    let mount_unit: Vec<&str> = boot
+        .journal
+        .iter()
+        .filter(|e| e.unit == "usr-lib-bootstrap\\x2drunc.mount")
+        .map(|e| e.message.as_str())
+        .collect();
     assert!(
-        !boot
-            .journal
+        mount_unit
             .iter()
-            .any(|e| e.unit == "usr-lib-bootstrap\\x2drunc.mount" && e.message.contains("Mounted")),
-        "the mount unit mounted over the image:\n{}",
-        boot.summary()
+            .any(|m| m.contains("ConditionPathIsReadWrite=/usr/lib/bootstrap-runc")),
+        "the mount unit was not skipped: {mount_unit:#?}"
     );
 }
