@@ -23,6 +23,9 @@ binaries() {
     bin_dir=target/release
   fi
   bin_dir=$(realpath "$bin_dir")
+  for built in bootstrap-runc bootstrap-supervisor examples/manuals; do
+    [ -x "$bin_dir/$built" ] || { echo "package.sh: no $bin_dir/$built (hack/build.sh builds it)" >&2; exit 1; }
+  done
 }
 
 tree() { # DIR: the tree install.sh installs from

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::boot::Guest;
+use crate::boot::{Boot, Guest};
 use crate::common;
 use crate::common::supervisor::container;
 
@@ -43,6 +43,20 @@ fn package(name: &str, version: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     dist
+}
+
+fn assert_outcome(boot: &Boot, name: &str, outcome: &str) {
+    assert_eq!(boot.outcomes(name), [outcome], "{}", boot.summary());
+}
+
+/// The supervisor that ran is the package's, and found itself installed read-only.
+fn assert_supervisor_read_only(boot: &Boot) {
+    let said = "/usr/lib/bootstrap-runc/bootstrap-supervisor is installed read-only";
+    assert!(
+        boot.supervisor().iter().any(|m| m.contains(said)),
+        "{}",
+        boot.summary()
+    );
 }
 
 fn write_hook(g: &Guest, script: &str) {
@@ -136,27 +150,10 @@ fn the_deb_installs_boots_removes_and_purges() {
     write_hook(&g, "bootstrap-supervisor status");
     let boot = g.boot();
     boot.assert_orchestrator_started();
-    assert_eq!(
-        boot.outcomes("fine"),
-        ["succeeded (exit code 0)"],
-        "{}",
-        boot.summary()
-    );
-    assert_eq!(
-        boot.outcomes("broken"),
-        ["failed (exit code 3)"],
-        "{}",
-        boot.summary()
-    );
+    assert_outcome(&boot, "fine", "succeeded (exit code 0)");
+    assert_outcome(&boot, "broken", "failed (exit code 3)");
     // The packaged supervisor ran, protected by the packaged mount unit.
-    assert!(
-        boot.supervisor()
-            .iter()
-            .any(|m| m
-                .contains("/usr/lib/bootstrap-runc/bootstrap-supervisor is installed read-only")),
-        "{}",
-        boot.summary()
-    );
+    assert_supervisor_read_only(&boot);
     let exe = boot
         .journal
         .iter()
@@ -332,12 +329,7 @@ fn the_deb_upgrades_in_the_running_guest() {
     );
     let boot = g.boot();
     boot.assert_orchestrator_started();
-    assert_eq!(
-        boot.outcomes("setup"),
-        ["succeeded (exit code 0)"],
-        "{}",
-        boot.summary()
-    );
+    assert_outcome(&boot, "setup", "succeeded (exit code 0)");
     let upgraded = hook_output(&g);
     let mounted = |when: &str| {
         upgraded
@@ -357,12 +349,7 @@ fn the_deb_upgrades_in_the_running_guest() {
     let boot = g.boot();
     boot.assert_orchestrator_started();
     assert!(boot.outcomes("setup").is_empty(), "{}", boot.summary());
-    assert_eq!(
-        boot.outcomes("every"),
-        ["succeeded (exit code 0)"],
-        "{}",
-        boot.summary()
-    );
+    assert_outcome(&boot, "every", "succeeded (exit code 0)");
 }
 
 /// The systemd-sysext image, merged into the guest's /usr by `systemd-sysext merge --root`
@@ -409,12 +396,7 @@ fn the_sysext_image_merged_into_the_guest_boots() {
     write_hook(&g, "systemd-sysext status");
     let boot = g.boot();
     boot.assert_orchestrator_started();
-    assert_eq!(
-        boot.outcomes("fine"),
-        ["succeeded (exit code 0)"],
-        "{}",
-        boot.summary()
-    );
+    assert_outcome(&boot, "fine", "succeeded (exit code 0)");
     let status = hook_output(&g);
     assert!(
         status
@@ -422,14 +404,7 @@ fn the_sysext_image_merged_into_the_guest_boots() {
             .any(|l| l.starts_with("/usr") && l.contains("bootstrap-runc")),
         "{status}"
     );
-    assert!(
-        boot.supervisor()
-            .iter()
-            .any(|m| m
-                .contains("/usr/lib/bootstrap-runc/bootstrap-supervisor is installed read-only")),
-        "{}",
-        boot.summary()
-    );
+    assert_supervisor_read_only(&boot);
     // Skipped by its condition (on this test's overlay root the mount would fail anyway: a
     // third stacked overlay is more than the kernel takes).
     let mount_unit: Vec<&str> = boot

@@ -76,6 +76,18 @@ fn create_temp(dir: &Path, name: &str, mode: u32) -> Result<(PathBuf, File)> {
     }
 }
 
+/// The JSON record at `path`, as [`replace`] writes it: `None` when there is none. Errors: it
+/// cannot be read or parsed (never trusted half-read).
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(text) => serde_json::from_slice(&text)
+            .map(Some)
+            .with_context(|| format!("parsing {}", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

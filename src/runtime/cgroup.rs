@@ -231,14 +231,7 @@ impl Owned {
 
     /// The cgroup recorded in `state_dir`; `None` when no create got as far as claiming one.
     pub(crate) fn recorded(state_dir: &Path) -> Result<Option<Owned>> {
-        let path = state_dir.join(RECORD);
-        match std::fs::read(&path) {
-            Ok(text) => serde_json::from_slice(&text)
-                .map(Some)
-                .with_context(|| format!("parsing {}", path.display())),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
-        }
+        crate::atomic_file::read_json(&state_dir.join(RECORD))
     }
 }
 

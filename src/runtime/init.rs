@@ -51,14 +51,7 @@ pub(crate) fn recorded(dir: &Path) -> bool {
 /// The instance recorded in `dir`: `None` when there is no record (no container, or a create
 /// cut short). Errors: the record is unreadable.
 pub(crate) fn instance(dir: &Path) -> Result<Option<Record>> {
-    let path = dir.join(RECORD);
-    match std::fs::read(&path) {
-        Ok(text) => serde_json::from_slice(&text)
-            .map(Some)
-            .with_context(|| format!("parsing {}", path.display())),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
-    }
+    atomic_file::read_json(&dir.join(RECORD))
 }
 
 /// The container's init, found again and held by a pidfd.
