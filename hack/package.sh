@@ -9,6 +9,7 @@
 # than Cargo.toml's (the upgrade test builds N+1); `bootstrap-runc --version` still says Cargo's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+umask 022 # the staged trees' modes are the packages' modes
 
 
 version=${VERSION:-$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)}
@@ -95,10 +96,12 @@ rpm_package() { # STAGE TREE
 sysext() { # STAGE TREE: everything under /usr, the extension's release file, squashfs
   local stage=$1 tree=$2
   DESTDIR=$stage "$tree/install.sh" /usr >/dev/null
-  install -D -m 0644 packaging/sysext/bootstrap-containers.target.upholds.conf \
-    "$stage/usr/lib/systemd/system/multi-user.target.d/10-bootstrap-containers.conf"
-  mkdir -p "$stage/usr/lib/systemd/system/bootstrap-containers.target.requires"
-  ln -s ../bootstrap-containers.service "$stage/usr/lib/systemd/system/bootstrap-containers.target.requires/"
+  # An extension cannot enable units in /etc: it ships what `systemctl enable` would link
+  # (statically; Upholds= would start a failed target again and again).
+  local units=$stage/usr/lib/systemd/system
+  mkdir -p "$units/bootstrap-containers.target.requires" "$units/multi-user.target.wants"
+  ln -s ../bootstrap-containers.service "$units/bootstrap-containers.target.requires/"
+  ln -s ../bootstrap-containers.target "$units/multi-user.target.wants/"
   install -D -m 0644 /dev/stdin "$stage/usr/lib/extension-release.d/extension-release.bootstrap-runc" <<REL
 ID=_any
 ARCHITECTURE=x86-64
@@ -106,7 +109,7 @@ SYSEXT_VERSION_ID=$version
 EXTENSION_RELOAD_MANAGER=1
 REL
   rm -f "$dist/bootstrap-runc.raw"
-  mksquashfs "$stage/usr" "$dist/bootstrap-runc.raw.tmp" -keep-as-directory -all-root -noappend \
+  mksquashfs "$stage/usr" "$dist/bootstrap-runc.raw.tmp" -keep-as-directory -all-root -root-mode 0755 -noappend \
     -quiet >/dev/null
   mv "$dist/bootstrap-runc.raw.tmp" "$dist/bootstrap-runc.raw"
 }
