@@ -18,6 +18,7 @@ packages=(
   protobuf-compiler           # CRI tests: protoc for the CRI client's generated code
   shellcheck                  # CI: the scripts are shellcheck-clean
   dpkg-dev lintian rpm squashfs-tools  # hack/package.sh: the .deb (dpkg-shlibdeps), the .rpm, the sysext image
+  etcd-server curl            # report-node tests: etcd for kube-apiserver (hack/kube-apiserver.sh), admin requests
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 hack/install-deps.sh
 # The boot tests' Debian root (integration/boot.rs): debootstrapped once (~90 s), then cached.
 hack/boot-root.sh build >/dev/null
+# The report-node tests' API server (integration/node_report.rs): built once (~4 min), then cached.
+hack/kube-apiserver.sh build >/dev/null
 if [ $# -gt 0 ]; then
   exec timeout 1800 cargo test --release --no-fail-fast "$@"
 fi

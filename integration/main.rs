@@ -16,6 +16,7 @@ mod faults;
 mod hostile;
 mod images;
 mod load;
+mod node_report;
 mod operating;
 mod packages;
 mod promise;

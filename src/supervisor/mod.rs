@@ -12,6 +12,7 @@ pub(crate) mod execute;
 pub(crate) mod journal;
 pub(crate) mod markers;
 pub(crate) mod metrics;
+pub(crate) mod node_report;
 pub mod plan;
 pub(crate) mod report;
 pub mod settings;

@@ -3,6 +3,7 @@
 pub(crate) mod get;
 pub(crate) mod logs;
 pub(crate) mod plan;
+pub(crate) mod report_node;
 pub(crate) mod run;
 pub(crate) mod set;
 pub(crate) mod status;
@@ -46,6 +47,9 @@ pub(crate) enum Command {
     Status(status::Args),
     /// Print a container's output in a boot
     Logs(logs::Args),
+    /// Write this boot's outcome to the Node as the condition BootstrapContainersSucceeded (and
+    /// an Event per failed container), with the node's credentials
+    ReportNode(report_node::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,6 +74,7 @@ impl Cli {
             Command::Get(args) => get::run(args),
             Command::Set(args) => set::run(args),
             Command::Status(args) => status::run(args),
+            Command::ReportNode(args) => report_node::run(args),
             Command::Logs(args) => logs::run(args),
         }
     }

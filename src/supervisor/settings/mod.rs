@@ -306,7 +306,7 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
 pub(crate) fn format_size(bytes: u64) -> String {
     SIZE_UNITS
         .into_iter()
-        .find(|(_, scale)| bytes > 0 && bytes % scale == 0)
+        .find(|(_, scale)| bytes > 0 && bytes.is_multiple_of(*scale))
         .map_or_else(
             || bytes.to_string(),
             |(unit, scale)| format!("{}{unit}", bytes / scale),
