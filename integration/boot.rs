@@ -1142,3 +1142,64 @@ kill $pid
         "{errors}"
     );
 }
+
+/// `bootstrap-report-node.service`, enabled, on a node with no cluster (its kubeconfig names a
+/// port nothing listens on): it starts after the orchestrator, gives up at its timeout with a
+/// clear error, and the boot still reaches its target.
+#[test]
+fn the_node_report_runs_after_the_orchestrator_and_fails_cleanly_without_a_cluster() {
+    let mut g = Guest::new("report");
+    let fine = g.bundle("fine", "true");
+    g.write_settings(&container(
+        "fine",
+        &fine,
+        "mode = \"always\"\nessential = true",
+    ));
+    std::os::unix::fs::symlink(
+        "/usr/local/lib/systemd/system/bootstrap-report-node.service",
+        g.path("etc/systemd/system/multi-user.target.wants/bootstrap-report-node.service"),
+    )
+    .unwrap();
+    std::fs::write(
+        g.path("etc/kubernetes-test.conf"),
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: none\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
+    )
+    .unwrap();
+    let mut env = std::fs::read_to_string(g.path(SUPERVISOR_ENV)).unwrap();
+    env.push_str(
+        "BOOTSTRAP_KUBECONFIG=/etc/kubernetes-test.conf\nBOOTSTRAP_REPORT_NODE_TIMEOUT=2s\n",
+    );
+    std::fs::write(g.path(SUPERVISOR_ENV), env).unwrap();
+    let hook = g.path("var/lib/boot-test/hook");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\nsystemctl show -P InactiveExitTimestampMonotonic kubelet.service bootstrap-report-node.service\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let boot = g.boot();
+    boot.assert_orchestrator_started();
+    assert_eq!(
+        boot.failed,
+        ["bootstrap-report-node.service"],
+        "{}",
+        boot.summary()
+    );
+    let said: Vec<&str> = boot
+        .journal
+        .iter()
+        .filter(|e| e.identifier == "bootstrap-report-node")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert!(said.iter().any(|m| m.contains("gave up")), "{said:#?}");
+    let started: Vec<u64> = std::fs::read_to_string(g.path("var/lib/boot-test/hook.out"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty()) // systemctl show separates units by a blank line
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert!(
+        started.len() == 2 && started[0] > 0 && started[1] >= started[0],
+        "the report started before the orchestrator: {started:?}"
+    );
+}

@@ -82,7 +82,7 @@ install -D -m 0755 "$src/packaging/containerd/containerd-shim-bootstrap-v1" "$de
 rewrite() { # the units and examples name /usr/local and its mount unit; installed, they name PREFIX
   sed -e "s#/usr/local/#$prefix/#g" -e "s#usr-local-lib-bootstrap\\\\x2drunc\\.mount#${mount_unit//\\/\\\\}#g" "$@"
 }
-for unit in bootstrap-containers.service bootstrap-containers.target; do
+for unit in bootstrap-containers.service bootstrap-containers.target bootstrap-report-node.service; do
   rewrite "$src/packaging/systemd/$unit" | install -D -m 0644 /dev/stdin "$dest$units/$unit"
 done
 rewrite "$src/packaging/systemd/bootstrap-runc.mount.in" | install -D -m 0644 /dev/stdin "$dest$units/$mount_unit"

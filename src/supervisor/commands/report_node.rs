@@ -16,13 +16,13 @@ pub(crate) struct Args {
     pub state_dir: StateDirArg,
     /// The node's kubeconfig (the kubelet's); default: the first of /etc/kubernetes/kubelet.conf,
     /// /var/lib/kubelet/kubeconfig, /etc/kubernetes/kubelet/kubeconfig that exists
-    #[arg(long, value_name = "PATH", value_parser = cli::absolute)]
+    #[arg(long, env = "BOOTSTRAP_KUBECONFIG", value_name = "PATH", value_parser = cli::absolute)]
     pub kubeconfig: Option<PathBuf>,
     /// The Node's name; default: the host name, lowercased (the kubelet's default)
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "BOOTSTRAP_NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
     /// How long to wait for the node to be registered and the API server to answer
-    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = crate::supervisor::settings::parse_duration)]
+    #[arg(long, env = "BOOTSTRAP_REPORT_NODE_TIMEOUT", default_value = "5m", value_name = "DURATION", value_parser = crate::supervisor::settings::parse_duration)]
     pub timeout: Duration,
 }
 
