@@ -37,7 +37,6 @@ pub(crate) mod store;
 pub mod unpack;
 pub(crate) mod user;
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -332,6 +331,7 @@ impl Images {
     /// runs: it waits for pulls that no container waits on any more (each ends at its
     /// deadline, or when the supervisor is stopped).
     pub(crate) fn collect_garbage(&self, in_use: &BTreeSet<String>) -> Result<()> {
+        // Taken first: the lock is not held while the pulls are joined.
         let pulls = std::mem::take(&mut *locks::lock(&self.pulls));
         for pull in pulls {
             let _ = pull.join();
@@ -392,23 +392,14 @@ impl Images {
         limits: &PullLimits,
         deadline: Option<Deadline>,
     ) -> Arc<SharedPull> {
+        let key = format!("{reference} {}", policy.name());
         let mut in_flight = locks::lock(&self.in_flight);
-        let entry = in_flight.entry(format!("{reference} {}", policy.name()));
-        if let Entry::Occupied(shared) = &entry {
-            if !shared.get().timed_out() {
-                shared.get().watch.join(limits, deadline);
-                return shared.get().clone();
-            }
+        if let Some(shared) = in_flight.get(&key).filter(|shared| !shared.timed_out()) {
+            shared.watch.join(limits, deadline);
+            return shared.clone();
         }
         let shared = Arc::new(SharedPull::new(limits, deadline));
-        match entry {
-            Entry::Occupied(mut old) => {
-                old.insert(shared.clone());
-            }
-            Entry::Vacant(vacant) => {
-                vacant.insert(shared.clone());
-            }
-        }
+        in_flight.insert(key, shared.clone());
         drop(in_flight);
         self.start_pull(reference, policy, &shared);
         shared
