@@ -265,7 +265,7 @@ fn boots_outcomes_reach_the_node_as_a_condition_and_events() {
             &b.name("fine"),
             &fine,
             "mode = \"always\"\nessential = true",
-        ) + &common::supervisor::container(&b.name("broken"), &broken, "mode = \"always\"")),
+        ) + &common::supervisor::container(&b.name("Broken"), &broken, "mode = \"always\"")),
     );
     assert_eq!(b.run().code, 0);
     let out = report_node(&b, &kubeconfig, node, "20s");
@@ -274,7 +274,7 @@ fn boots_outcomes_reach_the_node_as_a_condition_and_events() {
     assert_eq!(failed["status"], "False", "{failed}");
     let message = failed["message"].as_str().unwrap();
     assert!(
-        message.contains(&format!("{}: failed (exit code 3)", b.name("broken"))),
+        message.contains(&format!("{}: failed (exit code 3)", b.name("Broken"))),
         "{message}"
     );
     let events = cluster.events();
@@ -287,7 +287,7 @@ fn boots_outcomes_reach_the_node_as_a_condition_and_events() {
         about[0]["message"]
             .as_str()
             .unwrap()
-            .contains(&b.name("broken")),
+            .contains(&b.name("Broken")),
         "{:#?}",
         about[0]
     );

@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
+use sha2::Digest;
 
 use crate::supervisor::boots::{self, Which};
 use condition::{Condition, FailureEvent, TYPE};
@@ -138,7 +139,10 @@ fn event_for(node: &str, boot_id: &str, event: &FailureEvent, now: &Time) -> Eve
     let boot: String = boot_id.chars().filter(|c| *c != '-').take(12).collect();
     Event {
         metadata: ObjectMeta {
-            name: Some(format!("{node}.bootstrap.{boot}.{}", event.container)),
+            name: Some(format!(
+                "{node}.bootstrap.{boot}.{}",
+                name_part(&event.container)
+            )),
             namespace: Some("default".to_string()),
             ..ObjectMeta::default()
         },
@@ -161,6 +165,16 @@ fn event_for(node: &str, boot_id: &str, event: &FailureEvent, now: &Time) -> Eve
         count: Some(1),
         ..Event::default()
     }
+}
+
+/// `container` as part of an object's name, a DNS subdomain (lowercase): a name with capitals
+/// is lowercased and followed by a digest of itself, so that `Disk` and `disk` stay apart.
+fn name_part(container: &str) -> String {
+    if !container.bytes().any(|b| b.is_ascii_uppercase()) {
+        return container.to_string();
+    }
+    let digest = crate::image::digest::hex(&sha2::Sha256::digest(container.as_bytes()));
+    format!("{}-{}", container.to_ascii_lowercase(), &digest[..8])
 }
 
 /// Runs `attempt` until it gives `Some`, retrying while the API server cannot be reached or
@@ -192,5 +206,22 @@ where
         log::info!("{why}; retrying in {}s", delay.as_secs());
         tokio::time::sleep(delay.min(deadline - now)).await;
         delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_are_lowercase_and_keep_names_apart() {
+        assert_eq!(name_part("disk-setup"), "disk-setup");
+        let upper = name_part("Disk");
+        assert!(
+            upper.starts_with("disk-") && upper.len() == "disk-".len() + 8,
+            "{upper}"
+        );
+        assert_ne!(upper, name_part("DISK"));
+        assert!(!upper.bytes().any(|b| b.is_ascii_uppercase()));
     }
 }
